@@ -16,7 +16,18 @@ struct Simd {
     return v;
   }
   static inline void store(T* p, vec v) { std::memcpy(p, &v, sizeof(vec)); }
-  static inline vec broadcast(T s) { return vec{} + s; }
+  // -0.0 + s == s for every s (also -0.0), so the compiler drops the add and emits a plain broadcast.
+  static inline vec broadcast(T s) { return -vec{} + s; }
+  // Keeps v in a register: without it GCC folds one load into every FMA that uses it, doubling the loads of
+  // the two-kernel strips (measured: 7 -> 4 cycles per 8 FMAs on Zen).
+  static inline vec pin(vec v) {
+#if defined(__x86_64__) || defined(__i386__)
+    asm("" : "+x"(v));
+#elif defined(__aarch64__)
+    asm("" : "+w"(v));
+#endif
+    return v;
+  }
   static inline T sum(vec v) {
     T s = 0;
     for (int i = 0; i < width; ++i) s += v[i];

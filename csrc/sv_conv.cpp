@@ -26,8 +26,12 @@ namespace {
 constexpr int64_t kBandRows = 32;
 // Zeroed elements after each buffered row, so vector strips may read past the row end.
 constexpr int64_t kSlack = 64;
+// Below this many multiply-adds a call runs on one thread: forking a team costs more than it saves.
+constexpr int64_t kParallelWork = int64_t(1) << 18;
 // Vectors per strip in the forward / adjoint inner loops: 4 x 2 accumulators + loads fit the 16 AVX2 registers.
 constexpr int kStripVectors = 4;
+
+int64_t work(const SvConvShape& s) { return s.B * s.C * s.H * s.W * s.kh * s.kw; }
 
 struct Geometry {
   int64_t Ho, Wo;    // output size
@@ -154,7 +158,7 @@ inline void correlate_strip(const T* rows, int64_t stride, const T* k0, const T*
       const V w0 = S::broadcast(k0[a * kw + e]);
       const V w1 = S::broadcast(PAIR ? k1[a * kw + e] : T(0));
       for (int v = 0; v < NV; ++v) {
-        const V xv = S::load(r + e + v * S::width);
+        const V xv = S::pin(S::load(r + e + v * S::width));
         acc0[v] += w0 * xv;
         if (PAIR) acc1[v] += w1 * xv;
       }
@@ -198,7 +202,7 @@ void sv_conv_forward_cpu(const T* x, const T* psf, T* y, const SvConvShape& s) {
   const int64_t bands = (g.Ho + kBandRows - 1) / kBandRows, planes = s.B * s.C;
   const bool pair = s.Gx > 1;
 
-#pragma omp parallel
+#pragma omp parallel if (work(s) > kParallelWork)
   {
     std::vector<T> band((kBandRows + s.kh - 1) * stride, T(0));
     std::vector<T> kf(s.Gx * ksz);
@@ -297,7 +301,7 @@ void sv_conv_adjoint_cpu(const T* y, const T* psf, T* x, const SvConvShape& s) {
   const int64_t n_pad_rows = g.Hp - (s.padding == Padding::Valid ? g.Hp : s.H);
   std::vector<T> pad_rows(planes * std::max<int64_t>(n_pad_rows, 0) * g.Wp, T(0));
 
-#pragma omp parallel
+#pragma omp parallel if (work(s) > kParallelWork)
   {
     std::vector<T> weighted((kBandRows + s.kh - 1) * nodes.row_len, T(0));
     std::vector<T> kadj(s.Gx * ksz), acc(acc_len);
@@ -410,7 +414,7 @@ void sv_conv_grad_psf_cpu(const T* x, const T* grad_y, T* grad_psf, const SvConv
     const int64_t n_units = int64_t(planes.size()) * bands;
     T* out = grad_psf + grid_index * grid_len;
 
-#pragma omp parallel
+#pragma omp parallel if (work(s) > kParallelWork)
     {
       std::vector<T> band((kBandRows + s.kh - 1) * stride, T(0));
       std::vector<T> weighted(nodes.row_len, T(0));

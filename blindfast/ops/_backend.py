@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
+import os
 
 
 @functools.cache
 def cpu():
-    """The compiled extension ``blindfast._C``."""
-    from blindfast import _C
+    """The compiled extension ``blindfast._C``, or the build named by ``$BLINDFAST_C_PATH`` (the sanitizer build)."""
+    path = os.environ.get("BLINDFAST_C_PATH")
+    if not path:
+        from blindfast import _C
 
-    return _C
+        return _C
+    spec = importlib.util.spec_from_file_location("blindfast._C", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @functools.cache

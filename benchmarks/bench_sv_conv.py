@@ -1,0 +1,102 @@
+"""sv_conv: ours vs the naive torch composition, deepinv's SpaceVaryingBlur (direct and FFT) and a tile-FFT.
+
+RGB images, an 8x8 grid of k x k kernels per channel, circular padding (the only one deepinv's FFT path has).
+Run: python -m pytest benchmarks/bench_sv_conv.py --benchmark-columns=median,rounds --benchmark-group-by=group
+(BLINDFAST_BENCH_FULL=1 adds the baselines that take minutes per call.)
+"""
+
+import pytest
+import torch
+from conftest import FULL, record
+
+from blindfast.ops import sv_conv
+from blindfast.ops.reference import sv_conv_reference, sv_conv_tile_fft, tent_multipliers
+
+PADDING = "circular"
+GRID = (8, 8)
+CONFIGS = [(1024, 1024, 13), (1024, 1024, 31), (4096, 4096, 13), (4096, 4096, 31)]
+MEGAPIXEL_20 = (3648, 5472, 13)  # a 20-megapixel 3:2 photo
+
+
+def make_inputs(device, h, w, k):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, h, w, generator=g).to(device)
+    psf = torch.rand(1, 3, *GRID, k, k, generator=g)
+    psf = (psf / psf.sum(dim=(-2, -1), keepdim=True)).to(device)
+    return x, psf
+
+
+def deepinv_blur(psf, h, w, use_fft):
+    """deepinv's SpaceVaryingBlur with our kernels and channel-shared tent multipliers (its cheapest layout)."""
+    dinv = pytest.importorskip("deepinv")
+    mult = tent_multipliers(h, w, *GRID, dtype=psf.dtype, device=psf.device)[None, None]
+    return dinv.physics.SpaceVaryingBlur(filters=psf.reshape(1, 3, GRID[0] * GRID[1], *psf.shape[-2:]),
+                                         multipliers=mult, padding=PADDING, mask_first=False, use_fft=use_fft)
+
+
+# Which baselines run at which size by default: the naive composition and deepinv's direct path cost
+# 64 full-image convolutions (~7 s at 1024^2 k=13 here, 16x that at 4096^2); deepinv's multipliers are
+# 64 x H x W floats (4.3 GB at 4096^2, 5.1 GB at 20 MP).
+def baseline_allowed(impl, h, w, k, op):
+    if impl in ("blindfast", "tile_fft") or FULL:
+        return True
+    if h * w > 1024 * 1024:
+        return impl == "deepinv_fft" and k == 13 and op == "forward"
+    return impl != "reference" or (k == 13 and op == "forward")
+
+
+def operation(impl, op, x, psf):
+    """A zero-argument callable running `op` ("forward", "adjoint", "grad_psf") with implementation `impl`."""
+    h, w = x.shape[-2:]
+    if impl.startswith("deepinv"):
+        physics = deepinv_blur(psf, h, w, use_fft=impl.endswith("fft"))
+        forward = lambda p: physics.A(x, filters=p.reshape(1, 3, -1, *p.shape[-2:]))  # noqa: E731
+        adjoint = lambda v: physics.A_adjoint(v)  # noqa: E731
+    elif impl == "blindfast":
+        forward = lambda p: sv_conv(x, p, padding=PADDING)  # noqa: E731
+        adjoint = lambda v: sv_conv(v, psf, padding=PADDING, adjoint=True)  # noqa: E731
+    elif impl == "tile_fft":
+        forward = lambda p: sv_conv_tile_fft(x, p, PADDING)  # noqa: E731
+        adjoint = None
+    else:
+        forward = lambda p: sv_conv_reference(x, p, PADDING)  # noqa: E731
+        adjoint = None
+    if op == "forward":
+        return lambda: forward(psf)
+    if op == "adjoint":
+        if adjoint is None:
+            pytest.skip(f"{impl} has no separate adjoint")
+        v = torch.rand_like(x)
+        return lambda: adjoint(v)
+    weights = torch.rand_like(x)  # d/dpsf of sum(A_psf(x) * weights), forward included
+
+    def grad_psf():
+        p = psf.detach().requires_grad_(True)
+        return torch.autograd.grad((forward(p) * weights).sum(), p)[0]
+
+    return grad_psf
+
+
+IMPLS = ["blindfast", "tile_fft", "reference", "deepinv_direct", "deepinv_fft"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("h, w, k", CONFIGS, ids=[f"{h}x{w}-k{k}" for h, w, k in CONFIGS])
+@pytest.mark.parametrize("op", ["forward", "adjoint", "grad_psf"])
+def test_sv_conv(benchmark, device, machine, op, h, w, k, impl):
+    if not baseline_allowed(impl, h, w, k, op):
+        pytest.skip(f"{impl} {op} at {h}x{w} k={k} takes minutes per call here: BLINDFAST_BENCH_FULL=1 runs it")
+    x, psf = make_inputs(device, h, w, k)
+    benchmark.group = f"sv_conv-{op}-{h}x{w}-k{k}"
+    flops = 8 * k * k * 3 * h * w * (2 if op == "grad_psf" else 1)
+    rounds = 5 if impl == "blindfast" else 1
+    record(benchmark, operation(impl, op, x, psf), device, machine, flops, rounds, x.numel() * x.element_size())
+
+
+@pytest.mark.parametrize("impl", ["blindfast", "tile_fft"])
+def test_sv_conv_20mp(benchmark, device, machine, impl):
+    h, w, k = MEGAPIXEL_20
+    x, psf = make_inputs(device, h, w, k)
+    benchmark.group = f"sv_conv-forward-20MP-{h}x{w}-k{k}"
+    record(benchmark, operation(impl, "forward", x, psf), device, machine, 8 * k * k * 3 * h * w,
+           3 if impl == "blindfast" else 1, x.numel() * x.element_size())

@@ -1,0 +1,113 @@
+"""Shared benchmark fixtures: thread count, the machine's measured limits, peak memory."""
+
+import os
+import statistics
+import threading
+import time
+
+import pytest
+import torch
+
+THREADS = int(os.environ.get("BLINDFAST_BENCH_THREADS", "2"))
+# Baselines that take minutes per call (deepinv and the naive composition at 4096^2, 20 MP) run only when asked.
+FULL = os.environ.get("BLINDFAST_BENCH_FULL") == "1"
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def pytest_configure(config):
+    torch.set_num_threads(THREADS)
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def median_time(fn, device: str, repeats: int = 5) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@pytest.fixture(scope="session", params=DEVICES)
+def device(request):
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def machine(device):
+    """This run's fp32 matmul rate (GFLOP/s, torch.mm 2048^2) and copy bandwidth (GB/s, 256 MB read + write)."""
+    a = torch.randn(2048, 2048, device=device)
+    b = torch.randn(2048, 2048, device=device)
+    t_mm = median_time(lambda: torch.mm(a, b), device)
+    src = torch.empty(64 * 2**20, device=device).fill_(1.0)
+    dst = torch.empty_like(src)
+    t_copy = median_time(lambda: dst.copy_(src), device)
+    return {"matmul_gflops": 2 * 2048**3 / t_mm / 1e9, "copy_gbps": 2 * src.numel() * 4 / t_copy / 1e9}
+
+
+class PeakMemory:
+    """Peak memory above the level at entry while the block runs.
+
+    CPU: resident set size sampled every 0.5 ms from /proc/self/statm (catches the kernels' own buffers, which
+    no torch allocator sees). CUDA: torch.cuda.max_memory_allocated.
+    """
+
+    def __init__(self, device: str):
+        self.device, self.peak_bytes = device, 0
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak_bytes = max(self.peak_bytes, self._rss() - self._base)
+            time.sleep(0.0005)
+
+    def __enter__(self):
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
+            return self
+        self._base, self._stop = self._rss(), threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            self.peak_bytes = torch.cuda.max_memory_allocated() - self._base
+            return
+        self._stop.set()
+        self._thread.join()
+        self.peak_bytes = max(self.peak_bytes, self._rss() - self._base)
+
+
+def record(benchmark, fn, device, machine, flops: float, rounds: int, image_bytes: int) -> None:
+    """Times fn with pytest-benchmark, then stores GFLOP/s, the fraction of the matmul rate and peak memory."""
+    def timed():
+        fn()
+        synchronize(device)
+
+    benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=1 if rounds > 1 else 0)
+    seconds = benchmark.stats.stats.median
+    with PeakMemory(device) as memory:
+        timed()
+    benchmark.extra_info.update({
+        "gflops": round(flops / seconds / 1e9, 2),
+        "fraction_of_matmul": round(flops / seconds / 1e9 / machine["matmul_gflops"], 3),
+        "matmul_gflops": round(machine["matmul_gflops"], 1),
+        "peak_extra_mb": round(memory.peak_bytes / 2**20, 1),
+        "peak_extra_over_image": round(memory.peak_bytes / image_bytes, 2),
+        "threads": THREADS,
+    })

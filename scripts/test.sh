@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test suite: set up the environment, run pytest (Triton kernels through TRITON_INTERPRET=1 when there is no
+# GPU), then the C++ op tests once more against an AddressSanitizer + UBSan build of the extension.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+venv="${BLINDFAST_VENV:-.venv}"
+# Run from tests/' parent with the installed package (not the source tree) on the path.
+"$venv/bin/python" -m pytest tests -q -p no:cacheprovider "$@"
+bash scripts/test_sanitizers.sh

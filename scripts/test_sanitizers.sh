@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds the extension with -fsanitize=address,undefined into build-sanitize/ and runs the C++ op tests against it
+# (blindfast loads the extension named by BLINDFAST_C_PATH instead of the installed one).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py="${BLINDFAST_VENV:-.venv}/bin/python"
+cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBLINDFAST_SANITIZE=ON \
+  -DPython_EXECUTABLE="$py" -Dpybind11_DIR="$("$py" -m pybind11 --cmakedir)" > /dev/null
+cmake --build build-sanitize > /dev/null
+so=$(ls build-sanitize/_C*.so)
+BLINDFAST_C_PATH="$so" \
+  LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
+  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  "$py" -m pytest tests/ops/test_sv_conv.py -q -p no:cacheprovider \
+  -k "float64 or float32 or dot_product or random_shapes or non_contiguous"
