@@ -1,5 +1,6 @@
 """Shared benchmark fixtures: thread count, the machine's measured limits, peak memory."""
 
+import ctypes
 import os
 import statistics
 import threading
@@ -11,11 +12,16 @@ import torch
 THREADS = int(os.environ.get("BLINDFAST_BENCH_THREADS", "2"))
 # Baselines that take minutes per call (deepinv and the naive composition at 4096^2, 20 MP) run only when asked.
 FULL = os.environ.get("BLINDFAST_BENCH_FULL") == "1"
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def pytest_configure(config):
     torch.set_num_threads(THREADS)
+    # Serve every allocation above 64 kB by mmap and return it on free: otherwise glibc reuses freed pages and
+    # a call's new buffers do not show in the resident set that PeakMemory samples.
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
 
 
 def synchronize(device: str) -> None:

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 venv="${BLINDFAST_VENV:-.venv}"
-# Run from tests/' parent with the installed package (not the source tree) on the path.
-"$venv/bin/python" -m pytest tests -q -p no:cacheprovider "$@"
+# The pytest executable, not `python -m pytest`: the latter puts the source tree (which has no built _C) first
+# on sys.path, ahead of the installed package.
+"$venv/bin/pytest" tests -q -p no:cacheprovider "$@"
 bash scripts/test_sanitizers.sh

@@ -11,5 +11,5 @@ so=$(ls build-sanitize/_C*.so)
 BLINDFAST_C_PATH="$so" \
   LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
   ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  "$py" -m pytest tests/ops/test_sv_conv.py -q -p no:cacheprovider \
+  "$(dirname "$py")/pytest" tests/ops/test_sv_conv.py -q -p no:cacheprovider \
   -k "float64 or dot_product or random_shapes or non_contiguous"
