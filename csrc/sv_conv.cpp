@@ -21,8 +21,8 @@
 namespace blindfast {
 namespace {
 
-// Output rows per work unit. 32 keeps a band of padded k=31 rows of a 5472-wide image (~1.4 MB) in L2-ish range
-// while the (kh - 1) halo rows it re-reads stay below 2x for k <= 31.
+// Output rows per work unit: enough units to balance 2+ threads on one RGB image, while the (kh - 1) halo rows a
+// band copies again stay below 2x its own rows for k <= 31. Not tuned beyond that.
 constexpr int64_t kBandRows = 32;
 // Zeroed elements after each buffered row, so vector strips may read past the row end.
 constexpr int64_t kSlack = 64;
