@@ -292,9 +292,6 @@ def _batch_weight(kernels: Tensor, ks: list[int], B: int, C: int) -> Tensor:
     return w.expand(len(ks), B, C, kh, kw).reshape(len(ks) * B * C, 1, kh, kw)
 
 
-_NHWC = False
-
-
 def _conv(inp: Tensor, weight: Tensor) -> Tensor:
     """Grouped (depthwise) valid correlation of ``inp: (n, B, C, h, w)``, one kernel per plane.
 
@@ -387,20 +384,11 @@ def _forward(x, flipped, multipliers, padding, mask_first, reuse):
             # window (origin a, b) of the padded image, slid inward so that it fits
             origins = [(min(it.box[0], Ho - bh), min(it.box[2], Wo - bw)) for it in batch]
             windows = [x[..., a:a + bh + kh - 1, b:b + bw + kw - 1] for a, b in origins]
-            if _NHWC:
-                G = len(batch) * B * C
-                inp_cl = torch.empty(1, G, bh + kh - 1, bw + kw - 1, memory_format=torch.channels_last)
-                inp5 = inp_cl.unflatten(1, (len(batch), B, C))[0]
-                for i, wdw in enumerate(windows):
-                    inp5[i].copy_(wdw)
-                out = F.conv2d(inp_cl, weight, groups=G)
-                out = out.unflatten(1, (len(batch), B, C))[0]
-            elif reuse:
+            if reuse:
                 inp = torch.stack(windows, out=slots.empty((len(batch), B, C, bh + kh - 1, bw + kw - 1)))
             else:
                 inp = torch.stack(windows)
-            if not _NHWC:
-                out = _conv(inp, weight)
+            out = _conv(inp, weight)
             for i, (it, (a, b)) in enumerate(zip(batch, origins)):
                 r0, r1, c0, c1 = it.box
                 y[..., r0:r1, c0:c1].addcmul_(out[i, :, :, r0 - a:r1 - a, c0 - b:c1 - b],
