@@ -88,6 +88,19 @@ def _tent_cell(i, scale, last_cell, ACC: tl.constexpr):
     return cell, u - cell.to(ACC)
 
 
+@triton.jit
+def _interpolated_tap(h_ptr, d_right, d_down, tx, ty, ACC: tl.constexpr):
+    """Bilinear blend of one kernel tap over a pixel's 4 cell nodes: ``h_ptr`` points at the tap of the top-left
+    node, ``d_right`` / ``d_down`` step to the node on the right / below, ``tx, ty`` are the in-cell fractions."""
+    h00 = tl.load(h_ptr).to(ACC)
+    h01 = tl.load(h_ptr + d_right).to(ACC)
+    h10 = tl.load(h_ptr + d_down).to(ACC)
+    h11 = tl.load(h_ptr + (d_down + d_right)).to(ACC)
+    k_top = h00 + tx * (h01 - h00)
+    k_bot = h10 + tx * (h11 - h10)
+    return k_top + ty * (k_bot - k_top)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Kernels
 
@@ -143,14 +156,7 @@ def _sv_conv_fwd_kernel(
                 xv = tl.load(x_row + q[None, :], mask=ok_r & ((q >= 0) & (q < W))[None, :], other=0)
             else:  # every padded position reads a pixel (out-of-tile pixels read clamped indices)
                 xv = tl.load(x_row + _pad_source(q, W, PAD)[None, :])
-            h_ptr = psf_tap + off00
-            h00 = tl.load(h_ptr).to(ACC)
-            h01 = tl.load(h_ptr + d_right).to(ACC)
-            h10 = tl.load(h_ptr + d_down).to(ACC)
-            h11 = tl.load(h_ptr + (d_down + d_right)).to(ACC)
-            k_top = h00 + tx * (h01 - h00)
-            k_bot = h10 + tx * (h11 - h10)
-            acc += xv.to(ACC) * (k_top + ty * (k_bot - k_top))
+            acc += xv.to(ACC) * _interpolated_tap(psf_tap + off00, d_right, d_down, tx, ty, ACC)
             psf_tap += 1
             q -= 1
     y_plane = y_ptr + plane.to(tl.int64) * Ho * Wo
@@ -208,13 +214,7 @@ def _sv_conv_adj_kernel(
             tx = tx[None, :]
             yv = tl.load(y_row + j[None, :], mask=ok, other=0)
             h_ptr = psf_tap + (row_off + (gx0 * KK)[None, :])
-            h00 = tl.load(h_ptr).to(ACC)
-            h01 = tl.load(h_ptr + d_right).to(ACC)
-            h10 = tl.load(h_ptr + d_down).to(ACC)
-            h11 = tl.load(h_ptr + (d_down + d_right)).to(ACC)
-            k_top = h00 + tx * (h01 - h00)
-            k_bot = h10 + tx * (h11 - h10)
-            acc += yv.to(ACC) * (k_top + ty * (k_bot - k_top))
+            acc += yv.to(ACC) * _interpolated_tap(h_ptr, d_right, d_down, tx, ty, ACC)
             psf_tap += 1
             jj += 1
     out_plane = out_ptr + plane.to(tl.int64) * Hb * Wb

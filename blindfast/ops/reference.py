@@ -65,6 +65,16 @@ def _grouped_conv_transpose(y: torch.Tensor, kernel: torch.Tensor) -> torch.Tens
     return x.reshape(B, C, *x.shape[-2:])
 
 
+def _padded_with_weights(x: torch.Tensor, psf_grid: torch.Tensor, padding: str):
+    """The padded image ``(B, C, Ho + kh - 1, Wo + kw - 1)`` and the tent weights on the output grid,
+    ``wy: (Gy, Ho)`` and ``wx: (Gx, Wo)``."""
+    gy, gx, kh, kw = psf_grid.shape[-4:]
+    xp = pad_image(x, kh, kw, padding)
+    wy = tent_weights(xp.shape[-2] - kh + 1, gy, x.dtype, x.device)
+    wx = tent_weights(xp.shape[-1] - kw + 1, gx, x.dtype, x.device)
+    return xp, wy, wx
+
+
 def sv_conv_reference(x: torch.Tensor, psf_grid: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
     """Space-varying convolution, the naive composition: one full-image convolution per grid node.
 
@@ -77,14 +87,10 @@ def sv_conv_reference(x: torch.Tensor, psf_grid: torch.Tensor, padding: str = "z
     Returns:
         (B, C, H, W), or (B, C, H - kh + 1, W - kw + 1) for "valid".
     """
-    gy, gx, kh, kw = psf_grid.shape[-4:]
-    xp = pad_image(x, kh, kw, padding)
-    ho, wo = xp.shape[-2] - kh + 1, xp.shape[-1] - kw + 1
-    wy = tent_weights(ho, gy, x.dtype, x.device)
-    wx = tent_weights(wo, gx, x.dtype, x.device)
-    y = x.new_zeros(x.shape[0], x.shape[1], ho, wo)
-    for i in range(gy):
-        for j in range(gx):
+    xp, wy, wx = _padded_with_weights(x, psf_grid, padding)
+    y = x.new_zeros(x.shape[0], x.shape[1], wy.shape[1], wx.shape[1])
+    for i in range(wy.shape[0]):
+        for j in range(wx.shape[0]):
             y = y + wy[i][:, None] * wx[j][None, :] * _grouped_conv(xp, psf_grid[:, :, i, j])
     return y
 
@@ -161,10 +167,8 @@ def sv_conv_tile_fft(x: torch.Tensor, psf_grid: torch.Tensor, padding: str = "ze
         Same as :func:`sv_conv_reference`.
     """
     gy, gx, kh, kw = psf_grid.shape[-4:]
-    xp = pad_image(x, kh, kw, padding)
-    ho, wo = xp.shape[-2] - kh + 1, xp.shape[-1] - kw + 1
-    wy = tent_weights(ho, gy, x.dtype, x.device)
-    wx = tent_weights(wo, gx, x.dtype, x.device)
+    xp, wy, wx = _padded_with_weights(x, psf_grid, padding)
+    ho, wo = wy.shape[1], wx.shape[1]
     y = x.new_empty(x.shape[0], x.shape[1], ho, wo)
     for cy, (r0, r1) in enumerate(cell_ranges(ho, gy)):
         for cx, (c0, c1) in enumerate(cell_ranges(wo, gx)):
