@@ -106,6 +106,18 @@ def _interpolated_tap(h_ptr, d_right, d_down, tx, ty, ACC: tl.constexpr):
 
 
 @triton.jit
+def _program_tile(C, n_tiles_w, n_tiles, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
+    """This program's plane (batch b, channel c) and its tile's row and column indices; program id =
+    plane * n_tiles + tile, tiles row-major with n_tiles_w per row."""
+    pid = tl.program_id(0)
+    plane = pid // n_tiles
+    tile = pid % n_tiles
+    rows = (tile // n_tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)
+    cols = (tile % n_tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)
+    return plane, plane // C, plane % C, rows, cols
+
+
+@triton.jit
 def _sv_conv_fwd_kernel(
     x_ptr, psf_ptr, y_ptr,
     C, H, W, Ho, Wo, Gy, Gx, kh, kw, top, left,
@@ -118,13 +130,7 @@ def _sv_conv_fwd_kernel(
     broadcast); y: (B, C, Ho, Wo). Program id = plane * n_tiles + tile. Per pixel and tap: one image load, the
     four PSF taps of the pixel's cell, a bilinear interpolation and one FMA.
     """
-    pid = tl.program_id(0)
-    plane = pid // n_tiles
-    tile = pid % n_tiles
-    b = plane // C
-    c = plane % C
-    i = (tile // n_tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)
-    j = (tile % n_tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)
+    plane, b, c, i, j = _program_tile(C, n_tiles_w, n_tiles, BLOCK_H, BLOCK_W)
     out_mask = (i < Ho)[:, None] & (j < Wo)[None, :]
 
     # The cell of each pixel does not depend on the tap: the offset of its top-left node (relative to the current
@@ -181,13 +187,7 @@ def _sv_conv_adj_kernel(
     pixel read through a tap moves with the tap, so its cell is recomputed per tap row (rows) and per tap
     (columns): 1-D work, next to the 2-D loads and FMAs.
     """
-    pid = tl.program_id(0)
-    plane = pid // n_tiles
-    tile = pid % n_tiles
-    b = plane // C
-    c = plane % C
-    pb = (tile // n_tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)
-    qb = (tile % n_tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)
+    plane, b, c, pb, qb = _program_tile(C, n_tiles_w, n_tiles, BLOCK_H, BLOCK_W)
 
     KK = kh * kw
     scale_y, last_y = _tent_axis(Ho, Gy, ACC)
@@ -237,11 +237,7 @@ def _fold_axis_kernel(
     halo positions (Lp - L of them, fewer than the kernel size) whose padding source is r; each program scans the
     short halo with masked loads. Each dst element is written by one program: deterministic, no atomics.
     """
-    pid = tl.program_id(0)
-    n = pid // n_tiles
-    tile = pid % n_tiles
-    r = (tile // n_tiles_m) * BLOCK_L + tl.arange(0, BLOCK_L)
-    m = (tile % n_tiles_m) * BLOCK_M + tl.arange(0, BLOCK_M)
+    n, _, _, r, m = _program_tile(1, n_tiles_m, n_tiles, BLOCK_L, BLOCK_M)
     ok_r = r < L
     ok_m = m < M
     mask = ok_r[:, None] & ok_m[None, :]
@@ -275,13 +271,7 @@ def _sv_conv_grad_psf_kernel(
     NODES_X), computed once; per tap, the product P = g * xp is reduced separably, S = WY^T P WX, and the
     (NODES_Y, NODES_X) partial sums go to ``grad`` with one vector tl.atomic_add.
     """
-    pid = tl.program_id(0)
-    plane = pid // n_tiles
-    tile = pid % n_tiles
-    b = plane // C
-    c = plane % C
-    i = (tile // n_tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)
-    j = (tile % n_tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)
+    plane, b, c, i, j = _program_tile(C, n_tiles_w, n_tiles, BLOCK_H, BLOCK_W)
     ok_i = i < Ho
     ok_j = j < Wo
 
