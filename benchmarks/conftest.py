@@ -117,3 +117,23 @@ def record(benchmark, fn, device, machine, flops: float, rounds: int, image_byte
         "peak_extra_over_image": round(memory.peak_bytes / image_bytes, 2),
         "threads": THREADS,
     })
+
+
+def record_bandwidth(benchmark, fn, device, machine, bytes_moved: int, rounds: int) -> None:
+    """Times a memory-bound fn with pytest-benchmark, then stores GB/s, the fraction of the copy bandwidth and peak
+    memory. ``bytes_moved``: the bytes fn must read plus those it must write (the minimum traffic)."""
+    def timed():
+        fn()
+        synchronize(device)
+
+    benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=1)
+    seconds = benchmark.stats.stats.median
+    with PeakMemory(device) as memory:
+        timed()
+    benchmark.extra_info.update({
+        "gbps": round(bytes_moved / seconds / 1e9, 2),
+        "fraction_of_copy": round(bytes_moved / seconds / 1e9 / machine["copy_gbps"], 3),
+        "copy_gbps": round(machine["copy_gbps"], 1),
+        "peak_extra_mb": round(memory.peak_bytes / 2**20, 1),
+        "threads": THREADS,
+    })

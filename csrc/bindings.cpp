@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "bindings.h"
 #include "sv_conv.h"
 
 namespace py = pybind11;
@@ -29,17 +30,6 @@ SvConvShape make_shape(py::tuple x_shape, py::tuple grid_shape, int padding) {
   s.padding = static_cast<Padding>(padding);
   return s;
 }
-
-template <typename F32, typename F64>
-void dispatch(bool is_double, F32 f32, F64 f64) {
-  py::gil_scoped_release release;
-  if (is_double)
-    f64();
-  else
-    f32();
-}
-
-#define BLINDFAST_PTR(T, p) reinterpret_cast<T*>(static_cast<uintptr_t>(p))
 
 std::string simd_level() {
 #if defined(__AVX512F__)
@@ -87,6 +77,11 @@ PYBIND11_MODULE(_C, m) {
         [&] { sv_conv_grad_psf_cpu(BLINDFAST_PTR(const float, x), BLINDFAST_PTR(const float, grad_y), BLINDFAST_PTR(float, grad_psf), s); },
         [&] { sv_conv_grad_psf_cpu(BLINDFAST_PTR(const double, x), BLINDFAST_PTR(const double, grad_y), BLINDFAST_PTR(double, grad_psf), s); });
   });
+
+  bind_patchify(m);
+  bind_info_nce(m);
+  bind_hqs(m);
+  bind_flow(m);
 
   m.def("build_info", [] {
     py::dict info;

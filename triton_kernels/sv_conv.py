@@ -1,6 +1,6 @@
 """Triton (CUDA) kernels of the space-varying convolution ``blindfast.ops.sv_conv``.
 
-Semantics (see ``blindfast/ops/reference.py``, the ground truth): with ``xp`` the padded image and (Ho, Wo) the
+Semantics (see ``blindfast/ops/reference/sv_conv.py``, the ground truth): with ``xp`` the padded image and (Ho, Wo) the
 output size,
 
     y[b, c, i, j] = sum_{a < kh, e < kw} K_ij[a, e] * xp[b, c, i + kh - 1 - a, j + kw - 1 - e]

@@ -1,4 +1,4 @@
-"""Pure-torch references for the blindfast ops.
+"""Pure-torch references for sv_conv and product_conv.
 
 Written for clarity, exact in float64. Tests and benchmarks import them; nothing else should. They follow the
 conventions of deepinv's ``conv2d`` / ``SpaceVaryingBlur(mask_first=False)``:

@@ -1,0 +1,1 @@
+// flow CPU kernels (placeholder until the kernels land).

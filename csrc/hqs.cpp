@@ -1,0 +1,1 @@
+// hqs CPU kernels (placeholder until the kernels land).

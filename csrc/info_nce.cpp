@@ -1,0 +1,1 @@
+// info_nce CPU kernels (placeholder until the kernels land).

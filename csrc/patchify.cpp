@@ -1,0 +1,1 @@
+// patchify CPU kernels (placeholder until the kernels land).
