@@ -2,6 +2,9 @@
 // machine has AVX2, two SSE/NEON registers otherwise; the compiler picks the instructions.
 #pragma once
 #include <cstring>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 namespace blindfast {
 
@@ -16,6 +19,23 @@ struct Simd {
     return v;
   }
   static inline void store(T* p, vec v) { std::memcpy(p, &v, sizeof(vec)); }
+  // Non-temporal store to a 32-byte aligned p: bypasses the caches and skips the read-for-ownership of the line.
+  // Call fence() before another thread may read what was streamed. A plain store where AVX is missing.
+  static inline void stream(T* p, vec v) {
+#if defined(__AVX__)
+    if constexpr (sizeof(T) == 4)
+      _mm256_stream_ps(reinterpret_cast<float*>(p), (__m256)v);
+    else
+      _mm256_stream_pd(reinterpret_cast<double*>(p), (__m256d)v);
+#else
+    store(p, v);
+#endif
+  }
+  static inline void fence() {
+#if defined(__AVX__)
+    _mm_sfence();
+#endif
+  }
   // -0.0 + s == s for every s (also -0.0), so the compiler drops the add and emits a plain broadcast.
   static inline vec broadcast(T s) { return -vec{} + s; }
   // Keeps v in a register: without it GCC folds one load into every FMA that uses it, doubling the loads of

@@ -44,3 +44,15 @@ def check_broadcast(name: str, size: int, target: int, what: str) -> None:
     """A broadcastable leading dimension: ``size`` must be 1 or ``target``."""
     if size not in (1, target):
         raise ValueError(f"{name} {what} dimension must be 1 or {target}, got {size}")
+
+
+def check_out(out, like: torch.Tensor, inputs) -> None:
+    """An ``out=`` tensor: ``like``'s shape, dtype and device, contiguous, and no autograd through it."""
+    if not isinstance(out, torch.Tensor) or out.shape != like.shape or out.dtype != like.dtype \
+            or out.device != like.device:
+        got = f"{tuple(out.shape)} {out.dtype} {out.device}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"out must be a tensor of {tuple(like.shape)} {like.dtype} {like.device}, got {got}")
+    if not out.is_contiguous():
+        raise ValueError(f"out must be contiguous, got strides {out.stride()} for shape {tuple(out.shape)}")
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (out, *inputs)):
+        raise RuntimeError("out= does not support automatic differentiation: call without out (or under no_grad)")

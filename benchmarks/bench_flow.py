@@ -1,0 +1,99 @@
+"""Fused flow-matching / sampler-step / EMA ops vs the unfused torch expressions (and torch's fused lerp).
+
+Memory-bound: each entry reports GB/s of the minimum traffic (inputs read once, outputs written once) and its
+fraction of this run's copy bandwidth (benchmarks/conftest.py `machine`).
+Run: python -m pytest benchmarks/bench_flow.py --benchmark-columns=median,rounds --benchmark-group-by=group
+"""
+
+import pytest
+import torch
+from conftest import record_bandwidth
+
+from blindfast.ops.ema import power_ema_update
+from blindfast.ops.flow import flow_interpolate, flow_matching_loss
+from blindfast.ops.reference.flow import (
+    ddim_step_reference,
+    flow_interpolate_reference,
+    flow_matching_loss_reference,
+)
+from blindfast.ops.sampler_steps import ddim_step
+
+# 3 MB, 25 MB and 100 MB float32 tensors (a CPU training batch, a 256^2 batch, a 1024^2 batch).
+SHAPES = [(64, 3, 64, 64), (8, 3, 256, 256), (8, 3, 1024, 1024)]
+SHAPE_IDS = ["x".join(map(str, s)) for s in SHAPES]
+# EMA over a model-like list of tensors: 50M parameters in 200 tensors, and 500M in 4 tensors.
+EMA_CASES = {"50M-in-200": [250_000] * 200, "500M-in-4": [125_000_000] * 4}
+
+
+def tensors(shape, count, device):
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(shape, generator=g).to(device) for _ in range(count)]
+
+
+def rounds_for(shape):
+    return 20 if torch.Size(shape).numel() < 2**24 else 5
+
+
+# "_out" variants write into a preallocated tensor: a fresh output's pages fault in on first write, which for the
+# large tensors costs more than the arithmetic (the allocation is the caller's to avoid, e.g. by reusing a buffer).
+@pytest.mark.parametrize("impl", ["blindfast", "blindfast_out", "torch_lerp", "torch_lerp_out", "reference"])
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_flow_interpolate(benchmark, machine, device, shape, impl):
+    x0, x1, out = tensors(shape, 3, device)
+    t = torch.rand(shape[0], device=device)
+    fn = {"blindfast": lambda: flow_interpolate(x0, x1, t),
+          "blindfast_out": lambda: flow_interpolate(x0, x1, t, out=out),
+          "torch_lerp": lambda: torch.lerp(x0, x1, t.view(-1, 1, 1, 1)),
+          "torch_lerp_out": lambda: torch.lerp(x0, x1, t.view(-1, 1, 1, 1), out=out),
+          "reference": lambda: flow_interpolate_reference(x0, x1, t)}[impl]
+    benchmark.group = f"flow_interpolate-{'x'.join(map(str, shape))}"
+    record_bandwidth(benchmark, fn, device, machine, 3 * x0.nbytes, rounds_for(shape))
+
+
+@pytest.mark.parametrize("impl", ["blindfast", "reference"])
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_flow_matching_loss_forward_backward(benchmark, machine, device, shape, impl):
+    v, x0, x1 = tensors(shape, 3, device)
+    v.requires_grad_(True)
+    loss_fn = flow_matching_loss if impl == "blindfast" else flow_matching_loss_reference
+
+    def step():
+        v.grad = None
+        loss_fn(v, x0, x1).backward()
+
+    benchmark.group = f"flow_matching_loss-{'x'.join(map(str, shape))}"
+    # Minimum traffic: v, x0, x1 read, v.grad written.
+    record_bandwidth(benchmark, step, device, machine, 4 * v.nbytes, rounds_for(shape))
+
+
+@pytest.mark.parametrize("impl", ["blindfast", "blindfast_out", "reference"])
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_ddim_step_guided(benchmark, machine, device, shape, impl):
+    """The fullest step: DDIM, eta > 0 (noise), clipped x0_hat, a guidance gradient: 4 inputs, 1 output."""
+    x, eps, z, grad, out = tensors(shape, 5, device)
+    step = dict(eta=0.5, noise=z, guidance=grad, guidance_scale=0.1, clip_x0=(-1.0, 1.0))
+    fn = {"blindfast": lambda: ddim_step(x, eps, 0.4, 0.5, **step),
+          "blindfast_out": lambda: ddim_step(x, eps, 0.4, 0.5, out=out, **step),
+          "reference": lambda: ddim_step_reference(x, eps, 0.4, 0.5, 0.5, z, grad, 0.1, (-1.0, 1.0))}[impl]
+    benchmark.group = f"ddim_step-{'x'.join(map(str, shape))}"
+    record_bandwidth(benchmark, fn, device, machine, 5 * x.nbytes, rounds_for(shape))
+
+
+@pytest.mark.parametrize("impl", ["blindfast", "foreach_lerp", "unfused"])
+@pytest.mark.parametrize("case", list(EMA_CASES))
+def test_power_ema_update(benchmark, machine, device, case, impl):
+    sizes = EMA_CASES[case]
+    ema = [torch.zeros(n, device=device) for n in sizes]
+    weights = [torch.ones(n, device=device) for n in sizes]
+    beta = 0.999
+
+    def unfused():
+        for e, w in zip(ema, weights):
+            e.mul_(beta).add_(w, alpha=1 - beta)
+
+    fn = {"blindfast": lambda: power_ema_update(ema, weights, beta),
+          "foreach_lerp": lambda: torch._foreach_lerp_(ema, weights, 1 - beta),
+          "unfused": unfused}[impl]
+    benchmark.group = f"power_ema_update-{case}"
+    # ema read and written, weights read.
+    record_bandwidth(benchmark, fn, device, machine, 3 * 4 * sum(sizes), 5)

@@ -1,0 +1,108 @@
+"""Triton kernels of the fused flow / sampler-step / EMA ops against the float64 references.
+
+Without CUDA they run on CPU tensors through the Triton interpreter (tests/conftest.py sets TRITON_INTERPRET=1).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from blindfast.ops.reference.flow import (  # noqa: E402
+    flow_interpolate_reference,
+    flow_matching_loss_reference,
+    power_ema_update_reference,
+)
+from blindfast.triton_kernels import flow as tk  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# Two rows of an odd length, several blocks each with a ragged last block (block 256 in the interpreter).
+SHAPE = (2, 3, 11, 29)
+BLOCK = 256 if DEVICE == "cpu" else tk.BLOCK
+DTYPES = [torch.float64, torch.float32, torch.float16]
+
+
+def randn(shape, seed):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(DEVICE)
+
+
+def tolerance(dtype):
+    return {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 4e-3}[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_interpolate_and_backward(dtype):
+    x0, x1, g = randn(SHAPE, 1), randn(SHAPE, 2), randn(SHAPE, 3)
+    t = torch.rand(SHAPE[0], dtype=torch.float64).to(DEVICE)
+    tol = tolerance(dtype)
+    out = torch.empty(SHAPE, dtype=dtype, device=DEVICE)
+    tk.flow_interpolate(x0.to(dtype), x1.to(dtype), t.to(dtype), out, block=BLOCK)
+    torch.testing.assert_close(out.double(), flow_interpolate_reference(x0, x1, t), rtol=tol, atol=tol)
+
+    x0r, x1r, tr = (a.clone().requires_grad_() for a in (x0, x1, t))
+    ref = torch.autograd.grad(flow_interpolate_reference(x0r, x1r, tr), (x0r, x1r, tr), g)
+    ours = tk.flow_interpolate_backward(g.to(dtype), x0.to(dtype), x1.to(dtype), t.to(dtype), [True, True, True],
+                                        block=BLOCK)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a.double(), b, rtol=tol, atol=tol * SHAPE[1] * SHAPE[2] * SHAPE[3])
+    only_dx1 = tk.flow_interpolate_backward(g, x0, x1, t, [False, True, False], block=BLOCK)
+    assert only_dx1[0].numel() == 0 and only_dx1[2].numel() == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_loss_and_gradient(dtype, weighted):
+    v, x0, x1 = (randn(SHAPE, s).requires_grad_() for s in (1, 2, 3))
+    w = torch.rand(SHAPE[0], dtype=torch.float64).to(DEVICE) if weighted else None
+    ref = flow_matching_loss_reference(v, x0, x1, w)
+    (ref_grad,) = torch.autograd.grad(ref, v)
+    loss, grad = tk.flow_matching_loss(*(a.detach().to(dtype) for a in (v, x0, x1)),
+                                       w.to(dtype) if weighted else None, True, block=BLOCK)
+    tol = tolerance(dtype)
+    torch.testing.assert_close(loss.double(), ref.detach(), rtol=tol, atol=tol)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=tol, atol=tol * 1e-3)
+    _, no_grad = tk.flow_matching_loss(v.detach(), x0.detach(), x1.detach(), None, False, block=BLOCK)
+    assert no_grad.numel() == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("variant", ["plain", "clip-z-w"])
+def test_fused_step(dtype, variant):
+    x, e, z, w = (randn(SHAPE, s) for s in (1, 2, 3, 4))
+    a, p, q, lo, hi, b, c, s, g = 0.7, 1.3, -0.4, -1.0, 1.0, 0.9, 0.2, 0.3, -0.5
+    inner = p * x + q * e
+    if variant == "plain":
+        ref = a * inner + b * x + c * e
+        args = (None, None, [a, p, q, float("-inf"), float("inf"), b, c, s, g], False)
+    else:
+        ref = a * inner.clamp(lo, hi) + b * x + c * e + s * z + g * w
+        args = (z.to(dtype), w.to(dtype), [a, p, q, lo, hi, b, c, s, g], True)
+    out = torch.empty(SHAPE, dtype=dtype, device=DEVICE)
+    tk.fused_step(x.to(dtype), e.to(dtype), *args, out, block=BLOCK)
+    tol = tolerance(dtype)
+    torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_lerp(dtype):
+    sizes = [(5, 7), (0,), (300,)]
+    ema = [randn(s, i).to(dtype) for i, s in enumerate(sizes)]
+    src = [randn(s, 10 + i).to(dtype) for i, s in enumerate(sizes)]
+    ref = [e.double() for e in ema]
+    tk.lerp_(ema, src, 1.0 - 0.93, block=BLOCK)
+    power_ema_update_reference(ref, [s.double() for s in src], 0.93)
+    for a, b in zip(ema, ref):
+        torch.testing.assert_close(a.double(), b, rtol=tolerance(dtype), atol=tolerance(dtype))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the ops' CUDA path needs a GPU")
+def test_ops_dispatch_to_triton_on_cuda():
+    from blindfast.ops.flow import flow_interpolate, flow_matching_loss
+    from blindfast.ops.sampler_steps import ddim_step
+
+    x0, x1 = randn(SHAPE, 1).float(), randn(SHAPE, 2).float()
+    torch.testing.assert_close(flow_interpolate(x0, x1, 0.3), flow_interpolate_reference(x0, x1, 0.3))
+    torch.testing.assert_close(flow_matching_loss(x0, x1, x0), flow_matching_loss_reference(x0, x1, x0))
+    assert ddim_step(x0, x1, 0.3, 0.5).shape == x0.shape
