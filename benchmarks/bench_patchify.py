@@ -1,0 +1,55 @@
+"""patchify / overlap_add: ours vs the torch composition (F.unfold + the layout change + normalisation; F.fold).
+
+Memory-bound: each entry reports GB/s of the minimum traffic (image read + patches written, or the reverse) and
+its fraction of this run's copy bandwidth (benchmarks/conftest.py `machine`). "blindfast_out" writes into a
+preallocated batch: a fresh batch's pages fault in on first write, which for the large batches costs more than
+the copy (the caller avoids it by reusing a buffer across diffusion steps).
+Run: python -m pytest benchmarks/bench_patchify.py --benchmark-columns=median,rounds --benchmark-group-by=group
+"""
+
+import pytest
+import torch
+from conftest import record_bandwidth
+
+from blindfast.ops.patchify import overlap_add, patchify
+from blindfast.ops.reference.patchify import overlap_add_reference, patchify_reference
+
+MEAN = [0.485, 0.456, 0.406]
+STD = [0.229, 0.224, 0.225]
+# (B, C, H, W, size, stride): a batch of 256^2 estimates (66 MB of patches), one 1024^2 image (47 MB), and a batch
+# of small images with heavily overlapping patches (ceil(size / stride)^2 = 16 per pixel; 33 MB).
+CONFIGS = [(8, 3, 256, 256, 64, 16), (1, 3, 1024, 1024, 64, 32), (16, 3, 128, 128, 32, 8)]
+CONFIG_IDS = ["{}x{}x{}x{}-k{}s{}".format(*c) for c in CONFIGS]
+ROUNDS = 10
+
+
+def make_inputs(device, config):
+    B, C, H, W, size, stride = config
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(B, C, H, W, generator=g).to(device)
+    patches = patchify(x, size, stride, mean=MEAN, std=STD)
+    return x, patches
+
+
+@pytest.mark.parametrize("impl", ["blindfast", "blindfast_out", "reference"])
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+def test_patchify(benchmark, device, machine, config, impl):
+    size, stride = config[-2:]
+    x, patches = make_inputs(device, config)
+    out = torch.empty_like(patches)
+    fn = {"blindfast": lambda: patchify(x, size, stride, mean=MEAN, std=STD),
+          "blindfast_out": lambda: patchify(x, size, stride, mean=MEAN, std=STD, out=out),
+          "reference": lambda: patchify_reference(x, size, stride, MEAN, STD)}[impl]
+    benchmark.group = f"patchify-{CONFIG_IDS[CONFIGS.index(config)]}"
+    record_bandwidth(benchmark, fn, device, machine, x.nbytes + patches.nbytes, ROUNDS)
+
+
+@pytest.mark.parametrize("impl", ["blindfast", "reference"])
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+def test_overlap_add(benchmark, device, machine, config, impl):
+    H, W, size, stride = config[2:]
+    x, patches = make_inputs(device, config)
+    fn = {"blindfast": lambda: overlap_add(patches, (H, W), stride, std=STD),
+          "reference": lambda: overlap_add_reference(patches, (H, W), stride, STD)}[impl]
+    benchmark.group = f"overlap_add-{CONFIG_IDS[CONFIGS.index(config)]}"
+    record_bandwidth(benchmark, fn, device, machine, x.nbytes + patches.nbytes, ROUNDS)

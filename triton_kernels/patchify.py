@@ -1,0 +1,166 @@
+"""Triton (CUDA) kernels of ``blindfast.ops.patchify``: patch extraction with fused normalisation, and its adjoint,
+overlap-add, as a gather.
+
+Semantics (see ``blindfast/ops/reference/patchify.py``, the ground truth), with s = stride,
+Ly = (H - size) // s + 1, Lx likewise, L = Ly * Lx:
+
+    patches[b*L + py*Lx + px, c, r, q] = (x[b, c, py*s + r, px*s + q] - mean[c]) * (1 / std[c])
+    x[b, c, i, j] = (1 / std[c]) * sum_{py, px} patches[b*L + py*Lx + px, c, i - py*s, j - px*s]
+
+over the patches that cover (i, j): py = i // s - ky for ky < ceil(size / s) with 0 <= py < Ly and
+i - py*s < size (likewise px), so each output pixel is written by one program and needs no atomics.
+
+Dtypes: float16 / bfloat16 / float32 compute in float32 (mean / std arrive in float32 for half images), float64
+in float64. Launches use a 1-D grid (no 65535 limit); patch offsets are computed in int64.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["overlap_add", "patchify"]
+
+
+@triton.jit
+def _patchify_kernel(
+    x_ptr, mean_ptr, std_ptr, out_ptr,
+    C, H, W, size, stride, Ly, Lx, n_tiles_t, n_tiles,
+    HAS_MEAN: tl.constexpr, HAS_STD: tl.constexpr, ACC: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_T: tl.constexpr,
+):
+    """One program per (image b, patch row py, channel c, BLOCK_R x BLOCK_T tile of (r, t)): patch rows r of the
+    Lx patches (b, py, px), with t = px * size + q running along the patch row.
+
+    x: (B, C, H, W); mean, std: (C,) (read only if HAS_MEAN / HAS_STD); out: (B*Ly*Lx, C, size, size). Program
+    id = ((b * Ly + py) * C + c) * n_tiles + tile, tiles row-major with n_tiles_t per row. Small patches share a
+    program (t spans several of them) instead of leaving most of a tile masked.
+    """
+    pid = tl.program_id(0)
+    band = pid // n_tiles  # (b * Ly + py) * C + c
+    tile = pid % n_tiles
+    c = band % C
+    b = (band // C) // Ly
+    py = (band // C) % Ly
+    r = (tile // n_tiles_t) * BLOCK_R + tl.arange(0, BLOCK_R)
+    t = (tile % n_tiles_t) * BLOCK_T + tl.arange(0, BLOCK_T)
+    px = t // size
+    q = t - px * size
+    mask = (r < size)[:, None] & (t < Lx * size)[None, :]
+
+    x_plane = x_ptr + (b * C + c).to(tl.int64) * H * W
+    v = tl.load(x_plane + (py * stride + r)[:, None] * W + (px * stride + q)[None, :], mask=mask).to(ACC)
+    if HAS_MEAN:
+        v -= tl.load(mean_ptr + c).to(ACC)
+    if HAS_STD:
+        v *= 1.0 / tl.load(std_ptr + c).to(ACC)
+    first_patch = out_ptr + ((b * Ly + py) * Lx * C + c).to(tl.int64) * size * size  # patch (b, py, 0), channel c
+    col_part = px.to(tl.int64) * C * size * size + q
+    tl.store(first_patch + (r * size)[:, None] + col_part[None, :], v.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _overlap_add_kernel(
+    p_ptr, std_ptr, x_ptr,
+    C, H, W, size, stride, Ly, Lx, covers, n_tiles_w, n_tiles,
+    HAS_STD: tl.constexpr, ACC: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+):
+    """Gather: one program per (plane b*C + c, BLOCK_H x BLOCK_W tile of image pixels).
+
+    patches: (B*L, C, size, size); std: (C,) (read only if HAS_STD); x: (B, C, H, W). ``covers`` =
+    ceil(size / stride), the most patches covering a pixel along one axis. The patch offset is separable:
+    ((b*L + py*Lx + px)*C + c)*size^2 + r*size + q = base + row part (py, r) + column part (px, q).
+    """
+    pid = tl.program_id(0)
+    plane = pid // n_tiles
+    tile = pid % n_tiles
+    b = plane // C
+    c = plane % C
+    i = (tile // n_tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)
+    j = (tile % n_tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)
+
+    patch_elems = C * size * size
+    base = p_ptr + (b.to(tl.int64) * Ly * Lx * C + c) * size * size
+    acc = tl.zeros((BLOCK_H, BLOCK_W), dtype=ACC)
+    for ky in range(covers):
+        py = i // stride - ky
+        r = i - py * stride
+        ok_y = (py >= 0) & (py < Ly) & (r < size) & (i < H)
+        row_part = py.to(tl.int64) * Lx * patch_elems + r * size
+        for kx in range(covers):
+            px = j // stride - kx
+            q = j - px * stride
+            ok_x = (px >= 0) & (px < Lx) & (q < size) & (j < W)
+            col_part = px.to(tl.int64) * patch_elems + q
+            acc += tl.load(base + row_part[:, None] + col_part[None, :], mask=ok_y[:, None] & ok_x[None, :],
+                           other=0).to(ACC)
+    if HAS_STD:
+        acc *= 1.0 / tl.load(std_ptr + c).to(ACC)
+    x_plane = x_ptr + plane.to(tl.int64) * H * W
+    tl.store(x_plane + i[:, None] * W + j[None, :], acc.to(x_ptr.dtype.element_ty),
+             mask=(i < H)[:, None] & (j < W)[None, :])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Launch helpers (inputs: contiguous, on one device; the op layer checks shapes and values). Blocks are powers of
+# 2; the defaults (up to 16 patch rows x 128 elements along them, an image tile of 16 x 64, 4 warps) are not tuned
+# on a GPU. Tests under the interpreter pass large blocks.
+
+
+def _acc_dtype(dtype: torch.dtype):
+    """Triton compute dtype: float64 stays float64, the rest compute in float32."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _check_inputs(*tensors: torch.Tensor) -> None:
+    """The launch helpers' contract (the op layer guarantees it): contiguous tensors on one device."""
+    if not all(t.is_contiguous() for t in tensors):
+        raise ValueError("blindfast Triton kernels expect contiguous tensors")
+    if len({t.device for t in tensors}) > 1:
+        raise ValueError(f"blindfast Triton kernels expect one device, got {[str(t.device) for t in tensors]}")
+
+
+def patchify(x: torch.Tensor, size: int, stride: int, mean: torch.Tensor | None, std: torch.Tensor | None,
+             out: torch.Tensor | None = None, *, BLOCK_R: int | None = None, BLOCK_T: int = 128,
+             num_warps: int = 4) -> torch.Tensor:
+    """Patches of x (B, C, H, W), normalised with mean / std ((C,) or None) -> (B * L, C, size, size), written
+    into ``out`` (contiguous, that shape) when given.
+
+    BLOCK_R x BLOCK_T: patch rows x elements along the Lx patches of a patch row, per program; BLOCK_R defaults
+    to the patch size rounded up to a power of 2, at most 16.
+    """
+    B, C, H, W = x.shape
+    ly, lx = (H - size) // stride + 1, (W - size) // stride + 1
+    out = x.new_empty(B * ly * lx, C, size, size) if out is None else out
+    _check_inputs(*(t for t in (x, mean, std, out) if t is not None))
+    if out.numel() == 0:
+        return out
+    BLOCK_R = BLOCK_R or min(triton.next_power_of_2(size), 16)
+    n_tiles_t = triton.cdiv(lx * size, BLOCK_T)
+    n_tiles = triton.cdiv(size, BLOCK_R) * n_tiles_t
+    _patchify_kernel[(B * ly * C * n_tiles,)](
+        x, x if mean is None else mean, x if std is None else std, out,
+        C, H, W, size, stride, ly, lx, n_tiles_t, n_tiles,
+        HAS_MEAN=mean is not None, HAS_STD=std is not None, ACC=_acc_dtype(x.dtype),
+        BLOCK_R=BLOCK_R, BLOCK_T=BLOCK_T, num_warps=num_warps)
+    return out
+
+
+def overlap_add(patches: torch.Tensor, height: int, width: int, stride: int, std: torch.Tensor | None, *,
+                BLOCK_H: int = 16, BLOCK_W: int = 64, num_warps: int = 4) -> torch.Tensor:
+    """Overlap-add of patches (B * L, C, size, size), divided by std ((C,) or None) -> (B, C, height, width)."""
+    _check_inputs(*(t for t in (patches, std) if t is not None))
+    N, C, size = patches.shape[:3]
+    ly, lx = (height - size) // stride + 1, (width - size) // stride + 1
+    x = patches.new_empty(N // (ly * lx), C, height, width)
+    if x.numel() == 0:
+        return x
+    n_tiles_w = triton.cdiv(width, BLOCK_W)
+    n_tiles = triton.cdiv(height, BLOCK_H) * n_tiles_w
+    _overlap_add_kernel[(x.shape[0] * C * n_tiles,)](
+        patches, patches if std is None else std, x,
+        C, height, width, size, stride, ly, lx, triton.cdiv(size, stride), n_tiles_w, n_tiles,
+        HAS_STD=std is not None, ACC=_acc_dtype(patches.dtype), BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
+        num_warps=num_warps)
+    return x
