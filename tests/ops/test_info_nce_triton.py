@@ -1,0 +1,152 @@
+"""Triton kernel of info_nce against MoCo's reference (float64) and its autograd.
+
+Without CUDA the kernel runs on CPU tensors through the Triton interpreter (tests/conftest.py sets TRITON_INTERPRET=1);
+its cost grows with the number of programs and tiles, so the sizes are small (multiples of 16, ``tl.dot``'s minimum
+block, plus ragged ones that exercise the row, column and queue masks).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from blindfast.ops.reference.info_nce import info_nce_reference  # noqa: E402
+from blindfast.triton_kernels import info_nce as tk  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+# name: (N, D, K, block_n, block_k). Aligned; ragged N, D and K (partial row block, padded features, partial last
+# queue tile); one negative; no negative; several row blocks and queue tiles.
+CASES = {
+    "aligned-N32-D16-K48": (32, 16, 48, 32, 16),
+    "ragged-N37-D20-K53": (37, 20, 53, 16, 32),
+    "K1": (5, 3, 1, 16, 16),
+    "K0": (4, 8, 0, 16, 16),
+    "tiles-N48-D32-K80": (48, 32, 80, 16, 16),
+}
+F64_RTOL = 1e-12
+# Slack on plain torch's float32 error (different summation orders), plus a floor of a few float32 roundings.
+F32_FACTOR = 4.0
+F32_FLOOR = 4 * torch.finfo(torch.float32).eps
+TEMPERATURE = 0.2
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """The references run on tiny inputs, where torch's CPU thread pool only adds overhead (and spins when the
+    machine is shared); restored after the module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _inputs(case: str, dtype: torch.dtype, seed: int = 0):
+    """q, k_pos, queue with unit rows (float64 draws rounded to dtype) and their exact float64 values."""
+    N, D, K = CASES[case][:3]
+    gen = torch.Generator().manual_seed(seed)
+    exact = [torch.nn.functional.normalize(torch.randn(n, D, generator=gen, dtype=torch.float64), dim=1)
+             for n in (N, N, K)]
+    low = [t.to(dtype) for t in exact]
+    return low, [t.double() for t in low]
+
+
+def _reference(q, k_pos, queue, temperature=TEMPERATURE):
+    """The reference's loss and autograd gradients w.r.t. q and k_pos, in the inputs' dtype."""
+    q, k_pos = q.detach().requires_grad_(True), k_pos.detach().requires_grad_(True)
+    loss = info_nce_reference(q, k_pos, queue, temperature)
+    return (loss.detach(), *torch.autograd.grad(loss, (q, k_pos)))
+
+
+def _run(case: str, q, k_pos, queue, compute_grad=True, temperature=TEMPERATURE):
+    block_n, block_k = CASES[case][3:]
+    out = tk.info_nce(*(t.to(DEVICE) for t in (q, k_pos, queue)), temperature, compute_grad,
+                      block_n=block_n, block_k=block_k)
+    return [t.cpu() for t in out]
+
+
+def _rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
+    """max |got - ref| / max |ref| (ref in float64)."""
+    return ((got.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-300)).item()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_float64_matches_reference(case):
+    (q, k_pos, queue), _ = _inputs(case, torch.float64)
+    got = _run(case, q, k_pos, queue)
+    for g, e in zip(got, _reference(q, k_pos, queue)):
+        assert g.shape == e.shape and g.dtype == torch.float64
+        assert _rel_err(g, e) < F64_RTOL
+
+
+@pytest.mark.parametrize("case", ["aligned-N32-D16-K48", "ragged-N37-D20-K53", "tiles-N48-D32-K80"])
+def test_float32_within_torch_error(case):
+    (q, k_pos, queue), exact_inputs = _inputs(case, torch.float32, seed=1)
+    exact = _reference(*exact_inputs)
+    torch32 = _reference(q, k_pos, queue)
+    got = _run(case, q, k_pos, queue)
+    for g, e, t in zip(got, exact, torch32):
+        assert g.dtype == torch.float32
+        assert _rel_err(g, e) <= F32_FACTOR * _rel_err(t, e) + F32_FLOOR
+
+
+def test_no_gradients_when_not_asked():
+    case = "ragged-N37-D20-K53"
+    (q, k_pos, queue), _ = _inputs(case, torch.float64, seed=2)
+    loss, grad_q, grad_k = _run(case, q, k_pos, queue, compute_grad=False)
+    assert grad_q.shape == (0, 20) and grad_k.shape == (0, 20)
+    assert _rel_err(loss, _reference(q, k_pos, queue)[0]) < F64_RTOL
+
+
+def test_large_logits_and_dominant_positive():
+    """Logits of ~50 (max-subtraction) and p_i0 -> 1 (the loss and p_i0 - 1 keep their relative accuracy)."""
+    case = "aligned-N32-D16-K48"
+    (q, _, queue), _ = _inputs(case, torch.float64, seed=3)
+    k_pos = q.clone()
+    temperature = 0.02
+    got = _run(case, q, k_pos, queue, temperature=temperature)
+    s_pos = (q * k_pos).sum(1) / temperature
+    ratios = torch.exp(q @ queue.T / temperature - s_pos[:, None]).sum(1)  # sum_j e^(s_ij - s_i0)
+    assert ratios.max() < 1e-3
+    assert _rel_err(got[0], torch.log1p(ratios).mean()) < 1e-13
+    exact_grad_k = -(ratios / (1 + ratios))[:, None] * q / (q.shape[0] * temperature)
+    assert _rel_err(got[2], exact_grad_k) < 1e-13
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_accumulates_in_float32(dtype):
+    """Half inputs: float32 accumulation and one rounding of each output to the half dtype. The dq product rounds
+    p to the half dtype first (as flash-attention does), an error of up to eps/2 of each term p_ij |u_jd| / (N tau),
+    so grad_q is held to that sum of magnitudes rather than to its possibly much smaller value."""
+    case = "ragged-N37-D20-K53"
+    (q, k_pos, queue), exact_inputs = _inputs(case, dtype, seed=4)
+    exact = _reference(*exact_inputs)
+    f32_allow = [F32_FACTOR * _rel_err(t, e) + F32_FLOOR
+                 for t, e in zip(_reference(*(t.float() for t in exact_inputs)), exact)]
+    q64, k64, queue64 = exact_inputs
+    p = torch.softmax(torch.cat([(q64 * k64).sum(1, keepdim=True), q64 @ queue64.T], dim=1) / TEMPERATURE, dim=1)
+    p_rounding = [0.0, p[:, 1:] @ queue64.abs() / (q64.shape[0] * TEMPERATURE), 0.0]
+    got = _run(case, q, k_pos, queue)
+    eps = torch.finfo(dtype).eps
+    for g, e, allow, from_p in zip(got, exact, f32_allow, p_rounding):
+        assert g.dtype == dtype
+        bound = eps * (e.abs() + from_p) + allow * e.abs().max()
+        assert ((g.double() - e).abs() <= bound).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the op's CUDA path needs a GPU")
+def test_cuda_op_and_autograd():
+    """blindfast.ops.info_nce dispatches CUDA tensors to this kernel; its autograd rescales the saved gradients."""
+    from blindfast.ops.info_nce import info_nce
+
+    (q, k_pos, queue), _ = _inputs("ragged-N37-D20-K53", torch.float64, seed=5)
+    q_cuda, k_cuda = q.cuda().requires_grad_(True), k_pos.cuda().requires_grad_(True)
+    loss = info_nce(q_cuda, k_cuda, queue.cuda(), TEMPERATURE)
+    loss.backward()
+    expected = _reference(q, k_pos, queue)
+    for g, e in zip((loss.detach(), q_cuda.grad, k_cuda.grad), expected):
+        assert _rel_err(g.cpu(), e) < F64_RTOL
+    small = (q_cuda.detach()[:5, :6].clone().requires_grad_(), k_cuda.detach()[:5, :6].clone().requires_grad_())
+    assert torch.autograd.gradcheck(lambda a, b: info_nce(a, b, queue.cuda()[:7, :6], 0.5), small)
