@@ -8,8 +8,12 @@ cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBLINDF
   -DPython_EXECUTABLE="$py" -Dpybind11_DIR="$("$py" -m pybind11 --cmakedir)" > /dev/null
 cmake --build build-sanitize > /dev/null
 so=$(ls build-sanitize/_C*.so)
-BLINDFAST_C_PATH="$so" \
-  LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
-  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  "$(dirname "$py")/pytest" tests/ops/test_sv_conv.py -q -p no:cacheprovider \
-  -k "float64 or dot_product or random_shapes or non_contiguous"
+sanitized() {
+  BLINDFAST_C_PATH="$so" \
+    LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
+    ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    "$(dirname "$py")/pytest" -q -p no:cacheprovider "$@"
+}
+# sv_conv's full file takes minutes under ASan: the subset that reaches every kernel and boundary path
+sanitized tests/ops/test_sv_conv.py -k "float64 or dot_product or random_shapes or non_contiguous"
+sanitized tests/ops/test_flow.py tests/ops/test_patchify.py tests/ops/test_info_nce.py tests/ops/test_hqs.py
