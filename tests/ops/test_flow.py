@@ -121,6 +121,37 @@ def test_loss_computes_the_gradient_only_when_needed():
                                    flow_matching_loss_reference(v, x0, x1))
 
 
+@pytest.mark.parametrize("needs", ["v", "x0", "x1", "v+x0", "v+x0+x1"])
+def test_loss_backward_with_unit_seed(needs):
+    """loss.backward() (seed 1) may hand the gradient written by the forward pass straight to autograd: the
+    gradients must equal the reference's, repeated backward passes through a retained graph must accumulate, and
+    no two inputs may share a .grad."""
+    inputs = {name: randn((2, 3, 5), seed=s) for name, s in (("v", 1), ("x0", 2), ("x1", 3))}
+    for name in needs.split("+"):
+        inputs[name].requires_grad_()
+    loss = flow_matching_loss(inputs["v"], inputs["x0"], inputs["x1"])
+    for _ in range(3):
+        loss.backward(retain_graph=True)
+    leaves = {name: x.detach().clone().requires_grad_(x.requires_grad) for name, x in inputs.items()}
+    ref = flow_matching_loss_reference(leaves["v"], leaves["x0"], leaves["x1"])
+    for name in needs.split("+"):
+        (expected,) = torch.autograd.grad(3.0 * ref, leaves[name], retain_graph=True)
+        torch.testing.assert_close(inputs[name].grad, expected, rtol=1e-12, atol=1e-15)
+    pointers = [inputs[name].grad.data_ptr() for name in needs.split("+")]
+    assert len(set(pointers)) == len(pointers)
+
+
+def test_loss_backward_then_in_place_grad_update_is_independent():
+    """The handed-over gradient becomes v.grad: zeroing it in place (as optimisers do) must not change a later
+    backward pass."""
+    v, x0, x1 = randn((2, 3, 5), seed=1).requires_grad_(), randn((2, 3, 5), seed=2), randn((2, 3, 5), seed=3)
+    flow_matching_loss(v, x0, x1).backward()
+    first = v.grad.clone()
+    v.grad.zero_()
+    flow_matching_loss(v, x0, x1).backward()
+    torch.testing.assert_close(v.grad, first, rtol=0, atol=0)
+
+
 def test_loss_gradcheck():
     v, x0, x1 = (randn((2, 3, 5), seed=s).requires_grad_() for s in (1, 2, 3))
     w = torch.rand(2, dtype=torch.float64)
