@@ -1,0 +1,6 @@
+"""Networks and the prior interface that serves DDM, CL-DPS and LatentDEM."""
+
+from blindfast.models.prior import GaussianPrior, NetworkPrior, Prior, alpha_bar_of_time, time_of_alpha_bar
+from blindfast.models.unet import PRESETS, UNet
+
+__all__ = ["Prior", "NetworkPrior", "GaussianPrior", "alpha_bar_of_time", "time_of_alpha_bar", "UNet", "PRESETS"]
