@@ -1,4 +1,5 @@
-"""Command line: ``blindfast info`` (what was built, what this machine offers) and ``blindfast demo``."""
+"""Command line: ``blindfast info`` (what was built, what this machine offers), ``blindfast demo`` and
+``blindfast train-prior``."""
 
 from __future__ import annotations
 
@@ -49,6 +50,40 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_prior(args: argparse.Namespace) -> int:
+    import torch
+
+    from blindfast.models.unet import UNet
+    from blindfast.train import LOG_NAME, ImagePatches, TrainConfig, train_prior
+
+    if not args.kimg > 0:
+        raise ValueError(f"--kimg must be > 0, got {args.kimg}")
+    if not args.snapshot_kimg >= 0:
+        raise ValueError(f"--snapshot-kimg must be >= 0, got {args.snapshot_kimg}")
+    try:
+        data = ImagePatches.from_folder(args.data, args.patch)
+    except (FileNotFoundError, NotADirectoryError) as err:
+        print(f"blindfast train-prior: error: {err}", file=sys.stderr)
+        return 2
+    config = TrainConfig(total_nimg=round(args.kimg * 1000), batch=args.batch, micro_batch=args.micro_batch,
+                         lr=args.lr, snapshot_nimg=round(args.snapshot_kimg * 1000), seed=args.seed)
+    torch.manual_seed(args.seed)  # the initial weights (overwritten by the checkpoint on --resume)
+    net = UNet.from_preset(args.preset, image_channels=data.channels, dropout=args.dropout)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        result = train_prior(net, data, args.out, config, resume=args.resume, device=device,
+                             progress=not args.quiet)
+    except (FileNotFoundError, FileExistsError) as err:  # --resume without a checkpoint, or one in the way
+        print(f"blindfast train-prior: error: {err}", file=sys.stderr)
+        return 2
+    _print_table([("images", result.nimg), ("checkpoint", result.checkpoint),
+                  ("log", os.path.join(args.out, LOG_NAME))])
+    if result.interrupted:
+        print("interrupted: the checkpoint holds the last completed step; continue with --resume")
+        return 130  # the shell's status for a run ended by SIGINT
+    return 0
+
+
 def _print_table(rows: list[tuple[str, object]]) -> None:
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
@@ -75,6 +110,26 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--noise", type=float, default=0.01, help="noise standard deviation (default: %(default)s)")
     demo.add_argument("--crop", type=int, default=None, help="restore only a centre crop of this side (quick runs)")
     demo.set_defaults(run=_demo)
+
+    train = commands.add_parser("train-prior", help="train a flow-matching U-Net prior on random patches of a "
+                                                    "folder of images (checkpoint and log in --out)")
+    train.add_argument("--data", required=True, help="folder of images (.png, .jpg, .tif; searched recursively)")
+    train.add_argument("--out", required=True, help="output folder for the checkpoint and the log")
+    train.add_argument("--preset", default="tiny", help="UNet preset: tiny, small or base (default: %(default)s)")
+    train.add_argument("--patch", type=int, default=64, help="patch side in pixels (default: %(default)s)")
+    train.add_argument("--kimg", type=float, required=True, help="training length in thousands of images")
+    train.add_argument("--batch", type=int, default=32, help="images per optimiser step (default: %(default)s)")
+    train.add_argument("--micro-batch", type=int, default=None, help="images per forward pass, dividing --batch "
+                                                                     "(default: the whole batch)")
+    train.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: %(default)s)")
+    train.add_argument("--dropout", type=float, default=0.0, help="UNet dropout (default: %(default)s)")
+    train.add_argument("--snapshot-kimg", type=float, default=50.0, help="checkpoint every this many thousand "
+                                                                         "images (default: %(default)s)")
+    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    train.add_argument("--seed", type=int, default=0, help="seeds the weights, data and noise (default: %(default)s)")
+    train.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=_train_prior)
     return parser
 
 

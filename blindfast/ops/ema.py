@@ -18,7 +18,8 @@ _KERNEL_DTYPES = (torch.float32, torch.float64)
 
 def power_ema_gamma(std: float) -> float:
     r"""The exponent :math:`\gamma` of the power-function EMA with relative standard deviation ``std``: the real
-    root of :math:`\gamma^3 + 7\gamma^2 + (16 - s^{-2})\gamma + (12 - s^{-2}) = 0` (EDM2, Eq. 3)."""
+    root of :math:`\gamma^3 + 7\gamma^2 + (16 - s^{-2})\gamma + (12 - s^{-2}) = 0` (EDM2, arXiv:2312.02696,
+    App. C, Eq. 126 and Algorithm 2)."""
     if not 0.0 < std < 0.2887:  # 1/sqrt(12): the largest relative std any gamma > 0 reaches
         raise ValueError(f"std must lie in (0, 0.2887), got {std}")
     s2 = std**-2

@@ -1,0 +1,507 @@
+r"""Training a flow-matching prior: Adam, gradient accumulation, power-function EMA, atomic checkpoints, exact resume.
+
+Each step draws a global batch of data :math:`x_1` (images in [-1, 1]), noise :math:`x_0 \sim \mathcal N(0, I)` and
+times t, forms :math:`x_t = (1 - t) x_0 + t x_1` (:func:`blindfast.ops.flow_interpolate`) and minimises the
+conditional flow-matching loss :math:`\lVert v_\theta(x_t, t) - (x_1 - x_0) \rVert^2`
+(:func:`blindfast.ops.flow_matching_loss`; Lipman et al. 2023, "Flow Matching for Generative Modeling", Eq. 22-23).
+
+Times are drawn uniformly on [0, 1) or, by default, logit-normally, :math:`t = \mathrm{sigmoid}(m + s\, n)`,
+:math:`n \sim \mathcal N(0, 1)` (Esser et al. 2024, "Scaling Rectified Flow Transformers for High-Resolution Image
+Synthesis", Sec. 3.1, Eq. 19): with m = 0, s = 1 the middle times, where the velocity is hardest to predict, get
+more samples than the ends. Their t = 1 is noise, ours is data, so their location m is our -m.
+
+As in EDM2 (Karras et al. 2024, "Analyzing and Improving the Training Dynamics of Diffusion Models") progress is
+counted in images, the learning rate may follow EDM2's inverse square-root decay, and the weights are averaged
+with power-function EMAs (:class:`blindfast.train.PowerEMA`).
+
+All randomness comes from two generators owned by the loop (data and noise) and torch's default generator
+(dropout); their states are checkpointed, so a resumed run repeats an uninterrupted one bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import numbers
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from blindfast.data import ImageFolder, RandomPatches
+from blindfast.ops import flow_interpolate, flow_matching_loss
+from blindfast.train.checkpoint import (_global_rng_states, _set_global_rng_states, load_training_state,
+                                        save_training_state)
+from blindfast.train.ema import DEFAULT_EMA_STDS, PowerEMA, power_ema_gammas
+
+__all__ = ["TrainConfig", "World", "TrainResult", "TensorPatches", "ImagePatches", "sample_time",
+           "learning_rate", "accumulate_gradients", "train_prior", "CHECKPOINT_NAME", "LOG_NAME", "LOG_COLUMNS"]
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+LOG_NAME = "log.csv"
+LOG_COLUMNS = ("nimg", "loss", "lr", "images_per_s")
+TIME_SAMPLINGS = ("logit_normal", "uniform")
+
+# A data source maps (number of images, generator) to a (B, C, H, W) batch in [-1, 1], or to a (batch, cond) pair
+# with cond (B, C_cond, H, W). Drawing everything from the given generator is what makes a run resumable.
+DataSource = Callable[[int, torch.Generator], "Tensor | tuple[Tensor, Tensor]"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one run; all but ``total_nimg`` and ``snapshot_nimg`` must stay the same on resume.
+
+    Raises:
+        ValueError: a value out of range, ``batch`` not divisible by ``micro_batch``, an unknown time sampling.
+    """
+
+    total_nimg: int                              # training length, images
+    batch: int = 32                              # global batch: micro_batch x accumulation rounds x world size
+    micro_batch: int | None = None               # images per forward/backward pass; None: the whole batch at once
+    lr: float = 1e-4                             # Adam learning rate (the reference rate of the schedule)
+    lr_rampup_nimg: int = 0                      # linear warm-up over this many images; 0: none
+    lr_decay_nimg: int = 0                       # EDM2's t_ref: lr / sqrt(nimg / t_ref) after it; 0: constant
+    betas: tuple[float, float] = (0.9, 0.99)     # Adam's moment decay rates, EDM2's values
+    eps: float = 1e-8                            # Adam's denominator floor
+    ema_stds: tuple[float, ...] = DEFAULT_EMA_STDS  # relative stds of the power-function EMAs
+    time_sampling: str = "logit_normal"          # "logit_normal" or "uniform", see the module docstring
+    logit_mean: float = 0.0                      # m of the logit-normal times
+    logit_std: float = 1.0                       # s of the logit-normal times
+    snapshot_nimg: int = 0                       # a checkpoint every this many images; 0: only at the end
+    seed: int = 0                                # seeds the data, noise and dropout generators
+    bf16: bool = True                            # bf16 autocast of the network on CUDA (ignored on the CPU)
+
+    def __post_init__(self):
+        for name in ("total_nimg", "batch"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        micro = self.batch if self.micro_batch is None else self.micro_batch
+        if not isinstance(micro, numbers.Integral) or micro < 1 or self.batch % micro:
+            raise ValueError(f"batch must be a multiple of micro_batch (a positive integer), got batch={self.batch}, "
+                             f"micro_batch={self.micro_batch!r}")
+        for name in ("lr_rampup_nimg", "lr_decay_nimg", "snapshot_nimg"):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        if self.time_sampling not in TIME_SAMPLINGS:
+            raise ValueError(f"time_sampling must be one of {TIME_SAMPLINGS}, got {self.time_sampling!r}")
+        if not (math.isfinite(self.logit_std) and self.logit_std > 0) or not math.isfinite(self.logit_mean):
+            raise ValueError(f"logit_std must be positive and logit_mean finite, got logit_mean={self.logit_mean!r}, "
+                             f"logit_std={self.logit_std!r}")
+        if not isinstance(self.seed, numbers.Integral) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        power_ema_gammas(self.ema_stds)
+
+    @property
+    def rounds(self) -> int:
+        """Forward/backward passes per step (per process)."""
+        return self.batch // (self.batch if self.micro_batch is None else self.micro_batch)
+
+    def to_json(self) -> dict:
+        """The fields as a JSON-ready dict (tuples as lists)."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class World:
+    """The processes that train together: this one's rank and their number.
+
+    Each rank draws its own share of the global batch from generators seeded by (seed, rank), and only rank 0
+    writes files, so data-parallel training needs only an all-reduce of the accumulated gradients (marked in
+    :func:`train_prior`) and a launcher. Until that exists the size must be 1.
+
+    Raises:
+        ValueError: a size other than 1, or a rank outside [0, size).
+    """
+
+    rank: int = 0
+    size: int = 1
+
+    def __post_init__(self):
+        if self.size != 1:
+            raise ValueError(f"only single-process training is implemented (world size 1), got size {self.size}")
+        if not 0 <= self.rank < self.size:
+            raise ValueError(f"rank must lie in [0, {self.size}), got {self.rank}")
+
+
+class TrainResult(NamedTuple):
+    """What :func:`train_prior` leaves.
+
+    Attributes:
+        nimg: images trained on (the checkpoint's count).
+        interrupted: True when a KeyboardInterrupt stopped training before ``total_nimg``.
+        checkpoint: the checkpoint file.
+        ema: the power-function EMAs of the network (``ema.averages[i]`` for ``ema.stds[i]``).
+    """
+    nimg: int
+    interrupted: bool
+    checkpoint: Path
+    ema: PowerEMA
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data sources
+
+
+class TensorPatches:
+    """Batches drawn uniformly, with replacement, from a fixed set of patches.
+
+    Args:
+        patches: (N, C, H, W) floating tensor with values in [-1, 1].
+    Raises:
+        ValueError: not a non-empty floating (N, C, H, W) tensor, or values outside [-1, 1].
+    """
+
+    def __init__(self, patches: Tensor):
+        if not isinstance(patches, Tensor) or patches.dim() != 4 or not patches.is_floating_point() \
+                or patches.shape[0] == 0:
+            got = f"{patches.dtype} {tuple(patches.shape)}" if isinstance(patches, Tensor) else type(patches).__name__
+            raise ValueError(f"patches must be a non-empty floating (N, C, H, W) tensor, got {got}")
+        low, high = patches.min().item(), patches.max().item()
+        if not (-1 <= low and high <= 1):
+            raise ValueError(f"patches must lie in [-1, 1], got values in [{low:.4g}, {high:.4g}]")
+        self.patches = patches
+
+    def __call__(self, count: int, generator: torch.Generator) -> Tensor:
+        """(count, C, H, W) patches chosen by ``generator``."""
+        index = torch.randint(self.patches.shape[0], (count,), generator=generator)
+        return self.patches[index.to(self.patches.device)]
+
+
+class ImagePatches:
+    r"""Random square crops of images (:class:`blindfast.data.RandomPatches`), mapped from [0, 1] to [-1, 1].
+
+    Args:
+        images: sequence of (C, H, W) float tensors in [0, 1], same C, each at least ``size`` x ``size``.
+        size: patch side, pixels.
+    Raises:
+        ValueError: as :class:`blindfast.data.RandomPatches` (no image, mixed channels, an image too small).
+    """
+
+    def __init__(self, images: Sequence[Tensor], size: int):
+        # validates the images and the size once, here, rather than on the first batch
+        RandomPatches(images, size, 1, generator=torch.Generator())
+        self.images, self.size = list(images), size
+
+    @classmethod
+    def from_folder(cls, root, size: int, *, grey: bool = False) -> ImagePatches:
+        """All images under ``root`` (read once, kept in memory), see :class:`blindfast.data.ImageFolder`.
+
+        Raises:
+            FileNotFoundError: ``root`` is missing or holds no image.
+            NotADirectoryError: ``root`` is a file.
+        """
+        folder = ImageFolder(root, grey=grey)
+        return cls([folder[i] for i in range(len(folder))], size)
+
+    @property
+    def channels(self) -> int:
+        return self.images[0].shape[0]
+
+    def __call__(self, count: int, generator: torch.Generator) -> Tensor:
+        """(count, C, size, size) patches in [-1, 1], positions drawn from ``generator``."""
+        return RandomPatches(self.images, self.size, count, generator=generator).sample().patches * 2 - 1
+
+
+def _as_source(data) -> DataSource:
+    if isinstance(data, Tensor):
+        return TensorPatches(data)
+    if callable(data):
+        return data
+    raise TypeError(f"data must be a (N, C, H, W) tensor or a callable (count, generator) -> batch, got "
+                    f"{type(data).__name__}")
+
+
+def _draw(source: DataSource, count: int, generator: torch.Generator, net: nn.Module, device, dtype
+          ) -> tuple[Tensor, Tensor | None]:
+    """A checked (images, cond) batch from ``source`` on ``device`` in ``dtype``."""
+    batch = source(count, generator)
+    images, cond = batch if isinstance(batch, tuple) else (batch, None)
+    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[0] != count:
+        got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"the data source must return a ({count}, C, H, W) tensor (or a (batch, cond) pair), got "
+                         f"{got}")
+    expected = getattr(net, "image_channels", None)
+    if expected is not None and images.shape[1] != expected:
+        raise ValueError(f"the network takes {expected} image channel(s), the data has {images.shape[1]} "
+                         f"(batch shape {tuple(images.shape)})")
+    images = images.to(device=device, dtype=dtype, non_blocking=True)
+    return images, None if cond is None else cond.to(device=device, dtype=dtype, non_blocking=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One step
+
+
+def sample_time(count: int, config: TrainConfig, generator: torch.Generator, *, dtype=torch.float32,
+                device=None) -> Tensor:
+    r"""Training times: uniform on [0, 1), or :math:`\mathrm{sigmoid}(m + s\,n)`, :math:`n \sim \mathcal N(0, 1)`.
+
+    Args:
+        count: number of times.
+        config: supplies ``time_sampling``, ``logit_mean`` (m) and ``logit_std`` (s).
+        generator: the source of randomness (on ``device``).
+    Returns:
+        (count,) times in [0, 1].
+    """
+    if config.time_sampling == "uniform":
+        return torch.rand(count, generator=generator, dtype=dtype, device=device)
+    normal = torch.randn(count, generator=generator, dtype=dtype, device=device)
+    return torch.sigmoid(config.logit_mean + config.logit_std * normal)
+
+
+def learning_rate(nimg: int, config: TrainConfig) -> float:
+    r""":math:`\alpha = \alpha_{ref} \min(n / n_{rampup}, 1) / \sqrt{\max(n / t_{ref}, 1)}`: EDM2's inverse
+    square-root decay after :math:`t_{ref}` images with a linear warm-up, each factor dropped when its length is 0.
+
+    Args:
+        nimg: images seen at the end of the step the rate is for.
+        config: supplies ``lr``, ``lr_rampup_nimg`` and ``lr_decay_nimg``.
+    """
+    lr = config.lr
+    if config.lr_decay_nimg:
+        lr /= math.sqrt(max(nimg / config.lr_decay_nimg, 1.0))
+    if config.lr_rampup_nimg:
+        lr *= min(nimg / config.lr_rampup_nimg, 1.0)
+    return lr
+
+
+def accumulate_gradients(net: nn.Module, x1: Tensor, x0: Tensor, t: Tensor, cond: Tensor | None = None, *,
+                         rounds: int = 1, bf16: bool = False) -> Tensor:
+    r"""Adds to the parameters' ``.grad`` the gradient of the batch-mean flow-matching loss, in ``rounds`` passes.
+
+    The batch is cut into ``rounds`` equal micro-batches; each contributes the gradient of its mean loss divided by
+    ``rounds``, so the sum is the gradient of :math:`\frac{1}{B n}\sum_b \lVert v_\theta(x_{t,b}, t_b) -
+    (x_{1,b} - x_{0,b})\rVert^2` whatever ``rounds`` is.
+
+    Args:
+        net: the velocity network ``net(x_t, t, cond)``.
+        x1: (B, C, H, W) data; x0: (B, C, H, W) noise; t: (B,) times; cond: optional (B, C_cond, H, W).
+        rounds: number of micro-batches, dividing B.
+        bf16: run the network under bf16 autocast (CUDA only; the loss is computed in ``x1``'s dtype).
+    Returns:
+        0-dim detached mean loss over the batch.
+    Raises:
+        ValueError: ``rounds`` does not divide B.
+    """
+    B = x1.shape[0]
+    if rounds < 1 or B % rounds:
+        raise ValueError(f"rounds must be a positive divisor of the batch size {B}, got {rounds}")
+    total = x1.new_zeros(())
+    micro = B // rounds
+    for start in range(0, B, micro):
+        part = slice(start, start + micro)
+        x_t = flow_interpolate(x0[part], x1[part], t[part])
+        with torch.autocast(device_type=x_t.device.type, dtype=torch.bfloat16,
+                            enabled=bf16 and x_t.device.type == "cuda"):
+            v = net(x_t, t[part], None if cond is None else cond[part])
+        loss = flow_matching_loss(v.to(x1.dtype), x0[part], x1[part])
+        (loss / rounds).backward()
+        total += loss.detach()
+    return total / rounds
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run
+
+
+def _seed(seed: int, rank: int, stream: int) -> int:
+    """Independent 64-bit seeds per (seed, rank, stream) (numpy's SeedSequence hashes them apart)."""
+    return int(np.random.SeedSequence([seed, rank, stream]).generate_state(1, np.uint64)[0])
+
+
+def _capture(generators: dict[str, torch.Generator]) -> dict[str, dict[str, Tensor]]:
+    """The states of the run's generators and of torch's default ones (dropout)."""
+    return {"run": {name: g.get_state() for name, g in generators.items()}, "global": _global_rng_states()}
+
+
+def _restore(generators: dict[str, torch.Generator], states: dict) -> None:
+    for name, g in generators.items():
+        g.set_state(states["run"][name])
+    _set_global_rng_states(states["global"])
+
+
+@contextmanager
+def _sigint_deferred():
+    """Holds back Ctrl-C while the state changes (optimiser step, EMA, counters), then delivers it: an interrupt
+    can only land where the state is consistent. Signals can be caught only in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received and callable(previous):
+            previous(signal.SIGINT, received[0])
+
+
+class _Log:
+    """The CSV log, one row per step; on resume, rows past the checkpoint (written before a crash) are dropped."""
+
+    def __init__(self, path: Path, nimg: int, resume: bool):
+        rows = []
+        if resume and path.exists():
+            with open(path, newline="") as f:
+                for row in csv.DictReader(f):
+                    row_nimg = _row_nimg(row)
+                    if row_nimg is not None and row_nimg <= nimg:
+                        rows.append(row)
+        self.file = open(path, "w", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=LOG_COLUMNS)
+        self.writer.writeheader()
+        self.writer.writerows({key: row[key] for key in LOG_COLUMNS} for row in rows)
+        self.file.flush()
+
+    def write(self, nimg: int, loss: float, lr: float, images_per_s: float) -> None:
+        self.writer.writerow({"nimg": nimg, "loss": repr(loss), "lr": repr(lr), "images_per_s": f"{images_per_s:.1f}"})
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _row_nimg(row: dict) -> int | None:
+    """The nimg of a log row, None for a damaged row (a line cut short by a crash)."""
+    try:
+        return int(row["nimg"]) if all(row.get(key) not in (None, "") for key in LOG_COLUMNS) else None
+    except ValueError:
+        return None
+
+
+def _check_resumable(saved: dict, config: TrainConfig, path: Path) -> None:
+    current = config.to_json()
+    changed = {key: (saved.get(key), current[key]) for key in current
+               if key not in ("total_nimg", "snapshot_nimg") and saved.get(key) != current[key]}
+    if changed:
+        listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
+        raise ValueError(f"cannot resume {path} with a different configuration ({listed}); only total_nimg and "
+                         f"snapshot_nimg may change")
+
+
+def train_prior(net: nn.Module, data, out_dir, config: TrainConfig, *, resume: bool = False, device=None,
+                world: World = World(), callback: Callable[[int, float], None] | None = None,
+                progress: bool = True) -> TrainResult:
+    r"""Trains the velocity network ``net`` by flow matching until ``config.total_nimg`` images.
+
+    Writes ``out_dir/checkpoint.safetensors`` (atomically, every ``config.snapshot_nimg`` images and at the end;
+    see :mod:`blindfast.train.checkpoint`) and ``out_dir/log.csv`` (nimg, loss, lr, images/s per step). A
+    KeyboardInterrupt (Ctrl-C, or raised by ``data`` or ``callback``) stops training cleanly: the state of the
+    last completed step is checkpointed and returned with ``interrupted=True``; ``resume=True`` continues from it.
+    A fresh run seeds torch's default generator (dropout draws from it).
+
+    Args:
+        net: module ``net(x_t, t, cond) -> v`` with x_t (B, C, H, W), t (B,), cond None or (B, C_cond, H, W);
+            trained in place, in the dtype of its parameters. If it has ``image_channels``, the data must match.
+        data: (N, C, H, W) tensor of patches in [-1, 1] (see :class:`TensorPatches`), or a callable
+            ``(count, generator) -> batch`` drawing a (count, C, H, W) batch, or a (batch, cond) pair, from the
+            given CPU generator only (e.g. :class:`ImagePatches`).
+        out_dir: folder for the checkpoint and the log (created if missing).
+        config: the hyperparameters.
+        resume: continue from ``out_dir``'s checkpoint (config may differ only in total_nimg and snapshot_nimg).
+        device: where to train; default the device of ``net``'s parameters.
+        world: this process's rank and the number of processes.
+        callback: called as ``callback(nimg, loss)`` after every step.
+        progress: show a tqdm progress bar.
+    Returns:
+        :class:`TrainResult`.
+    Raises:
+        FileNotFoundError: ``resume`` without a checkpoint in ``out_dir``.
+        FileExistsError: a fresh run in an ``out_dir`` that holds a checkpoint.
+        ValueError: the data does not fit the network, or the checkpoint's configuration differs.
+        blindfast.train.CheckpointError: an unreadable checkpoint, or one of another architecture.
+    """
+    out_dir = Path(out_dir)
+    checkpoint = out_dir / CHECKPOINT_NAME
+    source = _as_source(data)
+    parameter = next(net.parameters())
+    device = torch.device(device) if device is not None else parameter.device
+    dtype = parameter.dtype
+    net.to(device).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, betas=config.betas, eps=config.eps)
+    ema = PowerEMA(net, config.ema_stds)
+    generators = {"data": torch.Generator().manual_seed(_seed(config.seed, world.rank, 0)),
+                  "noise": torch.Generator(device).manual_seed(_seed(config.seed, world.rank, 1))}
+    if resume:
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"no checkpoint to resume in {out_dir} (expected {checkpoint})")
+        nimg, saved = load_training_state(checkpoint, net=net, ema=ema, optimizer=optimizer, generators=generators)
+        _check_resumable(saved, config, checkpoint)
+    else:
+        if checkpoint.exists():
+            raise FileExistsError(f"{out_dir} already holds a checkpoint ({checkpoint}): resume it or choose another "
+                                  f"output folder")
+        torch.manual_seed(_seed(config.seed, world.rank, 2))
+        nimg = 0
+    writer = world.rank == 0
+    if writer:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        if writer:
+            save_training_state(checkpoint, net=net, ema=ema, optimizer=optimizer, generators=generators, nimg=nimg,
+                                config=config.to_json())
+
+    per_rank = config.batch // world.size
+    log = _Log(out_dir / LOG_NAME, nimg, resume) if writer else None
+    bar = tqdm(total=config.total_nimg, initial=nimg, unit="img", unit_scale=True, dynamic_ncols=True,
+               disable=not (progress and writer))
+    saved_nimg = nimg if resume else None
+    consistent = _capture(generators)
+    interrupted = False
+    try:
+        while nimg < config.total_nimg:
+            start = time.perf_counter()
+            x1, cond = _draw(source, per_rank, generators["data"], net, device, dtype)
+            x0 = torch.randn(x1.shape, generator=generators["noise"], dtype=dtype, device=device)
+            t = sample_time(per_rank, config, generators["noise"], dtype=dtype, device=device)
+            loss = accumulate_gradients(net, x1, x0, t, cond, rounds=config.rounds, bf16=config.bf16).item()
+            # Data-parallel training all-reduces (averages) the parameters' .grad over the world here.
+            lr = learning_rate(nimg + config.batch, config)
+            with _sigint_deferred():
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                nimg += config.batch
+                ema.update(net, nimg, config.batch)
+                consistent = _capture(generators)
+                if log is not None:
+                    log.write(nimg, loss, lr, config.batch / (time.perf_counter() - start))
+            bar.update(config.batch)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if callback is not None:
+                callback(nimg, loss)
+            snapshot = config.snapshot_nimg
+            if snapshot and nimg // snapshot != (nimg - config.batch) // snapshot:
+                save()
+                saved_nimg = nimg
+    except KeyboardInterrupt:
+        # Back to the last completed step: its weights are untouched (the optimiser step is atomic w.r.t. Ctrl-C);
+        # only the generators advanced and gradients accumulated for the abandoned step.
+        _restore(generators, consistent)
+        optimizer.zero_grad(set_to_none=True)
+        interrupted = True
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    if saved_nimg != nimg:
+        save()
+    return TrainResult(nimg, interrupted, checkpoint, ema)
