@@ -28,6 +28,7 @@ _TIME_SCALE = 1000.0  # t * 1000 spans DDPM's 1000 step indices (Ho et al. 2020)
 _MAX_PERIOD = 10000.0  # the Transformer's positional-encoding base (Vaswani et al. 2017, Sec. 3.5)
 _CHANNELS_PER_HEAD = 64  # EDM2's attention head width
 _MAX_GROUPS = 32  # GroupNorm groups, as in DDPM/ADM
+_MIN_GROUP_CHANNELS = 4
 
 PRESETS: dict[str, dict] = {
     # ~0.27M parameters: CPU tests and demos.
@@ -68,7 +69,9 @@ def fourier_time_features(t: Tensor, count: int) -> Tensor:
 
 
 def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(_MAX_GROUPS, channels), channels)
+    """GroupNorm with at most 32 groups of at least 4 channels (where the channel count allows): with one channel
+    per group the statistics of a low-resolution level (2x2 or 1x1 for small latents) come from 4 or 1 values."""
+    return nn.GroupNorm(math.gcd(_MAX_GROUPS, max(channels // _MIN_GROUP_CHANNELS, 1)), channels)
 
 
 class _ResidualBlock(nn.Module):
