@@ -54,7 +54,7 @@ def _train_prior(args: argparse.Namespace) -> int:
     import torch
 
     from blindfast.models.unet import UNet
-    from blindfast.train import LOG_NAME, ImagePatches, TrainConfig, train_prior
+    from blindfast.train import LOG_NAME, ImagePatches, TrainConfig, World, train_prior
 
     if not args.kimg > 0:
         raise ValueError(f"--kimg must be > 0, got {args.kimg}")
@@ -70,16 +70,20 @@ def _train_prior(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)  # the initial weights (overwritten by the checkpoint on --resume)
     net = UNet.from_preset(args.preset, image_channels=data.channels, dropout=args.dropout)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        result = train_prior(net, data, args.out, config, resume=args.resume, device=device,
-                             progress=not args.quiet)
-    except (FileNotFoundError, FileExistsError) as err:  # --resume without a checkpoint, or one in the way
-        print(f"blindfast train-prior: error: {err}", file=sys.stderr)
-        return 2
-    _print_table([("images", result.nimg), ("checkpoint", result.checkpoint),
-                  ("log", os.path.join(args.out, LOG_NAME))])
+    # Under torchrun: one process per GPU (or CPU share), each training on its part of every batch.
+    with World.from_environment(device) as world:
+        try:
+            result = train_prior(net, data, args.out, config, resume=args.resume, device=world.local_device(device),
+                                 world=world, progress=not args.quiet)
+        except (FileNotFoundError, FileExistsError) as err:  # --resume without a checkpoint, or one in the way
+            print(f"blindfast train-prior: error: {err}", file=sys.stderr)
+            return 2
+    if world.rank == 0:
+        _print_table([("images", result.nimg), ("checkpoint", result.checkpoint),
+                      ("log", os.path.join(args.out, LOG_NAME))])
     if result.interrupted:
-        print("interrupted: the checkpoint holds the last completed step; continue with --resume")
+        if world.rank == 0:
+            print("interrupted: the checkpoint holds the last completed step; continue with --resume")
         return 130  # the shell's status for a run ended by SIGINT
     return 0
 
@@ -112,15 +116,19 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     train = commands.add_parser("train-prior", help="train a flow-matching U-Net prior on random patches of a "
-                                                    "folder of images (checkpoint and log in --out)")
+                                                    "folder of images (checkpoint and log in --out); data-parallel "
+                                                    "under torchrun --nproc_per_node N -m blindfast train-prior")
     train.add_argument("--data", required=True, help="folder of images (.png, .jpg, .tif; searched recursively)")
     train.add_argument("--out", required=True, help="output folder for the checkpoint and the log")
     train.add_argument("--preset", default="tiny", help="UNet preset: tiny, small or base (default: %(default)s)")
     train.add_argument("--patch", type=int, default=64, help="patch side in pixels (default: %(default)s)")
     train.add_argument("--kimg", type=float, required=True, help="training length in thousands of images")
-    train.add_argument("--batch", type=int, default=32, help="images per optimiser step (default: %(default)s)")
-    train.add_argument("--micro-batch", type=int, default=None, help="images per forward pass, dividing --batch "
-                                                                     "(default: the whole batch)")
+    train.add_argument("--batch", type=int, default=32, help="images per optimiser step, over all processes "
+                                                              "(default: %(default)s)")
+    train.add_argument("--micro-batch", type=int, default=None, help="images per forward pass of each process; "
+                                                                     "--batch must be a multiple of it times the "
+                                                                     "number of processes (default: a process's "
+                                                                     "whole part of the batch)")
     train.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: %(default)s)")
     train.add_argument("--dropout", type=float, default=0.0, help="UNet dropout (default: %(default)s)")
     train.add_argument("--snapshot-kimg", type=float, default=50.0, help="checkpoint every this many thousand "

@@ -1,10 +1,12 @@
-"""Training a flow-matching prior: the loop, the power-function EMA, and checkpoints that resume exactly."""
+"""Training a flow-matching prior: the loop, the power-function EMA, checkpoints that resume exactly, and
+data-parallel training under torchrun."""
 
 from blindfast.train.checkpoint import (CheckpointError, load_training_state, load_weights, read_checkpoint,
                                         save_training_state, write_checkpoint)
+from blindfast.train.distributed import World
 from blindfast.train.ema import DEFAULT_EMA_STDS, PowerEMA, power_ema_gammas
 from blindfast.train.loop import (CHECKPOINT_NAME, LOG_COLUMNS, LOG_NAME, ImagePatches, TensorPatches, TrainConfig,
-                                  TrainResult, World, accumulate_gradients, learning_rate, sample_time, train_prior)
+                                  TrainResult, accumulate_gradients, learning_rate, sample_time, train_prior)
 
 __all__ = [
     "train_prior", "TrainConfig", "TrainResult", "World", "accumulate_gradients", "learning_rate", "sample_time",

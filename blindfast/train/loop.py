@@ -15,7 +15,10 @@ counted in images, the learning rate may follow EDM2's inverse square-root decay
 with power-function EMAs (:class:`blindfast.train.PowerEMA`).
 
 All randomness comes from two generators owned by the loop (data and noise) and torch's default generator
-(dropout); their states are checkpointed, so a resumed run repeats an uninterrupted one bit for bit on the CPU.
+(dropout). The first two are seeded alike in every process and draw the global batch, of which each rank keeps its
+slice (:mod:`blindfast.train.distributed`); their states are checkpointed. Torch's default generator is seeded
+anew at every step from (seed, rank, images seen), so dropout differs between ranks yet nothing rank-specific needs
+checkpointing: a resumed run repeats an uninterrupted one bit for bit on the CPU, whatever the number of processes.
 """
 
 from __future__ import annotations
@@ -41,9 +44,10 @@ from blindfast.data import ImageFolder, RandomPatches
 from blindfast.ops import flow_interpolate, flow_matching_loss
 from blindfast.train.checkpoint import (_global_rng_states, _set_global_rng_states, load_training_state,
                                         save_training_state)
+from blindfast.train.distributed import World
 from blindfast.train.ema import DEFAULT_EMA_STDS, PowerEMA, power_ema_gammas
 
-__all__ = ["TrainConfig", "World", "TrainResult", "TensorPatches", "ImagePatches", "sample_time",
+__all__ = ["TrainConfig", "TrainResult", "TensorPatches", "ImagePatches", "sample_time",
            "learning_rate", "accumulate_gradients", "train_prior", "CHECKPOINT_NAME", "LOG_NAME", "LOG_COLUMNS"]
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -66,7 +70,7 @@ class TrainConfig:
 
     total_nimg: int                              # training length, images
     batch: int = 32                              # global batch: micro_batch x accumulation rounds x world size
-    micro_batch: int | None = None               # images per forward/backward pass; None: the whole batch at once
+    micro_batch: int | None = None               # images per forward/backward pass; None: a process's whole part
     lr: float = 1e-4                             # Adam learning rate (the reference rate of the schedule)
     lr_rampup_nimg: int = 0                      # linear warm-up over this many images; 0: none
     lr_decay_nimg: int = 0                       # EDM2's t_ref: lr / sqrt(nimg / t_ref) after it; 0: constant
@@ -106,36 +110,9 @@ class TrainConfig:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         power_ema_gammas(self.ema_stds)
 
-    @property
-    def rounds(self) -> int:
-        """Forward/backward passes per step (per process)."""
-        return self.batch // (self.batch if self.micro_batch is None else self.micro_batch)
-
     def to_json(self) -> dict:
         """The fields as a JSON-ready dict (tuples as lists)."""
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
-
-
-@dataclass(frozen=True)
-class World:
-    """The processes that train together: this one's rank and their number.
-
-    Each rank draws its own share of the global batch from generators seeded by (seed, rank), and only rank 0
-    writes files, so data-parallel training needs only an all-reduce of the accumulated gradients (marked in
-    :func:`train_prior`) and a launcher. Until that exists the size must be 1.
-
-    Raises:
-        ValueError: a size other than 1, or a rank outside [0, size).
-    """
-
-    rank: int = 0
-    size: int = 1
-
-    def __post_init__(self):
-        if self.size != 1:
-            raise ValueError(f"only single-process training is implemented (world size 1), got size {self.size}")
-        if not 0 <= self.rank < self.size:
-            raise ValueError(f"rank must lie in [0, {self.size}), got {self.rank}")
 
 
 class TrainResult(NamedTuple):
@@ -226,9 +203,9 @@ def _as_source(data) -> DataSource:
                     f"{type(data).__name__}")
 
 
-def _draw(source: DataSource, count: int, generator: torch.Generator, net: nn.Module, device, dtype
+def _draw(source: DataSource, count: int, part: slice, generator: torch.Generator, net: nn.Module, device, dtype
           ) -> tuple[Tensor, Tensor | None]:
-    """A checked (images, cond) batch from ``source`` on ``device`` in ``dtype``."""
+    """The ``part`` of a checked (images, cond) batch of ``count`` from ``source``, on ``device`` in ``dtype``."""
     batch = source(count, generator)
     images, cond = batch if isinstance(batch, tuple) else (batch, None)
     if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[0] != count:
@@ -239,8 +216,8 @@ def _draw(source: DataSource, count: int, generator: torch.Generator, net: nn.Mo
     if expected is not None and images.shape[1] != expected:
         raise ValueError(f"the network takes {expected} image channel(s), the data has {images.shape[1]} "
                          f"(batch shape {tuple(images.shape)})")
-    images = images.to(device=device, dtype=dtype, non_blocking=True)
-    return images, None if cond is None else cond.to(device=device, dtype=dtype, non_blocking=True)
+    images = images[part].to(device=device, dtype=dtype, non_blocking=True)
+    return images, None if cond is None else cond[part].to(device=device, dtype=dtype, non_blocking=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -319,9 +296,14 @@ def accumulate_gradients(net: nn.Module, x1: Tensor, x0: Tensor, t: Tensor, cond
 # The run
 
 
-def _seed(seed: int, rank: int, stream: int) -> int:
-    """Independent 64-bit seeds per (seed, rank, stream) (numpy's SeedSequence hashes them apart)."""
-    return int(np.random.SeedSequence([seed, rank, stream]).generate_state(1, np.uint64)[0])
+# The generators' streams; a stream's seed hashes (seed, stream, rank, images seen).
+_DATA, _NOISE, _DROPOUT = 0, 1, 2
+
+
+def _seed(seed: int, stream: int, rank: int = 0, nimg: int = 0) -> int:
+    """Independent 64-bit seeds per (seed, stream, rank, nimg) (numpy's SeedSequence hashes them apart; the tuple
+    has a fixed length because SeedSequence ignores trailing zero words)."""
+    return int(np.random.SeedSequence([seed, stream, rank, nimg]).generate_state(1, np.uint64)[0])
 
 
 def _capture(generators: dict[str, torch.Generator]) -> dict[str, dict[str, Tensor]]:
@@ -404,7 +386,15 @@ def train_prior(net: nn.Module, data, out_dir, config: TrainConfig, *, resume: b
     see :mod:`blindfast.train.checkpoint`) and ``out_dir/log.csv`` (nimg, loss, lr, images/s per step). A
     KeyboardInterrupt (Ctrl-C, or raised by ``data`` or ``callback``) stops training cleanly: the state of the
     last completed step is checkpointed and returned with ``interrupted=True``; ``resume=True`` continues from it.
-    A fresh run seeds torch's default generator (dropout draws from it).
+    Every step seeds torch's default generator (dropout draws from it) from (``config.seed``, rank, images seen).
+
+    Data-parallel (``world.size`` W > 1, see :mod:`blindfast.train.distributed`): every rank draws the global batch
+    of ``config.batch`` images, noises and times and trains on its contiguous slice, the gradients and the loss are
+    averaged over the ranks, so W processes train as one would on the same global batch (up to rounding). Rank 0's
+    weights are copied to all ranks at the start; only rank 0 writes files and shows the progress bar; the run ends
+    with a barrier. ``out_dir`` must be the same folder on every rank (each reads it on resume). After a
+    KeyboardInterrupt no rank takes part in a collective again (a peer may be waiting in an all-reduce this rank
+    will never join); rank 0 checkpoints its last completed step, which every rank shares.
 
     Args:
         net: module ``net(x_t, t, cond) -> v`` with x_t (B, C, H, W), t (B,), cond None or (B, C_cond, H, W);
@@ -416,7 +406,7 @@ def train_prior(net: nn.Module, data, out_dir, config: TrainConfig, *, resume: b
         config: the hyperparameters.
         resume: continue from ``out_dir``'s checkpoint (config may differ only in total_nimg and snapshot_nimg).
         device: where to train; default the device of ``net``'s parameters.
-        world: this process's rank and the number of processes.
+        world: this process's rank and the number of processes (:class:`blindfast.train.World`).
         callback: called as ``callback(nimg, loss)`` after every step.
         progress: show a tqdm progress bar.
     Returns:
@@ -424,20 +414,24 @@ def train_prior(net: nn.Module, data, out_dir, config: TrainConfig, *, resume: b
     Raises:
         FileNotFoundError: ``resume`` without a checkpoint in ``out_dir``.
         FileExistsError: a fresh run in an ``out_dir`` that holds a checkpoint.
-        ValueError: the data does not fit the network, or the checkpoint's configuration differs.
+        ValueError: the data does not fit the network, the checkpoint's configuration differs, or ``config.batch``
+            is not divisible by world size x ``config.micro_batch``.
         blindfast.train.CheckpointError: an unreadable checkpoint, or one of another architecture.
     """
     out_dir = Path(out_dir)
     checkpoint = out_dir / CHECKPOINT_NAME
+    part, rounds = world.shard(config.batch, config.micro_batch)
     source = _as_source(data)
     parameter = next(net.parameters())
     device = torch.device(device) if device is not None else parameter.device
     dtype = parameter.dtype
     net.to(device).train()
+    world.broadcast_module(net)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, betas=config.betas, eps=config.eps)
     ema = PowerEMA(net, config.ema_stds)
-    generators = {"data": torch.Generator().manual_seed(_seed(config.seed, world.rank, 0)),
-                  "noise": torch.Generator(device).manual_seed(_seed(config.seed, world.rank, 1))}
+    # Seeded alike on every rank: all draw the global batch (rank-independent states, one checkpoint for all).
+    generators = {"data": torch.Generator().manual_seed(_seed(config.seed, _DATA)),
+                  "noise": torch.Generator(device).manual_seed(_seed(config.seed, _NOISE))}
     if resume:
         if not checkpoint.is_file():
             raise FileNotFoundError(f"no checkpoint to resume in {out_dir} (expected {checkpoint})")
@@ -447,7 +441,6 @@ def train_prior(net: nn.Module, data, out_dir, config: TrainConfig, *, resume: b
         if checkpoint.exists():
             raise FileExistsError(f"{out_dir} already holds a checkpoint ({checkpoint}): resume it or choose another "
                                   f"output folder")
-        torch.manual_seed(_seed(config.seed, world.rank, 2))
         nimg = 0
     writer = world.rank == 0
     if writer:
@@ -458,7 +451,6 @@ def train_prior(net: nn.Module, data, out_dir, config: TrainConfig, *, resume: b
             save_training_state(checkpoint, net=net, ema=ema, optimizer=optimizer, generators=generators, nimg=nimg,
                                 config=config.to_json())
 
-    per_rank = config.batch // world.size
     log = _Log(out_dir / LOG_NAME, nimg, resume) if writer else None
     bar = tqdm(total=config.total_nimg, initial=nimg, unit="img", unit_scale=True, dynamic_ncols=True,
                disable=not (progress and writer))
@@ -468,11 +460,15 @@ def train_prior(net: nn.Module, data, out_dir, config: TrainConfig, *, resume: b
     try:
         while nimg < config.total_nimg:
             start = time.perf_counter()
-            x1, cond = _draw(source, per_rank, generators["data"], net, device, dtype)
-            x0 = torch.randn(x1.shape, generator=generators["noise"], dtype=dtype, device=device)
-            t = sample_time(per_rank, config, generators["noise"], dtype=dtype, device=device)
-            loss = accumulate_gradients(net, x1, x0, t, cond, rounds=config.rounds, bf16=config.bf16).item()
-            # Data-parallel training all-reduces (averages) the parameters' .grad over the world here.
+            torch.manual_seed(_seed(config.seed, _DROPOUT, world.rank, nimg))
+            x1, cond = _draw(source, config.batch, part, generators["data"], net, device, dtype)
+            # The whole batch's noise and times (cheap next to the network), so that the draws do not depend on the
+            # world size; this rank keeps its slice.
+            x0 = torch.randn((config.batch, *x1.shape[1:]), generator=generators["noise"], dtype=dtype,
+                             device=device)[part]
+            t = sample_time(config.batch, config, generators["noise"], dtype=dtype, device=device)[part]
+            loss = accumulate_gradients(net, x1, x0, t, cond, rounds=rounds, bf16=config.bf16)
+            loss = world.average_gradients(net.parameters(), loss).item()
             lr = learning_rate(nimg + config.batch, config)
             with _sigint_deferred():
                 for group in optimizer.param_groups:
@@ -504,4 +500,7 @@ def train_prior(net: nn.Module, data, out_dir, config: TrainConfig, *, resume: b
             log.close()
     if saved_nimg != nimg:
         save()
+    if not interrupted:
+        # No rank leaves, or reads the checkpoint to resume, before rank 0 has written it.
+        world.barrier()
     return TrainResult(nimg, interrupted, checkpoint, ema)

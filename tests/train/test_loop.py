@@ -14,7 +14,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from blindfast.data import RandomPatches
 from blindfast.models import GaussianPrior
 from blindfast.models.unet import UNet
-from blindfast.train import (CHECKPOINT_NAME, LOG_COLUMNS, LOG_NAME, ImagePatches, TensorPatches, TrainConfig, World,
+from blindfast.train import (CHECKPOINT_NAME, LOG_COLUMNS, LOG_NAME, ImagePatches, TensorPatches, TrainConfig,
                              accumulate_gradients, learning_rate, read_checkpoint, sample_time, train_prior)
 
 F64 = torch.float64
@@ -465,8 +465,3 @@ def test_data_neither_tensor_nor_callable(tmp_path):
 def test_tensor_patches_outside_minus_one_one():
     with pytest.raises(ValueError, match=r"patches must lie in \[-1, 1\], got values in \[0, 2\]"):
         TensorPatches(torch.linspace(0, 2, 3 * 4).reshape(1, 3, 2, 2))
-
-
-def test_multi_process_world_not_implemented():
-    with pytest.raises(ValueError, match=r"only single-process training is implemented .* got size 2"):
-        World(rank=0, size=2)
