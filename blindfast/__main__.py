@@ -1,5 +1,6 @@
-"""Command line: ``blindfast info`` (what was built, what this machine offers), ``blindfast demo`` and
-``blindfast train-prior``."""
+"""Command line: ``blindfast info`` (what was built, what this machine offers), ``blindfast demo``,
+``blindfast train-prior``, and the shipped priors' ``blindfast train-shipped-pixel``, ``blindfast
+train-shipped-latent`` and ``blindfast export-prior``."""
 
 from __future__ import annotations
 
@@ -88,6 +89,91 @@ def _train_prior(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_device(device: str | None) -> str:
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _train_shipped(args: argparse.Namespace) -> int:
+    from blindfast.train import LOG_NAME
+    from blindfast.train.shipped import RUN_RECORD, train_shipped_latent, train_shipped_pixel
+
+    common = {"kimg": args.kimg, "preset": args.preset, "patch": args.patch, "batch": args.batch, "lr": args.lr,
+              "seed": args.seed, "snapshot_kimg": args.snapshot_kimg, "resume": args.resume,
+              "device": _default_device(args.device), "progress": not args.quiet}
+    try:
+        if args.command == "train-shipped-pixel":
+            result = train_shipped_pixel(args.out, **common)
+            interrupted, rows = result.interrupted, [("images", result.nimg), ("checkpoint", result.checkpoint)]
+        else:
+            latent = train_shipped_latent(args.out, ae_kimg=args.ae_kimg, ae_preset=args.ae_preset,
+                                          ae_batch=args.ae_batch, ae_lr=args.ae_lr, **common)
+            rows = [("autoencoder images", latent.autoencoder.nimg),
+                    ("autoencoder checkpoint", latent.autoencoder.checkpoint)]
+            if latent.prior is None:
+                interrupted = True
+            else:
+                interrupted = latent.prior.interrupted
+                rows += [("scaling factor", latent.autoencoder.scaling_factor), ("images", latent.prior.nimg),
+                         ("checkpoint", latent.prior.checkpoint)]
+    except (FileNotFoundError, FileExistsError) as err:  # --resume without a run, or a checkpoint in the way
+        print(f"blindfast {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    _print_table(rows + [("log", os.path.join(args.out, LOG_NAME)),
+                         ("run record", os.path.join(args.out, RUN_RECORD))])
+    if interrupted:
+        print("interrupted: the checkpoint holds the last completed step; continue with --resume")
+        return 130
+    return 0
+
+
+def _export_prior(args: argparse.Namespace) -> int:
+    from blindfast.models.shipped import WEIGHTS_DIR
+    from blindfast.train.shipped import export_shipped
+
+    try:
+        manifest = export_shipped(args.checkpoint, args.name, out_dir=args.out_dir, ema_std=args.ema_std,
+                                  held_out=args.held_out, device=_default_device(args.device))
+    except FileNotFoundError as err:
+        print(f"blindfast export-prior: error: {err}", file=sys.stderr)
+        return 2
+    rows = [("name", manifest["name"]), ("kind", manifest["kind"]), ("images seen", manifest["images_seen"]),
+            ("final loss", f"{manifest['final_loss']:.4f}"),
+            ("held-out flow loss", f"{manifest['heldout_flow_loss']:.4f}")]
+    if manifest["kind"] == "pixel":
+        denoising = manifest["denoising"]
+        for sigma, prior_db, gaussian_db in zip(denoising["sigmas"], denoising["prior_psnr"],
+                                                denoising["gaussian_psnr"]):
+            rows.append((f"PSNR at sigma {sigma}", f"prior {prior_db:.2f} dB, best Gaussian {gaussian_db:.2f} dB"))
+        rows.append(("denoise gain", f"{manifest['denoise_gain_db']:.2f} dB (bar {manifest['quality_bar_db']} dB: "
+                                     f"{'met' if manifest['meets_quality_bar'] else 'NOT met'})"))
+    else:
+        rows.append(("autoencoder PSNR", f"{manifest['autoencoder_psnr']:.2f} dB"))
+    out_dir = args.out_dir or WEIGHTS_DIR
+    rows += [("wrote", os.path.join(out_dir, manifest["weights"])),
+             ("manifest", os.path.join(out_dir, f"{manifest['name']}.json"))]
+    _print_table(rows)
+    return 0
+
+
+def _add_shipped_training_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--out", required=True, help="output folder for the checkpoints, logs and run record")
+    command.add_argument("--kimg", type=float, required=True, help="prior training length in thousands of images")
+    command.add_argument("--preset", default="tiny", help="UNet preset: tiny, small or base (default: %(default)s)")
+    command.add_argument("--patch", type=int, default=64, help="patch side in pixels (default: %(default)s)")
+    command.add_argument("--batch", type=int, default=32, help="prior images per Adam step (default: %(default)s)")
+    command.add_argument("--lr", type=float, default=2e-4, help="prior Adam learning rate (default: %(default)s)")
+    command.add_argument("--snapshot-kimg", type=float, default=50.0, help="checkpoint every this many thousand "
+                                                                           "images (default: %(default)s)")
+    command.add_argument("--seed", type=int, default=0, help="seeds the weights, data and noise "
+                                                             "(default: %(default)s)")
+    command.add_argument("--resume", action="store_true", help="continue the run in --out")
+    command.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    command.add_argument("--quiet", action="store_true", help="no progress bar")
+    command.set_defaults(run=_train_shipped)
+
+
 def _print_table(rows: list[tuple[str, object]]) -> None:
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
@@ -138,6 +224,34 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=_train_prior)
+
+    pixel = commands.add_parser("train-shipped-pixel", help="train the shipped pixel prior on patches of the "
+                                                            "embedded photographs (train split)")
+    _add_shipped_training_options(pixel)
+
+    latent = commands.add_parser("train-shipped-latent", help="train the shipped latent prior: a KL autoencoder, "
+                                                              "its scaling factor, then a U-Net on its latents of "
+                                                              "the embedded photographs (train split)")
+    _add_shipped_training_options(latent)
+    latent.add_argument("--ae-kimg", type=float, required=True, help="autoencoder training length in thousands "
+                                                                     "of images")
+    latent.add_argument("--ae-preset", default="tiny", help="autoencoder preset (default: %(default)s)")
+    latent.add_argument("--ae-batch", type=int, default=16, help="autoencoder images per Adam step "
+                                                                 "(default: %(default)s)")
+    latent.add_argument("--ae-lr", type=float, default=1e-3, help="autoencoder Adam learning rate "
+                                                                  "(default: %(default)s)")
+
+    export = commands.add_parser("export-prior", help="measure a train-shipped-* checkpoint on held-out patches "
+                                                      "and write it with its manifest into blindfast/weights")
+    export.add_argument("--checkpoint", required=True, help="the prior's checkpoint (OUT/checkpoint.safetensors)")
+    export.add_argument("--name", required=True, help="the shipped prior's name (file stem)")
+    export.add_argument("--ema-std", type=float, default=0.05, help="relative std of the EMA to ship "
+                                                                    "(default: %(default)s)")
+    export.add_argument("--held-out", type=int, default=256, help="held-out test-split patches to measure on "
+                                                                  "(default: %(default)s)")
+    export.add_argument("--out-dir", default=None, help="where to write (default: blindfast/weights in the package)")
+    export.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    export.set_defaults(run=_export_prior)
     return parser
 
 

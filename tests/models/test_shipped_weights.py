@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 import blindfast
 from blindfast.data import embedded_images
-from blindfast.models import NetworkPrior, UNet
 from blindfast.models.denoising_quality import denoise_gain_db
+from blindfast.models.shipped import load_shipped_prior
 
 WEIGHTS = Path(blindfast.__file__).parent / "weights"
 QUALITY_BAR_DB = 1.5
@@ -36,9 +35,8 @@ def test_pixel_tiny_is_intact_and_meets_the_quality_bar():
     manifest = json.loads((WEIGHTS / "pixel_tiny.json").read_text())
     weights = WEIGHTS / "pixel_tiny.safetensors"
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == manifest["sha256"]
-    net = UNet(**manifest["net_config"])
-    net.load_state_dict(load_file(weights), strict=True)
-    result = denoise_gain_db(NetworkPrior(net.eval()), _held_out_patches(), tuple(manifest["quality"]["sigmas"]),
+    prior = load_shipped_prior("pixel_tiny")
+    result = denoise_gain_db(prior, _held_out_patches(), tuple(manifest["quality"]["sigmas"]),
                              generator=torch.Generator().manual_seed(1))
     assert abs(result["denoise_gain_db"] - manifest["denoise_gain_db"]) < REPRODUCED_DB
     for got, recorded in zip(result["prior_psnr"], manifest["quality"]["prior_psnr_db"]):

@@ -1,0 +1,147 @@
+"""The priors shipped inside the package: ``blindfast/weights/<name>.safetensors`` and its ``<name>.json`` manifest.
+
+A shipped prior is a small network trained by ``blindfast train-shipped-pixel`` or ``blindfast
+train-shipped-latent`` on the embedded photographs (:func:`blindfast.data.embedded_images`, the train split) and
+written by ``blindfast export-prior``. The manifest says how it was made and how good it is (see
+:mod:`blindfast.train.shipped`); the weights file holds the prior's state dict (``net.*``, and ``autoencoder.*`` for a
+latent prior) in float32, and the manifest its SHA-256, checked on every load. Weights are read with safetensors
+only, never unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from blindfast.models.latent_prior import LatentFlowPrior
+from blindfast.models.prior import NetworkPrior
+from blindfast.models.unet import UNet
+
+__all__ = ["load_shipped_prior", "shipped_priors", "file_sha256", "ShippedPriorError", "WEIGHTS_DIR",
+           "MANIFEST_FORMAT", "MANIFEST_VERSION", "KINDS", "NAME_PATTERN", "MAKE_ONE"]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+MANIFEST_FORMAT = "blindfast-shipped-prior"
+MANIFEST_VERSION = 1
+KINDS = ("pixel", "latent")
+# A name is a file stem in WEIGHTS_DIR: no separators, so no name reaches outside it.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# The tiny pixel prior passes the 1.5 dB bar of blindfast.train.shipped by 200 kimg (1.98 dB at 200k images, batch 32,
+# lr 2e-4, on 256 held-out 64 x 64 patches); 400 leaves a margin.
+MAKE_ONE = ("blindfast train-shipped-pixel --out runs/pixel --kimg 400, then blindfast export-prior --checkpoint "
+            "runs/pixel/checkpoint.safetensors --name pixel")
+
+
+class ShippedPriorError(ValueError):
+    """A shipped prior whose manifest or weights are unreadable, corrupt or inconsistent."""
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _directory(directory) -> Path:
+    return WEIGHTS_DIR if directory is None else Path(directory)
+
+
+def _read_manifest(path: Path) -> dict | None:
+    """The manifest in ``path``, or None for a JSON file that is not one (another tool's file)."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ShippedPriorError(f"manifest {path} is not valid JSON: {err}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        return None
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise ShippedPriorError(f"manifest {path}: expected version {MANIFEST_VERSION}, got "
+                                f"{manifest.get('version')!r}")
+    return manifest
+
+
+def shipped_priors(directory=None) -> dict[str, dict]:
+    """The shipped priors: name -> manifest, for every ``<name>.json`` manifest in ``directory``.
+
+    Args:
+        directory: where the priors are; default ``blindfast/weights`` in the installed package.
+    Returns:
+        dict name -> manifest (sorted by name); empty when the directory is missing or holds none.
+    Raises:
+        ShippedPriorError: a manifest that is not valid JSON or of another version.
+    """
+    folder = _directory(directory)
+    if not folder.is_dir():
+        return {}
+    priors = {}
+    for path in sorted(folder.glob("*.json")):
+        manifest = _read_manifest(path)
+        if manifest is not None:
+            priors[path.stem] = manifest
+    return priors
+
+
+def load_shipped_prior(name: str, directory=None, *, device=None) -> NetworkPrior | LatentFlowPrior:
+    """A shipped prior, in eval mode with frozen parameters (``requires_grad`` False; gradients still reach the
+    inputs, as posterior sampling needs).
+
+    The weights file's SHA-256 is checked against the manifest before it is read; the architecture is rebuilt from
+    the manifest (``net``: :class:`~blindfast.models.unet.UNet` arguments; ``autoencoder`` too for a latent prior).
+
+    Args:
+        name: the prior's name, a key of :func:`shipped_priors`.
+        directory: where the priors are; default ``blindfast/weights`` in the installed package.
+        device: where to put it; default the CPU.
+    Returns:
+        a :class:`~blindfast.models.prior.NetworkPrior` (kind "pixel", images (B, 3, H, W) in [-1, 1]) or a
+        :class:`~blindfast.models.latent_prior.LatentFlowPrior` (kind "latent").
+    Raises:
+        ValueError: a name that is not shipped (the message lists those that are, or says how to make one).
+        FileNotFoundError: the manifest's weights file is missing.
+        ShippedPriorError: a corrupt weights file (SHA-256 mismatch), an unreadable manifest or weights, or
+            weights that do not fit the manifest's architecture.
+    """
+    folder = _directory(directory)
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"name must match {NAME_PATTERN.pattern} (a file name without extension), got {name!r}")
+    priors = shipped_priors(folder)
+    if name not in priors:
+        available = f"available: {', '.join(sorted(priors))}" if priors else \
+            f"none is available yet; make one with: {MAKE_ONE}"
+        raise ValueError(f"no shipped prior named {name!r} in {folder}; {available}")
+    manifest = priors[name]
+    weights = folder / manifest.get("weights", f"{name}.safetensors")
+    if weights.parent != folder:
+        raise ShippedPriorError(f"manifest {folder / (name + '.json')}: weights must be a file name in {folder}, "
+                                f"got {manifest.get('weights')!r}")
+    if not weights.is_file():
+        raise FileNotFoundError(f"shipped prior {name!r}: its weights file {weights} does not exist")
+    expected, got = manifest.get("sha256"), file_sha256(weights)
+    if got != expected:
+        raise ShippedPriorError(f"shipped prior {name!r}: {weights} is corrupt: expected SHA-256 {expected}, got "
+                                f"{got}")
+    kind = manifest.get("kind")
+    try:
+        if kind == "pixel":
+            prior = NetworkPrior(UNet(**manifest["net"]))
+        elif kind == "latent":
+            prior = LatentFlowPrior.from_config({"autoencoder": manifest["autoencoder"], "net": manifest["net"]})
+        else:
+            raise ShippedPriorError(f"shipped prior {name!r}: kind must be one of {KINDS}, got {kind!r}")
+        state = load_file(str(weights))
+    except (KeyError, TypeError, SafetensorError) as err:
+        raise ShippedPriorError(f"shipped prior {name!r}: its manifest or weights are unreadable: {err!r}") from None
+    try:
+        prior.load_state_dict(state)
+    except RuntimeError as err:
+        raise ShippedPriorError(f"shipped prior {name!r}: {weights} does not fit the manifest's architecture: "
+                                f"{err}") from None
+    return prior.to(device or "cpu").eval().requires_grad_(False)
