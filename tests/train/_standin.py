@@ -1,19 +1,20 @@
-"""The stand-in velocity network and Gaussian data of tests/train/test_loop.py, importable by worker processes
-(torch.multiprocessing.spawn pickles functions by module and name)."""
+"""The stand-in velocity network and Gaussian data of the training tests, in a module of their own so that worker
+processes can import them (torch.multiprocessing.spawn pickles functions by module and name)."""
 
 import torch
 from torch import nn
 
 SIZE = 8
 
-# Gaussian data N(MEAN, STD^2 I), as in test_loop.py.
+# Gaussian data N(MEAN, STD^2 I): its exact velocity is GaussianPrior's, the floor of the loss.
 _rows, _cols = torch.meshgrid(torch.linspace(-1, 1, SIZE), torch.linspace(-1, 1, SIZE), indexing="ij")
 MEAN = torch.stack([0.5 * torch.sin(3 * _cols), 0.5 * _rows, 0.3 * _rows * _cols])
 STD = 0.2
 
 
 class StandIn(nn.Module):
-    """v = a(t) x_t + b(t) m + dropout(conv(x_t, cond)): the form of the Gaussian optimum plus a conv."""
+    """v = a(t) x_t + b(t) m + dropout(conv(x_t, cond)): the form of the Gaussian optimum (see GaussianPrior) plus
+    a conv; dropout draws from torch's default generator, so exact resume must restore it too."""
 
     def __init__(self, channels=3, cond_channels=0, dropout=0.1):
         super().__init__()

@@ -8,9 +8,9 @@ import signal
 
 import pytest
 import torch
-from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from _standin import MEAN, SIZE, STD, StandIn, gaussian_data, stand_in
 from blindfast.data import RandomPatches
 from blindfast.models import GaussianPrior
 from blindfast.models.unet import UNet
@@ -18,45 +18,11 @@ from blindfast.train import (CHECKPOINT_NAME, LOG_COLUMNS, LOG_NAME, ImagePatche
                              accumulate_gradients, learning_rate, read_checkpoint, sample_time, train_prior)
 
 F64 = torch.float64
-SIZE = 8
-
-
-class StandIn(nn.Module):
-    """v = a(t) x_t + b(t) m + dropout(conv(x_t, cond)): the form of the Gaussian optimum (see GaussianPrior) plus
-    a conv; dropout draws from torch's default generator, so exact resume must restore it too."""
-
-    def __init__(self, channels=3, cond_channels=0, dropout=0.1):
-        super().__init__()
-        self.image_channels, self.cond_channels = channels, cond_channels
-        self.time = nn.Sequential(nn.Linear(1, 32), nn.SiLU(), nn.Linear(32, 2))
-        self.mean = nn.Parameter(torch.zeros(channels, SIZE, SIZE))
-        self.conv = nn.Conv2d(channels + cond_channels, channels, 3, padding=1)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x_t, t, cond=None):
-        a, b = self.time(t[:, None]).unbind(1)
-        h = x_t if cond is None else torch.cat([x_t, cond], 1)
-        return a[:, None, None, None] * x_t + b[:, None, None, None] * self.mean + self.dropout(self.conv(h))
-
-
-def _stand_in(seed=0, **kwargs):
-    torch.manual_seed(seed)
-    return StandIn(**kwargs)
 
 
 def _tiny_unet(seed=0, dropout=0.1):
     torch.manual_seed(seed)
     return UNet.from_preset("tiny", dropout=dropout)
-
-
-# Gaussian data N(MEAN, STD^2 I): its exact velocity is GaussianPrior's, the floor of the loss.
-_rows, _cols = torch.meshgrid(torch.linspace(-1, 1, SIZE), torch.linspace(-1, 1, SIZE), indexing="ij")
-MEAN = torch.stack([0.5 * torch.sin(3 * _cols), 0.5 * _rows, 0.3 * _rows * _cols])
-STD = 0.2
-
-
-def gaussian_data(count, generator):
-    return MEAN + STD * torch.randn((count, 3, SIZE, SIZE), generator=generator)
 
 
 def _config(**kwargs):
@@ -108,7 +74,7 @@ def _network_losses(net):
     return losses
 
 
-@pytest.mark.parametrize("make, lr", [(_stand_in, 1e-2), (_tiny_unet, 2e-3)], ids=["stand-in", "tiny-unet"])
+@pytest.mark.parametrize("make, lr", [(stand_in, 1e-2), (_tiny_unet, 2e-3)], ids=["stand-in", "tiny-unet"])
 def test_training_lowers_the_loss_towards_the_gaussian_optimum(tmp_path, make, lr):
     net = make(dropout=0.0)
     before = _network_losses(net)
@@ -143,7 +109,7 @@ def _gradients(net):
 @pytest.mark.parametrize("rounds", [1, 2, 4, 8])
 def test_accumulated_gradient_equals_the_full_batch_gradient(rounds):
     """accum rounds x micro-batch == one batch of 8, against plain autograd of the float64 loss."""
-    net = _stand_in(dropout=0.0).double()
+    net = stand_in(dropout=0.0).double()
     x1, x0, t = _float64_batch()
     x_t = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * x1
     reference_loss = (net(x_t, t) - (x1 - x0)).square().mean()
@@ -162,7 +128,7 @@ def test_micro_batches_train_like_one_batch(tmp_path):
     rounding)."""
     nets = []
     for micro, out in ((4, tmp_path / "accum"), (None, tmp_path / "whole")):
-        net = _stand_in(dropout=0.0).double()
+        net = stand_in(dropout=0.0).double()
         train_prior(net, gaussian_data, out, _config(total_nimg=32, batch=8, micro_batch=micro), progress=False)
         nets.append(net)
     # Two Adam steps of lr 1e-2 move each weight by at most 2e-2; rounding of the gradient sums changes that by
@@ -174,7 +140,7 @@ def test_micro_batches_train_like_one_batch(tmp_path):
 
 
 def test_accumulation_rounds_must_divide_the_batch():
-    net = _stand_in().double()
+    net = stand_in().double()
     x1, x0, t = _float64_batch(B=6)
     with pytest.raises(ValueError, match=r"rounds must be a positive divisor of the batch size 6, got 4"):
         accumulate_gradients(net, x1, x0, t, rounds=4)
@@ -183,7 +149,7 @@ def test_accumulation_rounds_must_divide_the_batch():
 def test_bf16_is_a_no_op_on_the_cpu(tmp_path):
     nets = []
     for bf16 in (True, False):
-        net = _stand_in()
+        net = stand_in()
         train_prior(net, gaussian_data, tmp_path / str(bf16), _config(total_nimg=32, bf16=bf16), progress=False)
         nets.append(net)
     for p, q in zip(*(net.parameters() for net in nets)):
@@ -197,21 +163,21 @@ def test_bf16_is_a_no_op_on_the_cpu(tmp_path):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     out = tmp_path_factory.mktemp("uninterrupted")
-    net = _stand_in()
+    net = stand_in()
     result = train_prior(net, gaussian_data, out, _config(), progress=False)
     assert (result.nimg, result.interrupted) == (256, False)
     return out, net
 
 
 def _resume(out, config=None):
-    net = _stand_in(seed=5)  # other initial weights: all state must come from the checkpoint
+    net = stand_in(seed=5)  # other initial weights: all state must come from the checkpoint
     result = train_prior(net, gaussian_data, out, config or _config(), resume=True, progress=False)
     assert (result.nimg, result.interrupted) == (256, False)
     return net
 
 
 def test_resumed_run_equals_uninterrupted_run(tmp_path, uninterrupted):
-    first = train_prior(_stand_in(), gaussian_data, tmp_path, _config(total_nimg=128), progress=False)
+    first = train_prior(stand_in(), gaussian_data, tmp_path, _config(total_nimg=128), progress=False)
     assert (first.nimg, first.interrupted) == (128, False)
     net = _resume(tmp_path)
     _assert_same_run(uninterrupted[0], tmp_path, uninterrupted[1], net)
@@ -233,7 +199,7 @@ class _InterruptingData:
 
 def test_ctrl_c_from_the_data_checkpoints_the_last_step_and_resumes_exactly(tmp_path, uninterrupted):
     # draw 7 starts step 7: steps 1-6 (96 images) are done; the snapshot at 64 was written on the way.
-    result = train_prior(_stand_in(), _InterruptingData(7), tmp_path, _config(), progress=False)
+    result = train_prior(stand_in(), _InterruptingData(7), tmp_path, _config(), progress=False)
     assert (result.nimg, result.interrupted) == (96, True)
     assert read_checkpoint(tmp_path / CHECKPOINT_NAME)[1]["nimg"] == 96
     assert [row[0] for row in _log_rows(tmp_path)] == list(range(16, 97, 16))
@@ -275,7 +241,7 @@ def test_ctrl_c_from_a_callback_keeps_the_completed_step(tmp_path, uninterrupted
         if nimg == 112:
             raise KeyboardInterrupt
 
-    result = train_prior(_stand_in(), gaussian_data, tmp_path, _config(), callback=callback, progress=False)
+    result = train_prior(stand_in(), gaussian_data, tmp_path, _config(), callback=callback, progress=False)
     assert (result.nimg, result.interrupted) == (112, True)
     net = _resume(tmp_path)
     _assert_same_run(uninterrupted[0], tmp_path, uninterrupted[1], net)
@@ -292,7 +258,7 @@ def test_sigint_during_the_optimiser_step_waits_for_the_step(tmp_path, uninterru
 
     hook = register_optimizer_step_post_hook(send_sigint)
     try:
-        result = train_prior(_stand_in(), gaussian_data, tmp_path, _config(), progress=False)
+        result = train_prior(stand_in(), gaussian_data, tmp_path, _config(), progress=False)
     finally:
         hook.remove()
     assert (result.nimg, result.interrupted) == (48, True)
@@ -303,7 +269,7 @@ def test_sigint_during_the_optimiser_step_waits_for_the_step(tmp_path, uninterru
 def test_resume_drops_log_rows_past_the_checkpoint(tmp_path, uninterrupted):
     """A crash after the snapshot at 64 images but before the next leaves rows 80, 96 in the log (and a torn
     line); the resumed run rewrites them."""
-    train_prior(_stand_in(), gaussian_data, tmp_path, _config(total_nimg=64), progress=False)
+    train_prior(stand_in(), gaussian_data, tmp_path, _config(total_nimg=64), progress=False)
     with open(tmp_path / LOG_NAME, "a") as f:
         f.write("80,0.5,0.01,100.0\n96,0.5,0.01,100.0\n11")
     net = _resume(tmp_path)
@@ -324,9 +290,9 @@ def test_tiny_unet_resumes_exactly(tmp_path):
 
 
 def test_finished_run_resumes_to_nothing(tmp_path):
-    train_prior(_stand_in(), gaussian_data, tmp_path, _config(total_nimg=32), progress=False)
+    train_prior(stand_in(), gaussian_data, tmp_path, _config(total_nimg=32), progress=False)
     before = (tmp_path / CHECKPOINT_NAME).stat().st_mtime_ns
-    result = train_prior(_stand_in(), gaussian_data, tmp_path, _config(total_nimg=32), resume=True, progress=False)
+    result = train_prior(stand_in(), gaussian_data, tmp_path, _config(total_nimg=32), resume=True, progress=False)
     assert (result.nimg, result.interrupted) == (32, False)
     assert (tmp_path / CHECKPOINT_NAME).stat().st_mtime_ns == before
 
@@ -337,7 +303,7 @@ def test_finished_run_resumes_to_nothing(tmp_path):
 
 def test_log_has_one_row_per_step(tmp_path):
     config = _config(total_nimg=80, lr_rampup_nimg=32, lr_decay_nimg=48)
-    train_prior(_stand_in(), gaussian_data, tmp_path, config, progress=False)
+    train_prior(stand_in(), gaussian_data, tmp_path, config, progress=False)
     with open(tmp_path / LOG_NAME, newline="") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
@@ -406,7 +372,7 @@ def test_conditioning_reaches_the_network(tmp_path):
 def test_wrong_channels_for_the_model(tmp_path):
     grey = torch.zeros(4, 1, SIZE, SIZE)
     with pytest.raises(ValueError, match=r"the network takes 3 image channel\(s\), the data has 1"):
-        train_prior(_stand_in(), grey, tmp_path, _config(total_nimg=16), progress=False)
+        train_prior(stand_in(), grey, tmp_path, _config(total_nimg=16), progress=False)
 
 
 def test_batch_not_divisible_by_micro_batch():
@@ -437,29 +403,29 @@ def test_bad_ema_std():
 
 def test_resume_without_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match=rf"no checkpoint to resume in {tmp_path}"):
-        train_prior(_stand_in(), gaussian_data, tmp_path, _config(), resume=True, progress=False)
+        train_prior(stand_in(), gaussian_data, tmp_path, _config(), resume=True, progress=False)
 
 
 def test_fresh_run_refuses_to_overwrite_a_checkpoint(tmp_path):
-    train_prior(_stand_in(), gaussian_data, tmp_path, _config(total_nimg=16), progress=False)
+    train_prior(stand_in(), gaussian_data, tmp_path, _config(total_nimg=16), progress=False)
     with pytest.raises(FileExistsError, match=rf"{tmp_path} already holds a checkpoint"):
-        train_prior(_stand_in(), gaussian_data, tmp_path, _config(total_nimg=16), progress=False)
+        train_prior(stand_in(), gaussian_data, tmp_path, _config(total_nimg=16), progress=False)
 
 
 def test_resume_with_another_configuration(tmp_path):
-    train_prior(_stand_in(), gaussian_data, tmp_path, _config(total_nimg=16), progress=False)
+    train_prior(stand_in(), gaussian_data, tmp_path, _config(total_nimg=16), progress=False)
     with pytest.raises(ValueError, match=r"different configuration \(batch: 16 -> 8\)"):
-        train_prior(_stand_in(), gaussian_data, tmp_path, _config(batch=8), resume=True, progress=False)
+        train_prior(stand_in(), gaussian_data, tmp_path, _config(batch=8), resume=True, progress=False)
 
 
 def test_data_of_the_wrong_batch_size(tmp_path):
     with pytest.raises(ValueError, match=r"must return a \(16, C, H, W\) tensor .* got \(3, 3, 8, 8\)"):
-        train_prior(_stand_in(), lambda count, g: gaussian_data(3, g), tmp_path, _config(), progress=False)
+        train_prior(stand_in(), lambda count, g: gaussian_data(3, g), tmp_path, _config(), progress=False)
 
 
 def test_data_neither_tensor_nor_callable(tmp_path):
     with pytest.raises(TypeError, match=r"data must be a \(N, C, H, W\) tensor or a callable .* got list"):
-        train_prior(_stand_in(), [1, 2], tmp_path, _config(), progress=False)
+        train_prior(stand_in(), [1, 2], tmp_path, _config(), progress=False)
 
 
 def test_tensor_patches_outside_minus_one_one():
