@@ -130,7 +130,9 @@ def _average_of_warps(x: Tensor, centre: Tensor, pixel_matrices: Tensor, weights
 
 
 class _PathBlur(LinearOperator):
-    """Shared body of the path blurs: configuration, checks, and the adjoint as the exact pullback of A in x."""
+    """Shared body of the path blurs: configuration, checks, A as an average of warps along the path, and the
+    adjoint as the exact pullback of A in x. A subclass gives the path's (B|1, S, 2, 2) matrices in
+    :meth:`_path_matrices`."""
 
     def __init__(self, samples: int = 16, padding: str = "border"):
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
@@ -142,6 +144,16 @@ class _PathBlur(LinearOperator):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(samples={self.samples}, padding={self.padding!r})"
+
+    def _path_matrices(self, path: Tensor, batch: int, like: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _blur(self, x: Tensor, path: Tensor, centre: Tensor | None, weights: Tensor | None) -> Tensor:
+        """``sum_s w_s x(c + P_s (p - c))`` with ``P_s`` the path's matrices for the parameter ``path``."""
+        _check_image(x)
+        batch = x.shape[0]
+        return _average_of_warps(x, _centre(centre, batch, x), self._path_matrices(path, batch, x),
+                                 _normalised_weights(weights, batch, self.samples, x), self.padding)
 
     def _adjoint(self, y: Tensor, params: dict) -> Tensor:
         # A is linear in x, so its adjoint is the pullback (vector-Jacobian product) of A at any point, here 0.
@@ -171,7 +183,8 @@ class RotationBlur(_PathBlur):
 
     params = ("centre", "angle", "weights")
 
-    def _rotations(self, angle: Tensor, batch: int, like: Tensor) -> Tensor:
+    def _path_matrices(self, angle: Tensor, batch: int, like: Tensor) -> Tensor:
+        """(B|1, S, 2, 2) rotations by t_s angle."""
         angle = _per_item("angle", angle, batch, like)
         theta = angle[:, None] * _path_fractions(self.samples, like)                    # (B|1, S)
         cos, sin = torch.cos(theta), torch.sin(theta)
@@ -191,11 +204,7 @@ class RotationBlur(_PathBlur):
             TypeError: x or a parameter is not a tensor, or x is not floating point.
             ValueError: a shape does not match, a parameter is not finite, or weights are negative or sum to 0.
         """
-        _check_image(x)
-        batch = x.shape[0]
-        rotations = self._rotations(angle, batch, x)
-        return _average_of_warps(x, _centre(centre, batch, x), rotations,
-                                 _normalised_weights(weights, batch, self.samples, x), self.padding)
+        return self._blur(x, angle, centre, weights)
 
     def A_adjoint(self, y: Tensor, *, angle: Tensor, centre: Tensor | None = None,
                   weights: Tensor | None = None) -> Tensor:
@@ -236,7 +245,8 @@ class ZoomBlur(_PathBlur):
 
     params = ("centre", "zoom", "weights")
 
-    def _magnifications(self, zoom: Tensor, batch: int, like: Tensor) -> Tensor:
+    def _path_matrices(self, zoom: Tensor, batch: int, like: Tensor) -> Tensor:
+        """(B|1, S, 2, 2) magnifications by 1 / zoom^{t_s} (output-to-input maps)."""
         zoom = _per_item("zoom", zoom, batch, like)
         if (zoom <= 0).any():
             raise ValueError(f"zoom must be > 0, got {zoom.detach().cpu().tolist()}")
@@ -259,11 +269,7 @@ class ZoomBlur(_PathBlur):
             ValueError: a shape does not match, a parameter is not finite, zoom <= 0, or weights are negative or
                 sum to 0.
         """
-        _check_image(x)
-        batch = x.shape[0]
-        magnifications = self._magnifications(zoom, batch, x)
-        return _average_of_warps(x, _centre(centre, batch, x), magnifications,
-                                 _normalised_weights(weights, batch, self.samples, x), self.padding)
+        return self._blur(x, zoom, centre, weights)
 
     def A_adjoint(self, y: Tensor, *, zoom: Tensor, centre: Tensor | None = None,
                   weights: Tensor | None = None) -> Tensor:

@@ -8,8 +8,9 @@ Synthesis with Latent Diffusion Models", Sec. 3), with Adam (Kingma & Ba 2015). 
 :meth:`~blindfast.models.autoencoder.KLAutoencoder.fit_scaling_factor` sets the scaling factor from the latents of
 a fixed draw of training patches (Rombach et al. 2022, Sec. 4.3.2), and the checkpoint holds it.
 
-Progress is counted in images as in :func:`blindfast.train.train_prior`, whose data sources, seeding, log and Ctrl-C
-handling this reuses. All randomness comes from two generators seeded from the run's seed, the data generator (patch
+Progress is counted in images as in :func:`blindfast.train.train_prior`, with the same data sources
+(:mod:`blindfast.train.data_sources`) and step loop (:func:`blindfast.train.steps.run_steps`: seeding, log, Ctrl-C
+handling, snapshots). All randomness comes from two generators seeded from the run's seed, the data generator (patch
 positions) and the noise generator (the reparameterisation :math:`\epsilon`); both are checkpointed, so a resumed run
 repeats an uninterrupted one bit for bit on the CPU. The checkpoint (:func:`blindfast.train.write_checkpoint`:
 safetensors and a checksummed JSON header, no pickle) holds the autoencoder under ``net/`` (so
@@ -21,24 +22,22 @@ from __future__ import annotations
 
 import math
 import numbers
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from tqdm import tqdm
 
 from blindfast.models.autoencoder import KLAutoencoder
-from blindfast.train.checkpoint import (CheckpointError, _flatten_optimizer, _load_module, _prefixed,
-                                        _restore_optimizer, _unprefixed, read_checkpoint, write_checkpoint)
-from blindfast.train.loop import (_DATA, _NOISE, CHECKPOINT_NAME, LOG_NAME, _as_source, _capture, _draw, _Log,
-                                  _restore, _seed, _sigint_deferred)
+from blindfast.train.checkpoint import (CheckpointError, flatten_optimizer, load_module_state, prefixed,
+                                        read_checkpoint, restore_optimizer, unprefixed, write_checkpoint)
+from blindfast.train.data_sources import as_source, draw_batch
+from blindfast.train.steps import (CHECKPOINT_NAME, DATA_STREAM, FIT_STREAM, LOG_NAME, NOISE_STREAM, run_steps,
+                                   stream_seed)
 
 __all__ = ["train_autoencoder", "AutoencoderResult", "AUTOENCODER_KIND"]
 
 AUTOENCODER_KIND = "autoencoder"  # the header's "kind": what tells this checkpoint from a prior's
-_FIT = 3  # the generator stream of the patches the scaling factor is fitted on (loop.py uses 0 to 2)
 _RESUMABLE_CHANGES = ("total_nimg", "snapshot_nimg")
 
 
@@ -75,9 +74,9 @@ def _check_config(config: dict) -> None:
 
 def _save(path: Path, ae: KLAutoencoder, optimizer: torch.optim.Optimizer,
           generators: dict[str, torch.Generator], nimg: int, config: dict) -> None:
-    optimizer_tensors, optimizer_index = _flatten_optimizer(optimizer)
-    tensors = {**_prefixed("net", ae.state_dict()), **_prefixed("optimizer", optimizer_tensors),
-               **_prefixed("rng", {name: g.get_state() for name, g in generators.items()})}
+    optimizer_tensors, optimizer_index = flatten_optimizer(optimizer)
+    tensors = {**prefixed("net", ae.state_dict()), **prefixed("optimizer", optimizer_tensors),
+               **prefixed("rng", {name: g.get_state() for name, g in generators.items()})}
     header = {"kind": AUTOENCODER_KIND, "nimg": int(nimg), "config": config, "net_class": type(ae).__qualname__,
               "net_config": ae.config(), "optimizer": optimizer_index, "generators": sorted(generators)}
     write_checkpoint(path, tensors, header)
@@ -98,9 +97,9 @@ def _load(path: Path, ae: KLAutoencoder, optimizer: torch.optim.Optimizer,
         listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
         raise ValueError(f"cannot resume {path} with a different configuration ({listed}); only "
                          f"{' and '.join(_RESUMABLE_CHANGES)} may change")
-    _load_module(ae, _unprefixed("net", tensors), "the autoencoder state", path)
-    _restore_optimizer(optimizer, _unprefixed("optimizer", tensors), header["optimizer"], path)
-    rng = _unprefixed("rng", tensors)
+    load_module_state(ae, unprefixed("net", tensors), "the autoencoder state", path)
+    restore_optimizer(optimizer, unprefixed("optimizer", tensors), header["optimizer"], path)
+    rng = unprefixed("rng", tensors)
     for name, generator in generators.items():
         generator.set_state(rng[name])
     return int(header["nimg"])
@@ -153,7 +152,7 @@ def train_autoencoder(ae: KLAutoencoder, data, out_dir, *, total_nimg: int, batc
     config = {"total_nimg": total_nimg, "batch": batch, "lr": lr, "betas": list(betas), "seed": seed,
               "snapshot_nimg": snapshot_nimg, "fit_nimg": fit_nimg}
     _check_config(config)
-    source = _as_source(data)
+    source = as_source(data)
     out_dir = Path(out_dir)
     checkpoint = out_dir / CHECKPOINT_NAME
     parameter = next(ae.parameters())
@@ -161,8 +160,8 @@ def train_autoencoder(ae: KLAutoencoder, data, out_dir, *, total_nimg: int, batc
     dtype = parameter.dtype
     ae.to(device).train()
     optimizer = torch.optim.Adam(ae.parameters(), lr=lr, betas=tuple(betas))
-    generators = {"data": torch.Generator().manual_seed(_seed(seed, _DATA)),
-                  "noise": torch.Generator(device).manual_seed(_seed(seed, _NOISE))}
+    generators = {"data": torch.Generator().manual_seed(stream_seed(seed, DATA_STREAM)),
+                  "noise": torch.Generator(device).manual_seed(stream_seed(seed, NOISE_STREAM))}
     if resume:
         if not checkpoint.is_file():
             raise FileNotFoundError(f"no checkpoint to resume in {out_dir} (expected {checkpoint})")
@@ -174,48 +173,31 @@ def train_autoencoder(ae: KLAutoencoder, data, out_dir, *, total_nimg: int, batc
         nimg = 0
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    def save() -> None:
+    def step(nimg: int) -> float:
+        x, _ = draw_batch(source, batch, slice(None), generators["data"], ae, device, dtype)
+        loss = ae.loss(x, generators["noise"])["total"]
+        loss.backward()
+        return loss.item()
+
+    def commit(nimg: int) -> float:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return lr
+
+    def save(nimg: int) -> None:
         _save(checkpoint, ae, optimizer, generators, nimg, config)
 
-    log = _Log(out_dir / LOG_NAME, nimg, resume)
-    bar = tqdm(total=total_nimg, initial=nimg, unit="img", unit_scale=True, dynamic_ncols=True, disable=not progress)
-    saved_nimg = nimg if resume else None
-    consistent = _capture(generators)
-    interrupted = False
-    try:
-        while nimg < total_nimg:
-            start = time.perf_counter()
-            x, _ = _draw(source, batch, slice(None), generators["data"], ae, device, dtype)
-            loss = ae.loss(x, generators["noise"])["total"]
-            loss.backward()
-            loss = loss.item()
-            with _sigint_deferred():
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                nimg += batch
-                consistent = _capture(generators)
-                log.write(nimg, loss, lr, batch / (time.perf_counter() - start))
-            bar.update(batch)
-            bar.set_postfix(loss=f"{loss:.4g}")
-            if callback is not None:
-                callback(nimg, loss)
-            if snapshot_nimg and nimg // snapshot_nimg != (nimg - batch) // snapshot_nimg:
-                save()
-                saved_nimg = nimg
-    except KeyboardInterrupt:
-        # Back to the last completed step, as train_prior does: only the generators advanced since.
-        _restore(generators, consistent)
-        optimizer.zero_grad(set_to_none=True)
-        interrupted = True
-    finally:
-        bar.close()
-        log.close()
+    steps = run_steps(nimg=nimg, total_nimg=total_nimg, batch=batch, step=step, commit=commit, save=save,
+                      generators=generators, log_path=out_dir / LOG_NAME, resume=resume, snapshot_nimg=snapshot_nimg,
+                      callback=callback, progress=progress)
     scaling_factor = None
-    if not interrupted:
-        fit_patches, _ = _draw(source, fit_nimg, slice(None), torch.Generator().manual_seed(_seed(seed, _FIT)), ae,
-                               device, dtype)
+    if steps.interrupted:
+        optimizer.zero_grad(set_to_none=True)  # the abandoned step's gradients
+        if steps.unsaved:
+            save(steps.nimg)
+    else:
+        fit_patches, _ = draw_batch(source, fit_nimg, slice(None),
+                                    torch.Generator().manual_seed(stream_seed(seed, FIT_STREAM)), ae, device, dtype)
         scaling_factor = ae.fit_scaling_factor(fit_patches)
-        save()
-    elif saved_nimg != nimg:
-        save()
-    return AutoencoderResult(nimg, interrupted, checkpoint, scaling_factor)
+        save(steps.nimg)
+    return AutoencoderResult(steps.nimg, steps.interrupted, checkpoint, scaling_factor)

@@ -34,7 +34,8 @@ from torch import Tensor, nn
 from blindfast.train.ema import PowerEMA
 
 __all__ = ["CheckpointError", "write_checkpoint", "read_checkpoint", "save_training_state", "load_training_state",
-           "load_weights", "FORMAT", "VERSION"]
+           "load_weights", "FORMAT", "VERSION", "prefixed", "unprefixed", "global_rng_states", "set_global_rng_states",
+           "flatten_optimizer", "restore_optimizer", "load_module_state"]
 
 FORMAT = "blindfast-training-state"
 VERSION = 1
@@ -139,16 +140,18 @@ def read_checkpoint(path) -> tuple[dict[str, Tensor], dict]:
 # What a training run saves
 
 
-def _prefixed(prefix: str, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+def prefixed(prefix: str, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``tensors`` with names ``<prefix>/<name>``: one group of a checkpoint's entries."""
     return {f"{prefix}/{name}": t for name, t in tensors.items()}
 
 
-def _unprefixed(prefix: str, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+def unprefixed(prefix: str, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The entries ``<prefix>/<name>`` of ``tensors``, named ``<name>``: the inverse of :func:`prefixed`."""
     start = len(prefix) + 1
     return {name[start:]: t for name, t in tensors.items() if name.startswith(prefix + "/")}
 
 
-def _global_rng_states() -> dict[str, Tensor]:
+def global_rng_states() -> dict[str, Tensor]:
     """torch's default generators: dropout and any other draw without an explicit generator uses them."""
     states = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -156,15 +159,15 @@ def _global_rng_states() -> dict[str, Tensor]:
     return states
 
 
-def _set_global_rng_states(states: Mapping[str, Tensor]) -> None:
-    """Restores :func:`_global_rng_states` (CUDA states only where CUDA is available)."""
+def set_global_rng_states(states: Mapping[str, Tensor]) -> None:
+    """Restores :func:`global_rng_states` (CUDA states only where CUDA is available)."""
     torch.set_rng_state(states["torch_cpu"])
     devices = sum(name.startswith("torch_cuda") for name in states)
     if devices and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([states[f"torch_cuda{i}"] for i in range(devices)])
 
 
-def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
+def flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
     """The optimiser state as tensors and a JSON index (param_groups, and the state's non-tensor values)."""
     state_dict = optimizer.state_dict()
     tensors, scalars = {}, {}
@@ -178,8 +181,13 @@ def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tens
                      "state_tensors": sorted(tensors)}
 
 
-def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: Mapping[str, Tensor], index: Mapping,
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: Mapping[str, Tensor], index: Mapping,
                        path: Path) -> None:
+    """Loads :func:`flatten_optimizer`'s ``tensors`` and ``index`` into ``optimizer``.
+
+    Raises:
+        CheckpointError: a tensor the index lists is missing, or the state does not fit ``optimizer``.
+    """
     state: dict[int, dict] = {}
     for name in index["state_tensors"]:
         if name not in tensors:
@@ -201,7 +209,9 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: Mapping[str, T
         raise CheckpointError(f"checkpoint {path}: its optimiser state does not fit this optimiser: {err}") from None
 
 
-def _load_module(module: nn.Module, tensors: Mapping[str, Tensor], what: str, path: Path) -> None:
+def load_module_state(module: nn.Module, tensors: Mapping[str, Tensor], what: str, path: Path) -> None:
+    """``module.load_state_dict(tensors)``, with a mismatch raised as a CheckpointError naming ``what`` and
+    ``path``."""
     try:
         module.load_state_dict(tensors)
     except RuntimeError as err:
@@ -224,13 +234,13 @@ def save_training_state(path, *, net: nn.Module, ema: PowerEMA, optimizer: torch
         nimg: images trained on so far.
         config: the run's training configuration, JSON-serialisable.
     """
-    optimizer_tensors, optimizer_index = _flatten_optimizer(optimizer)
+    optimizer_tensors, optimizer_index = flatten_optimizer(optimizer)
     rng = {name: g.get_state() for name, g in generators.items()}
-    global_rng = _global_rng_states()
-    tensors = {**_prefixed("net", net.state_dict()), **_prefixed("optimizer", optimizer_tensors),
-               **_prefixed("rng", {**rng, **global_rng})}
+    global_rng = global_rng_states()
+    tensors = {**prefixed("net", net.state_dict()), **prefixed("optimizer", optimizer_tensors),
+               **prefixed("rng", {**rng, **global_rng})}
     for i, average in enumerate(ema.averages):
-        tensors.update(_prefixed(f"ema{i}", average.state_dict()))
+        tensors.update(prefixed(f"ema{i}", average.state_dict()))
     header = {"nimg": int(nimg), "config": dict(config), "net_class": type(net).__qualname__,
               "net_config": _network_config(net), "ema_stds": list(ema.stds), "optimizer": optimizer_index,
               "generators": sorted(rng), "global_generators": sorted(global_rng)}
@@ -264,14 +274,14 @@ def load_training_state(path, *, net: nn.Module, ema: PowerEMA, optimizer: torch
     if sorted(generators) != header["generators"]:
         raise CheckpointError(f"checkpoint {path} holds the generators {header['generators']}, expected "
                               f"{sorted(generators)}")
-    _load_module(net, _unprefixed("net", tensors), "the network state", path)
+    load_module_state(net, unprefixed("net", tensors), "the network state", path)
     for i, average in enumerate(ema.averages):
-        _load_module(average, _unprefixed(f"ema{i}", tensors), f"the EMA with std {ema.stds[i]}", path)
-    _restore_optimizer(optimizer, _unprefixed("optimizer", tensors), header["optimizer"], path)
-    rng = _unprefixed("rng", tensors)
+        load_module_state(average, unprefixed(f"ema{i}", tensors), f"the EMA with std {ema.stds[i]}", path)
+    restore_optimizer(optimizer, unprefixed("optimizer", tensors), header["optimizer"], path)
+    rng = unprefixed("rng", tensors)
     for name, generator in generators.items():
         generator.set_state(rng[name])
-    _set_global_rng_states({name: rng[name] for name in header["global_generators"]})
+    set_global_rng_states({name: rng[name] for name in header["global_generators"]})
     return int(header["nimg"]), header["config"]
 
 
@@ -292,11 +302,11 @@ def load_weights(path, net: nn.Module, *, ema_std: float | None = None) -> nn.Mo
     path = Path(path)
     tensors, header = read_checkpoint(path)
     if ema_std is None:
-        _load_module(net, _unprefixed("net", tensors), "the network state", path)
+        load_module_state(net, unprefixed("net", tensors), "the network state", path)
         return net
     stds = header.get("ema_stds", [])
     if float(ema_std) not in stds:
         raise CheckpointError(f"checkpoint {path} holds EMAs with stds {stds}, got ema_std={ema_std}")
     index = stds.index(float(ema_std))
-    _load_module(net, _unprefixed(f"ema{index}", tensors), f"the EMA with std {ema_std}", path)
+    load_module_state(net, unprefixed(f"ema{index}", tensors), f"the EMA with std {ema_std}", path)
     return net

@@ -23,41 +23,27 @@ checkpointing: a resumed run repeats an uninterrupted one bit for bit on the CPU
 
 from __future__ import annotations
 
-import csv
 import math
 import numbers
-import signal
-import threading
-import time
-from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
-from blindfast.data import ImageFolder, RandomPatches
 from blindfast.ops import flow_interpolate, flow_matching_loss
-from blindfast.train.checkpoint import (_global_rng_states, _set_global_rng_states, load_training_state,
-                                        save_training_state)
+from blindfast.train.checkpoint import load_training_state, save_training_state
+from blindfast.train.data_sources import as_source, draw_batch
 from blindfast.train.distributed import World
 from blindfast.train.ema import DEFAULT_EMA_STDS, PowerEMA, power_ema_gammas
+from blindfast.train.steps import (CHECKPOINT_NAME, DATA_STREAM, DROPOUT_STREAM, LOG_NAME, NOISE_STREAM, run_steps,
+                                   stream_seed)
 
-__all__ = ["TrainConfig", "TrainResult", "TensorPatches", "ImagePatches", "sample_time",
-           "learning_rate", "accumulate_gradients", "train_prior", "CHECKPOINT_NAME", "LOG_NAME", "LOG_COLUMNS"]
+__all__ = ["TrainConfig", "TrainResult", "sample_time", "learning_rate", "accumulate_gradients", "train_prior"]
 
-CHECKPOINT_NAME = "checkpoint.safetensors"
-LOG_NAME = "log.csv"
-LOG_COLUMNS = ("nimg", "loss", "lr", "images_per_s")
 TIME_SAMPLINGS = ("logit_normal", "uniform")
-
-# A data source maps (number of images, generator) to a (B, C, H, W) batch in [-1, 1], or to a (batch, cond) pair
-# with cond (B, C_cond, H, W). Drawing everything from the given generator is what makes a run resumable.
-DataSource = Callable[[int, torch.Generator], "Tensor | tuple[Tensor, Tensor]"]
 
 
 @dataclass(frozen=True)
@@ -128,96 +114,6 @@ class TrainResult(NamedTuple):
     interrupted: bool
     checkpoint: Path
     ema: PowerEMA
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Data sources
-
-
-class TensorPatches:
-    """Batches drawn uniformly, with replacement, from a fixed set of patches.
-
-    Args:
-        patches: (N, C, H, W) floating tensor with values in [-1, 1].
-    Raises:
-        ValueError: not a non-empty floating (N, C, H, W) tensor, or values outside [-1, 1].
-    """
-
-    def __init__(self, patches: Tensor):
-        if not isinstance(patches, Tensor) or patches.dim() != 4 or not patches.is_floating_point() \
-                or patches.shape[0] == 0:
-            got = f"{patches.dtype} {tuple(patches.shape)}" if isinstance(patches, Tensor) else type(patches).__name__
-            raise ValueError(f"patches must be a non-empty floating (N, C, H, W) tensor, got {got}")
-        low, high = patches.min().item(), patches.max().item()
-        if not (-1 <= low and high <= 1):
-            raise ValueError(f"patches must lie in [-1, 1], got values in [{low:.4g}, {high:.4g}]")
-        self.patches = patches
-
-    def __call__(self, count: int, generator: torch.Generator) -> Tensor:
-        """(count, C, H, W) patches chosen by ``generator``."""
-        index = torch.randint(self.patches.shape[0], (count,), generator=generator)
-        return self.patches[index.to(self.patches.device)]
-
-
-class ImagePatches:
-    r"""Random square crops of images (:class:`blindfast.data.RandomPatches`), mapped from [0, 1] to [-1, 1].
-
-    Args:
-        images: sequence of (C, H, W) float tensors in [0, 1], same C, each at least ``size`` x ``size``.
-        size: patch side, pixels.
-    Raises:
-        ValueError: as :class:`blindfast.data.RandomPatches` (no image, mixed channels, an image too small).
-    """
-
-    def __init__(self, images: Sequence[Tensor], size: int):
-        # validates the images and the size once, here, rather than on the first batch
-        RandomPatches(images, size, 1, generator=torch.Generator())
-        self.images, self.size = list(images), size
-
-    @classmethod
-    def from_folder(cls, root, size: int, *, grey: bool = False) -> ImagePatches:
-        """All images under ``root`` (read once, kept in memory), see :class:`blindfast.data.ImageFolder`.
-
-        Raises:
-            FileNotFoundError: ``root`` is missing or holds no image.
-            NotADirectoryError: ``root`` is a file.
-        """
-        folder = ImageFolder(root, grey=grey)
-        return cls([folder[i] for i in range(len(folder))], size)
-
-    @property
-    def channels(self) -> int:
-        return self.images[0].shape[0]
-
-    def __call__(self, count: int, generator: torch.Generator) -> Tensor:
-        """(count, C, size, size) patches in [-1, 1], positions drawn from ``generator``."""
-        return RandomPatches(self.images, self.size, count, generator=generator).sample().patches * 2 - 1
-
-
-def _as_source(data) -> DataSource:
-    if isinstance(data, Tensor):
-        return TensorPatches(data)
-    if callable(data):
-        return data
-    raise TypeError(f"data must be a (N, C, H, W) tensor or a callable (count, generator) -> batch, got "
-                    f"{type(data).__name__}")
-
-
-def _draw(source: DataSource, count: int, part: slice, generator: torch.Generator, net: nn.Module, device, dtype
-          ) -> tuple[Tensor, Tensor | None]:
-    """The ``part`` of a checked (images, cond) batch of ``count`` from ``source``, on ``device`` in ``dtype``."""
-    batch = source(count, generator)
-    images, cond = batch if isinstance(batch, tuple) else (batch, None)
-    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[0] != count:
-        got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"the data source must return a ({count}, C, H, W) tensor (or a (batch, cond) pair), got "
-                         f"{got}")
-    expected = getattr(net, "image_channels", None)
-    if expected is not None and images.shape[1] != expected:
-        raise ValueError(f"the network takes {expected} image channel(s), the data has {images.shape[1]} "
-                         f"(batch shape {tuple(images.shape)})")
-    images = images[part].to(device=device, dtype=dtype, non_blocking=True)
-    return images, None if cond is None else cond[part].to(device=device, dtype=dtype, non_blocking=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -296,77 +192,6 @@ def accumulate_gradients(net: nn.Module, x1: Tensor, x0: Tensor, t: Tensor, cond
 # The run
 
 
-# The generators' streams; a stream's seed hashes (seed, stream, rank, images seen).
-_DATA, _NOISE, _DROPOUT = 0, 1, 2
-
-
-def _seed(seed: int, stream: int, rank: int = 0, nimg: int = 0) -> int:
-    """Independent 64-bit seeds per (seed, stream, rank, nimg) (numpy's SeedSequence hashes them apart; the tuple
-    has a fixed length because SeedSequence ignores trailing zero words)."""
-    return int(np.random.SeedSequence([seed, stream, rank, nimg]).generate_state(1, np.uint64)[0])
-
-
-def _capture(generators: dict[str, torch.Generator]) -> dict[str, dict[str, Tensor]]:
-    """The states of the run's generators and of torch's default ones (dropout)."""
-    return {"run": {name: g.get_state() for name, g in generators.items()}, "global": _global_rng_states()}
-
-
-def _restore(generators: dict[str, torch.Generator], states: dict) -> None:
-    for name, g in generators.items():
-        g.set_state(states["run"][name])
-    _set_global_rng_states(states["global"])
-
-
-@contextmanager
-def _sigint_deferred():
-    """Holds back Ctrl-C while the state changes (optimiser step, EMA, counters), then delivers it: an interrupt
-    can only land where the state is consistent. Signals can be caught only in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(frame))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if received and callable(previous):
-            previous(signal.SIGINT, received[0])
-
-
-class _Log:
-    """The CSV log, one row per step; on resume, rows past the checkpoint (written before a crash) are dropped."""
-
-    def __init__(self, path: Path, nimg: int, resume: bool):
-        rows = []
-        if resume and path.exists():
-            with open(path, newline="") as f:
-                for row in csv.DictReader(f):
-                    row_nimg = _row_nimg(row)
-                    if row_nimg is not None and row_nimg <= nimg:
-                        rows.append(row)
-        self.file = open(path, "w", newline="")
-        self.writer = csv.DictWriter(self.file, fieldnames=LOG_COLUMNS)
-        self.writer.writeheader()
-        self.writer.writerows({key: row[key] for key in LOG_COLUMNS} for row in rows)
-        self.file.flush()
-
-    def write(self, nimg: int, loss: float, lr: float, images_per_s: float) -> None:
-        self.writer.writerow({"nimg": nimg, "loss": repr(loss), "lr": repr(lr), "images_per_s": f"{images_per_s:.1f}"})
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
-
-
-def _row_nimg(row: dict) -> int | None:
-    """The nimg of a log row, None for a damaged row (a line cut short by a crash)."""
-    try:
-        return int(row["nimg"]) if all(row.get(key) not in (None, "") for key in LOG_COLUMNS) else None
-    except ValueError:
-        return None
-
-
 def _check_resumable(saved: dict, config: TrainConfig, path: Path) -> None:
     current = config.to_json()
     changed = {key: (saved.get(key), current[key]) for key in current
@@ -399,9 +224,9 @@ def train_prior(net: nn.Module, data, out_dir, config: TrainConfig, *, resume: b
     Args:
         net: module ``net(x_t, t, cond) -> v`` with x_t (B, C, H, W), t (B,), cond None or (B, C_cond, H, W);
             trained in place, in the dtype of its parameters. If it has ``image_channels``, the data must match.
-        data: (N, C, H, W) tensor of patches in [-1, 1] (see :class:`TensorPatches`), or a callable
+        data: (N, C, H, W) tensor of patches in [-1, 1] (see :class:`blindfast.train.TensorPatches`), or a callable
             ``(count, generator) -> batch`` drawing a (count, C, H, W) batch, or a (batch, cond) pair, from the
-            given CPU generator only (e.g. :class:`ImagePatches`).
+            given CPU generator only (e.g. :class:`blindfast.train.ImagePatches`).
         out_dir: folder for the checkpoint and the log (created if missing).
         config: the hyperparameters.
         resume: continue from ``out_dir``'s checkpoint (config may differ only in total_nimg and snapshot_nimg).
@@ -421,7 +246,7 @@ def train_prior(net: nn.Module, data, out_dir, config: TrainConfig, *, resume: b
     out_dir = Path(out_dir)
     checkpoint = out_dir / CHECKPOINT_NAME
     part, rounds = world.shard(config.batch, config.micro_batch)
-    source = _as_source(data)
+    source = as_source(data)
     parameter = next(net.parameters())
     device = torch.device(device) if device is not None else parameter.device
     dtype = parameter.dtype
@@ -430,8 +255,8 @@ def train_prior(net: nn.Module, data, out_dir, config: TrainConfig, *, resume: b
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, betas=config.betas, eps=config.eps)
     ema = PowerEMA(net, config.ema_stds)
     # Seeded alike on every rank: all draw the global batch (rank-independent states, one checkpoint for all).
-    generators = {"data": torch.Generator().manual_seed(_seed(config.seed, _DATA)),
-                  "noise": torch.Generator(device).manual_seed(_seed(config.seed, _NOISE))}
+    generators = {"data": torch.Generator().manual_seed(stream_seed(config.seed, DATA_STREAM)),
+                  "noise": torch.Generator(device).manual_seed(stream_seed(config.seed, NOISE_STREAM))}
     if resume:
         if not checkpoint.is_file():
             raise FileNotFoundError(f"no checkpoint to resume in {out_dir} (expected {checkpoint})")
@@ -446,61 +271,40 @@ def train_prior(net: nn.Module, data, out_dir, config: TrainConfig, *, resume: b
     if writer:
         out_dir.mkdir(parents=True, exist_ok=True)
 
-    def save() -> None:
+    def step(nimg: int) -> float:
+        torch.manual_seed(stream_seed(config.seed, DROPOUT_STREAM, world.rank, nimg))
+        x1, cond = draw_batch(source, config.batch, part, generators["data"], net, device, dtype)
+        # The whole batch's noise and times (cheap next to the network), so that the draws do not depend on the
+        # world size; this rank keeps its slice.
+        x0 = torch.randn((config.batch, *x1.shape[1:]), generator=generators["noise"], dtype=dtype,
+                         device=device)[part]
+        t = sample_time(config.batch, config, generators["noise"], dtype=dtype, device=device)[part]
+        loss = accumulate_gradients(net, x1, x0, t, cond, rounds=rounds, bf16=config.bf16)
+        return world.average_gradients(net.parameters(), loss).item()
+
+    def commit(nimg: int) -> float:
+        lr = learning_rate(nimg, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.update(net, nimg, config.batch)
+        return lr
+
+    def save(nimg: int) -> None:
         if writer:
             save_training_state(checkpoint, net=net, ema=ema, optimizer=optimizer, generators=generators, nimg=nimg,
                                 config=config.to_json())
 
-    log = _Log(out_dir / LOG_NAME, nimg, resume) if writer else None
-    bar = tqdm(total=config.total_nimg, initial=nimg, unit="img", unit_scale=True, dynamic_ncols=True,
-               disable=not (progress and writer))
-    saved_nimg = nimg if resume else None
-    consistent = _capture(generators)
-    interrupted = False
-    try:
-        while nimg < config.total_nimg:
-            start = time.perf_counter()
-            torch.manual_seed(_seed(config.seed, _DROPOUT, world.rank, nimg))
-            x1, cond = _draw(source, config.batch, part, generators["data"], net, device, dtype)
-            # The whole batch's noise and times (cheap next to the network), so that the draws do not depend on the
-            # world size; this rank keeps its slice.
-            x0 = torch.randn((config.batch, *x1.shape[1:]), generator=generators["noise"], dtype=dtype,
-                             device=device)[part]
-            t = sample_time(config.batch, config, generators["noise"], dtype=dtype, device=device)[part]
-            loss = accumulate_gradients(net, x1, x0, t, cond, rounds=rounds, bf16=config.bf16)
-            loss = world.average_gradients(net.parameters(), loss).item()
-            lr = learning_rate(nimg + config.batch, config)
-            with _sigint_deferred():
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                nimg += config.batch
-                ema.update(net, nimg, config.batch)
-                consistent = _capture(generators)
-                if log is not None:
-                    log.write(nimg, loss, lr, config.batch / (time.perf_counter() - start))
-            bar.update(config.batch)
-            bar.set_postfix(loss=f"{loss:.4f}")
-            if callback is not None:
-                callback(nimg, loss)
-            snapshot = config.snapshot_nimg
-            if snapshot and nimg // snapshot != (nimg - config.batch) // snapshot:
-                save()
-                saved_nimg = nimg
-    except KeyboardInterrupt:
-        # Back to the last completed step: its weights are untouched (the optimiser step is atomic w.r.t. Ctrl-C);
-        # only the generators advanced and gradients accumulated for the abandoned step.
-        _restore(generators, consistent)
-        optimizer.zero_grad(set_to_none=True)
-        interrupted = True
-    finally:
-        bar.close()
-        if log is not None:
-            log.close()
-    if saved_nimg != nimg:
-        save()
-    if not interrupted:
+    steps = run_steps(nimg=nimg, total_nimg=config.total_nimg, batch=config.batch, step=step, commit=commit,
+                      save=save, generators=generators, log_path=out_dir / LOG_NAME if writer else None,
+                      resume=resume, snapshot_nimg=config.snapshot_nimg, callback=callback,
+                      progress=progress and writer)
+    if steps.interrupted:
+        optimizer.zero_grad(set_to_none=True)  # the abandoned step's gradients
+    if steps.unsaved:
+        save(steps.nimg)
+    if not steps.interrupted:
         # No rank leaves, or reads the checkpoint to resume, before rank 0 has written it.
         world.barrier()
-    return TrainResult(nimg, interrupted, checkpoint, ema)
+    return TrainResult(steps.nimg, steps.interrupted, checkpoint, ema)

@@ -13,7 +13,11 @@ autoencoder, in float32) and the ``<name>.json`` manifest into ``blindfast/weigh
 :mod:`blindfast.models.shipped`), with the quality measured on held-out patches of the *test* split:
 
 - both kinds: the conditional flow-matching loss :math:`\mathbb E \lVert v_\theta(x_t, t) - (x_1 - x_0)\rVert^2`
-  (Lipman et al. 2023, "Flow Matching for Generative Modeling", Eq. 22-23) at uniform times, ``heldout_flow_loss``;
+  (Lipman et al. 2023, "Flow Matching for Generative Modeling", Eq. 22-23) at uniform times, ``heldout_flow_loss``,
+  next to ``gaussian_flow_loss``, that of the exact prior of :math:`\mathcal N(\mu_c, s^2 I)` fitted to the very
+  data measured (per-channel means, one standard deviation; :class:`~blindfast.models.prior.GaussianPrior`), with
+  the same draws: the best a prior that knows only those moments can do, so the ratio says what the network learnt
+  beyond them;
 - pixel: the PSNRs of the prior as a one-step denoiser and of the best Gaussian smoothing at noise 0.1 and 0.2
   (images in [0, 1]), and the smaller gain, ``denoise_gain_db``
   (:func:`blindfast.models.denoising_quality.denoise_gain_db`), against the bar of 1.5 dB;
@@ -31,6 +35,7 @@ import csv
 import json
 import math
 import os
+import platform
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -46,13 +51,15 @@ from blindfast.metrics import psnr
 from blindfast.models.autoencoder import KLAutoencoder
 from blindfast.models.denoising_quality import denoise_gain_db
 from blindfast.models.latent_prior import LatentFlowPrior
-from blindfast.models.prior import NetworkPrior
+from blindfast.models.prior import GaussianPrior, NetworkPrior, Prior
 from blindfast.models.shipped import (MANIFEST_FORMAT, MANIFEST_VERSION, NAME_PATTERN, WEIGHTS_DIR, file_sha256)
 from blindfast.models.unet import UNet
 from blindfast.ops import flow_interpolate, flow_matching_loss
 from blindfast.train.autoencoder import AUTOENCODER_KIND, AutoencoderResult, train_autoencoder
 from blindfast.train.checkpoint import load_weights, read_checkpoint
-from blindfast.train.loop import CHECKPOINT_NAME, LOG_NAME, ImagePatches, TrainConfig, TrainResult, train_prior
+from blindfast.train.data_sources import ImagePatches
+from blindfast.train.loop import TrainConfig, TrainResult, train_prior
+from blindfast.train.steps import CHECKPOINT_NAME, LOG_NAME
 
 __all__ = ["held_out_patches", "training_patches", "EncodedPatches", "train_shipped_pixel", "train_shipped_latent",
            "ShippedLatentResult", "export_shipped", "RUN_RECORD", "AUTOENCODER_DIR", "WEIGHTS_BUDGET_BYTES",
@@ -156,10 +163,18 @@ def _read_json(path: Path, what: str) -> dict:
         raise ValueError(f"{what} {path} is not valid JSON: {err}") from None
 
 
+def _environment(device) -> dict:
+    """What a command ran on, beside its settings: bit-exact reproduction needs the same versions, and on the CPU
+    the same number of threads (they set the reduction order of the convolutions)."""
+    return {"blindfast": blindfast.__version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device": str(device or "cpu"), "machine": platform.machine()}
+
+
 def _start_record(out_dir: Path, kind: str, settings: dict, command: str, resume: bool,
-                  checkpoints: tuple[Path, ...]) -> dict:
+                  checkpoints: tuple[Path, ...], device) -> dict:
     """The run record: a new one for a fresh run, or the saved one with ``command`` appended on resume (which needs
-    the run record and ``checkpoints[0]``, the first network's checkpoint)."""
+    the run record and ``checkpoints[0]``, the first network's checkpoint); ``environments[i]`` is what
+    ``commands[i]`` ran on (:func:`_environment`)."""
     path = out_dir / RUN_RECORD
     if not resume:
         existing = [str(c) for c in checkpoints if c.exists()]
@@ -167,7 +182,7 @@ def _start_record(out_dir: Path, kind: str, settings: dict, command: str, resume
             raise FileExistsError(f"{out_dir} already holds a checkpoint ({', '.join(existing)}): resume it or "
                                   f"choose another output folder")
         out_dir.mkdir(parents=True, exist_ok=True)
-        record = {"kind": kind, "settings": settings, "commands": [command]}
+        record = {"kind": kind, "settings": settings, "commands": [command], "environments": [_environment(device)]}
     else:
         if not path.is_file() or not checkpoints[0].is_file():
             raise FileNotFoundError(f"no run to resume in {out_dir} (expected {path} and {checkpoints[0]}, written "
@@ -184,6 +199,7 @@ def _start_record(out_dir: Path, kind: str, settings: dict, command: str, resume
                              f"{', '.join(_LENGTHS)} may change")
         record["settings"] = settings
         record["commands"].append(command)
+        record.setdefault("environments", []).append(_environment(device))
     _write_json(path, record)
     return record
 
@@ -240,7 +256,7 @@ def train_shipped_pixel(out_dir, *, kimg: float, preset: str = "tiny", patch: in
     data = training_patches(patch)
     checkpoint = out_dir / CHECKPOINT_NAME
     _start_record(out_dir, "pixel", settings, _command("train-shipped-pixel", out_dir, settings, resume, device),
-                  resume, (checkpoint,))
+                  resume, (checkpoint,), device)
     return train_prior(net, data, out_dir, config, resume=resume, device=device or "cpu", progress=progress)
 
 
@@ -311,7 +327,7 @@ def train_shipped_latent(out_dir, *, ae_kimg: float, kimg: float, preset: str = 
                              f"{started} kimg: --ae-kimg must stay {started}, got {settings['ae_kimg']}")
     record = _start_record(out_dir, "latent", settings,
                            _command("train-shipped-latent", out_dir, settings, resume, device), resume,
-                           (ae_dir / CHECKPOINT_NAME, checkpoint))
+                           (ae_dir / CHECKPOINT_NAME, checkpoint), device)
     device = device or "cpu"
     ae_result = train_autoencoder(ae, data, ae_dir, total_nimg=ae_nimg, batch=ae_batch, lr=ae_lr, seed=seed,
                                   snapshot_nimg=round(snapshot_kimg * 1000), resume=resume, device=device,
@@ -344,7 +360,7 @@ def _final_loss(log: Path, nimg: int) -> tuple[float, int]:
 
 
 @torch.no_grad()
-def _held_out_flow_loss(prior: NetworkPrior, data: Tensor, generator: torch.Generator) -> float:
+def _held_out_flow_loss(prior: Prior, data: Tensor, generator: torch.Generator) -> float:
     r"""The flow-matching loss :math:`\frac{1}{N n}\sum \lVert v(x_t, t) - (x_1 - x_0)\rVert^2` of ``prior`` on
     ``data`` (N, C, H, W) x_1, with x_0 standard normal and t uniform on [0, 1) from the CPU ``generator`` (the
     same draws whatever the device)."""
@@ -355,6 +371,13 @@ def _held_out_flow_loss(prior: NetworkPrior, data: Tensor, generator: torch.Gene
         v = prior.velocity(flow_interpolate(x0_part, x1_part, t_part), t_part)
         total += flow_matching_loss(v, x0_part, x1_part).item() * x1_part.shape[0]
     return total / data.shape[0]
+
+
+def _fitted_gaussian(data: Tensor) -> GaussianPrior:
+    """The exact prior of N(mu_c, s^2 I) with the per-channel means and the standard deviation about them of
+    ``data`` (N, C, H, W)."""
+    mean = data.mean(dim=(0, 2, 3), keepdim=True)
+    return GaussianPrior(mean[0], (data - mean).std().item())
 
 
 @torch.no_grad()
@@ -386,9 +409,10 @@ def export_shipped(checkpoint, name: str, *, out_dir=None, ema_std: float = 0.05
 
     Manifest fields: ``format``, ``version``, ``name``, ``kind``, ``weights`` (file name), ``sha256`` (of the
     weights file), ``dtype``, ``parameters``, ``net`` (U-Net arguments), ``commands`` (the training commands, in
-    order), ``export_command``, ``settings``, ``seed``, ``images_seen``, ``final_loss`` and ``final_loss_steps`` (the
-    mean of the last logged batch losses, the training weights), ``ema_std``, ``held_out`` (split, images, patches,
-    size, seed), ``heldout_flow_loss``, ``blindfast_version``; pixel: ``denoising`` (``sigmas``, ``prior_psnr``,
+    order), ``environments`` (what each command ran on: versions, threads, device), ``export_command``,
+    ``settings``, ``seed``, ``images_seen``, ``final_loss`` and ``final_loss_steps`` (the mean of the last logged
+    batch losses, the training weights), ``ema_std``, ``held_out`` (split, images, patches,
+    size, seed), ``heldout_flow_loss``, ``gaussian_flow_loss``, ``blindfast_version``; pixel: ``denoising`` (``sigmas``, ``prior_psnr``,
     ``gaussian_psnr``, ``gaussian_width``, ``gain_db``), ``denoise_gain_db`` (the smaller gain),
     ``quality_bar_db`` and ``meets_quality_bar``; latent: ``autoencoder`` (its arguments), ``scaling_factor``,
     ``autoencoder_images_seen``, ``autoencoder_final_loss``, ``autoencoder_psnr``.
@@ -450,8 +474,9 @@ def export_shipped(checkpoint, name: str, *, out_dir=None, ema_std: float = 0.05
         quality["autoencoder_psnr"] = _reconstruction_psnr(ae, patches.to(device))
     else:
         raise ValueError(f"run record {record_path}: kind must be 'pixel' or 'latent', got {record.get('kind')!r}")
-    quality["heldout_flow_loss"] = _held_out_flow_loss(prior, data.to(device),
-                                                       torch.Generator().manual_seed(HELD_OUT_SEED + 2))
+    for key, measured in (("heldout_flow_loss", prior), ("gaussian_flow_loss", _fitted_gaussian(data))):
+        quality[key] = _held_out_flow_loss(measured.to(device), data.to(device),
+                                           torch.Generator().manual_seed(HELD_OUT_SEED + 2))
     if record["kind"] == "pixel":
         result = denoise_gain_db(prior, patches.to(device), DENOISE_SIGMAS,
                                  generator=torch.Generator().manual_seed(HELD_OUT_SEED + 1))
@@ -477,7 +502,8 @@ def export_shipped(checkpoint, name: str, *, out_dir=None, ema_std: float = 0.05
     manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "name": name, "kind": record["kind"],
                 "weights": weights.name, "sha256": sha256, "dtype": "float32",
                 "parameters": sum(p.numel() for p in prior.parameters()), "net": net.config(), **extra,
-                "commands": record["commands"], "export_command": export_command, "settings": settings,
+                "commands": record["commands"], "environments": record.get("environments", []),
+                "export_command": export_command, "settings": settings,
                 "seed": header["config"]["seed"], "images_seen": images_seen, "final_loss": final_loss,
                 "final_loss_steps": final_steps, "ema_std": float(ema_std), **quality,
                 "blindfast_version": blindfast.__version__}

@@ -7,10 +7,12 @@ import csv
 import hashlib
 import json
 import math
+import platform
 
 import pytest
 import torch
 
+import blindfast
 from blindfast.__main__ import main
 from blindfast.data import EMBEDDED_SPLITS, embedded_images
 from blindfast.models import KLAutoencoder, LatentFlowPrior, NetworkPrior, UNet
@@ -29,6 +31,12 @@ HELD_OUT = 16
 def _pixel(out, kimg, *extra):
     return main(["train-shipped-pixel", "--out", str(out), "--kimg", str(kimg), "--patch", str(PATCH), "--batch",
                  "16", "--lr", "2e-3", "--snapshot-kimg", "0", "--seed", "3", "--device", "cpu", "--quiet", *extra])
+
+
+def _environment():
+    """What the runs here record of this process (one thread count for the whole test session)."""
+    return {"blindfast": blindfast.__version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device": "cpu", "machine": platform.machine()}
 
 
 def _export(checkpoint, name, out_dir, *extra):
@@ -140,6 +148,7 @@ def test_pixel_manifest_is_consistent(pixel_run):
         f"--seed 3 --snapshot-kimg 0.0 --device cpu",
         f"blindfast train-shipped-pixel --out {run} --kimg 0.064 --preset tiny --patch 16 --batch 16 --lr 0.002 "
         f"--seed 3 --snapshot-kimg 0.0 --device cpu --resume"]
+    assert manifest["environments"] == [_environment()] * 2
     assert manifest["export_command"] == (f"blindfast export-prior --checkpoint {run / CHECKPOINT_NAME} --name pix "
                                           f"--ema-std 0.05 --held-out {HELD_OUT} --out-dir {weights}")
     losses = _log_losses(run / LOG_NAME)
@@ -169,6 +178,7 @@ def test_pixel_manifest_figures_are_those_of_the_loaded_weights(pixel_run):
     assert again["gaussian_psnr"] == manifest["denoising"]["gaussian_psnr"]
     x1 = clean * 2 - 1
     _check_flow_loss(prior, x1, manifest["heldout_flow_loss"])
+    _check_gaussian_flow_loss(x1, manifest["gaussian_flow_loss"])
 
 
 def _check_flow_loss(prior, x1, recorded):
@@ -180,6 +190,26 @@ def _check_flow_loss(prior, x1, recorded):
     expected = (v.double() - (x1.double() - x0.double())).square().mean().item()
     # the same velocities; the recorded loss is summed in float32 over n = x1.numel() elements, whose rounding error
     # is at most n * 2^-24 relative (the worst case of recursive summation)
+    assert recorded == pytest.approx(expected, rel=x1.numel() * 2.0**-24)
+
+
+def _check_gaussian_flow_loss(x1, recorded):
+    """The flow-matching loss of the exact prior of N(mu_c, s^2 I) fitted to x1, in float64 from the closed form
+    E[x_1 | x_t] = mu + t s^2 (x_t - t mu) / D, E[x_0 | x_t] = (1 - t)(x_t - t mu) / D, D = t^2 s^2 + (1 - t)^2,
+    with the draws of _check_flow_loss."""
+    generator = torch.Generator().manual_seed(HELD_OUT_SEED + 2)
+    x0 = torch.randn(x1.shape, generator=generator).double()
+    t = torch.rand(x1.shape[0], generator=generator).double()[:, None, None, None]
+    x1 = x1.double()
+    mean = x1.mean(dim=(0, 2, 3), keepdim=True)
+    variance = (x1 - mean).var()
+    x_t = (1 - t) * x0 + t * x1
+    centred = x_t - t * mean
+    spread = t.square() * variance + (1 - t).square()
+    v = mean + t * variance * centred / spread - (1 - t) * centred / spread
+    expected = (v - (x1 - x0)).square().mean().item()
+    # float32 velocities differ from these by a few ulps; the float32 sum's rounding, at most n * 2^-24 relative
+    # (n = x1.numel()), bounds both
     assert recorded == pytest.approx(expected, rel=x1.numel() * 2.0**-24)
 
 
@@ -298,6 +328,7 @@ def test_latent_manifest_is_consistent_with_the_loaded_weights(latent_run):
     assert manifest["commands"] == [
         f"blindfast train-shipped-latent --out {run} --ae-kimg 0.032 --kimg 0.032 --preset tiny --ae-preset tiny "
         f"--patch 16 --batch 16 --lr 0.0002 --ae-batch 16 --ae-lr 0.001 --seed 4 --snapshot-kimg 0"]
+    assert manifest["environments"] == [_environment()]
     ae_losses = _log_losses(run / AUTOENCODER_DIR / LOG_NAME)
     assert manifest["autoencoder_final_loss"] == math.fsum(ae_losses) / len(ae_losses)
     prior = load_shipped_prior("lat", weights)
@@ -315,6 +346,7 @@ def test_latent_manifest_is_consistent_with_the_loaded_weights(latent_run):
     assert manifest["autoencoder_psnr"] == pytest.approx(_psnr_reference(((decoded + 1) / 2).clamp(0, 1), clean),
                                                          abs=10 / math.log(10) * n * 2.0**-24)
     _check_flow_loss(prior, latents, manifest["heldout_flow_loss"])
+    _check_gaussian_flow_loss(latents, manifest["gaussian_flow_loss"])
 
 
 def test_latent_resume_with_another_autoencoder_length(latent_run, tmp_path):
