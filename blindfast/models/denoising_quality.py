@@ -21,7 +21,7 @@ from torch import Tensor
 from blindfast.metrics import psnr
 from blindfast.models.prior import Prior
 
-__all__ = ["denoise_with_prior", "best_gaussian_smoothing", "denoise_gain_db", "BLUR_SIGMAS"]
+__all__ = ["denoise_with_prior", "gaussian_smoothing", "best_gaussian_smoothing", "denoise_gain_db", "BLUR_SIGMAS"]
 
 # Candidate widths (pixels) of the Gaussian smoothing baseline; its PSNR peaks at 0.7-1.5 px for sigma 0.1-0.2 on
 # natural 64x64 patches, well inside this range.
@@ -53,8 +53,15 @@ def denoise_with_prior(prior: Prior, noisy: Tensor, sigma: float) -> Tensor:
     return (estimate + 1) / 2
 
 
-def _gaussian_blur(x: Tensor, width: float) -> Tensor:
-    """Separable Gaussian blur of standard deviation ``width`` pixels, reflect padding, radius ceil(4 width)."""
+def gaussian_smoothing(x: Tensor, width: float) -> Tensor:
+    """Separable Gaussian blur of standard deviation ``width`` pixels, reflect padding, radius ceil(4 width).
+
+    Args:
+        x: (B, C, H, W), H and W larger than the radius.
+        width: the standard deviation, pixels, > 0.
+    Returns:
+        (B, C, H, W) the smoothed images.
+    """
     radius = int(-(-4 * width // 1))
     taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device) / width) ** 2)
     taps = taps / taps.sum()
@@ -76,7 +83,7 @@ def best_gaussian_smoothing(noisy: Tensor, clean: Tensor, widths=BLUR_SIGMAS) ->
     """
     _check_images("noisy", noisy)
     _check_images("clean", clean)
-    best = max((psnr(_gaussian_blur(noisy, w).clamp(0, 1), clean).mean().item(), w) for w in widths)
+    best = max((psnr(gaussian_smoothing(noisy, w).clamp(0, 1), clean).mean().item(), w) for w in widths)
     return best
 
 

@@ -3,7 +3,7 @@ import scipy.ndimage
 import torch
 
 from blindfast.metrics import psnr
-from blindfast.models.denoising_quality import (BLUR_SIGMAS, _gaussian_blur, best_gaussian_smoothing,
+from blindfast.models.denoising_quality import (BLUR_SIGMAS, best_gaussian_smoothing, gaussian_smoothing,
                                                 denoise_gain_db, denoise_with_prior)
 from blindfast.models.prior import GaussianPrior
 
@@ -23,20 +23,20 @@ def test_denoise_with_prior_is_the_wiener_estimate_for_gaussian_data():
 
 
 @pytest.mark.parametrize("width", [0.5, 1.0, 2.0])
-def test_gaussian_blur_equals_scipy(width):
+def test_gaussian_smoothing_equals_scipy(width):
     # scipy's "mirror" is torch's "reflect"; both truncate at the same radius for these widths.
     x = torch.rand(1, 2, 20, 23, generator=torch.Generator().manual_seed(1), dtype=F64)
     expected = torch.stack([torch.from_numpy(scipy.ndimage.gaussian_filter(c.numpy(), width, mode="mirror",
                                                                             truncate=4.0)) for c in x[0]])[None]
-    torch.testing.assert_close(_gaussian_blur(x, width), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gaussian_smoothing(x, width), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_best_gaussian_smoothing_is_the_argmax_over_widths():
     g = torch.Generator().manual_seed(2)
-    clean = _gaussian_blur(torch.rand(2, 3, 32, 32, generator=g, dtype=F64), 2.0)
+    clean = gaussian_smoothing(torch.rand(2, 3, 32, 32, generator=g, dtype=F64), 2.0)
     noisy = clean + 0.1 * torch.randn(clean.shape, generator=g, dtype=F64)
     db, width = best_gaussian_smoothing(noisy, clean)
-    scores = [psnr(_gaussian_blur(noisy, w).clamp(0, 1), clean).mean().item() for w in BLUR_SIGMAS]
+    scores = [psnr(gaussian_smoothing(noisy, w).clamp(0, 1), clean).mean().item() for w in BLUR_SIGMAS]
     assert db == max(scores) and width == BLUR_SIGMAS[scores.index(max(scores))]
     assert db > psnr(noisy, clean).mean().item()
 
