@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import tempfile
 import time
 
 import numpy as np
@@ -20,6 +19,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import Tensor
 from tqdm import tqdm
 
+from blindfast.atomic_file import save_atomic
 from blindfast.ops import sv_conv
 from blindfast.physics import lens_psf_grid
 
@@ -160,10 +160,10 @@ def run_demo(out_dir: str | os.PathLike, image: str = "astronaut", grid: tuple[i
     os.makedirs(out_dir, exist_ok=True)
     panels = [(sharp_np, "sharp"), (noisy_np, "blurred + noise", *scores["blurred"]),
               (restored_np, "restored", *scores["restored"])]
-    _save_atomic(os.path.join(out_dir, "before_after.png"), lambda f: _before_after(panels).save(f, "PNG"))
-    _save_atomic(os.path.join(out_dir, "psf_grid.png"), lambda f: _psf_tiles(psf_grid[0]).save(f, "PNG"))
+    save_atomic(os.path.join(out_dir, "before_after.png"), lambda f: _before_after(panels).save(f, "PNG"))
+    save_atomic(os.path.join(out_dir, "psf_grid.png"), lambda f: _psf_tiles(psf_grid[0]).save(f, "PNG"))
     metrics["total_s"] = time.perf_counter() - start
-    _save_atomic(os.path.join(out_dir, "metrics.json"), lambda f: f.write(json.dumps(metrics, indent=2).encode()))
+    save_atomic(os.path.join(out_dir, "metrics.json"), lambda f: f.write(json.dumps(metrics, indent=2).encode()))
     return metrics
 
 
@@ -221,23 +221,3 @@ def _psf_tiles(psf_grid: Tensor, zoom: int = 4, gap: int = 2) -> Image.Image:
     pixels = (mosaic.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     image = Image.fromarray(pixels)
     return image.resize((image.width * zoom, image.height * zoom), Image.NEAREST)
-
-
-def _save_atomic(path: str, write) -> None:
-    """Call ``write(file)`` on a temporary file next to ``path``, then rename it over ``path``: readers never see
-    a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's permissions
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it
-    os.umask(mask)
-    return mask

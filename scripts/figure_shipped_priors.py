@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from blindfast.atomic_file import save_atomic
 from blindfast.metrics import psnr
 from blindfast.models import LatentFlowPrior
 from blindfast.models.denoising_quality import best_gaussian_smoothing, denoise_with_prior, gaussian_smoothing
@@ -103,14 +103,8 @@ def main() -> None:
     rows = [row for name, manifest in sorted(shipped_priors(args.weights).items())
             for row in _rows(name, manifest, args.weights, args.count, args.steps, args.sigma)]
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)), suffix=".png.tmp")
-    os.close(fd)
-    try:
-        _draw(rows).save(temporary, "PNG")
-        os.replace(temporary, args.out)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    figure = _draw(rows)
+    save_atomic(args.out, lambda f: figure.save(f, "PNG"))
     print(f"wrote {args.out}")
 
 

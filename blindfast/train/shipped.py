@@ -32,27 +32,27 @@ for bit and the manifest's figures are those of the weights a user loads.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
-import os
 import platform
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import Tensor
 
 import blindfast
+from blindfast.atomic_file import save_atomic
 from blindfast.data import EMBEDDED_SPLITS, RandomPatches, embedded_images
 from blindfast.metrics import psnr
 from blindfast.models.autoencoder import KLAutoencoder
 from blindfast.models.denoising_quality import denoise_gain_db
 from blindfast.models.latent_prior import LatentFlowPrior
 from blindfast.models.prior import GaussianPrior, NetworkPrior, Prior
-from blindfast.models.shipped import (MANIFEST_FORMAT, MANIFEST_VERSION, NAME_PATTERN, WEIGHTS_DIR, file_sha256)
+from blindfast.models.shipped import MANIFEST_FORMAT, MANIFEST_VERSION, NAME_PATTERN, WEIGHTS_DIR
 from blindfast.models.unet import UNet
 from blindfast.ops import flow_interpolate, flow_matching_loss
 from blindfast.train.autoencoder import AUTOENCODER_KIND, AutoencoderResult, train_autoencoder
@@ -144,16 +144,8 @@ def _command(name: str, out_dir: Path, options: dict, resume: bool, device) -> s
 
 
 def _write_json(path: Path, content: dict) -> None:
-    """Writes ``content`` to ``path`` atomically (temporary file in the same folder, then a rename)."""
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(content, f, indent=2)
-            f.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    """Writes ``content`` to ``path`` atomically (:func:`blindfast.atomic_file.save_atomic`)."""
+    save_atomic(path, lambda f: f.write((json.dumps(content, indent=2) + "\n").encode("utf-8")))
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -487,16 +479,10 @@ def export_shipped(checkpoint, name: str, *, out_dir=None, ema_std: float = 0.05
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().to("cpu", torch.float32).contiguous() for key, value in prior.state_dict().items()}
     weights = out_dir / f"{name}.safetensors"
-    fd, temporary = tempfile.mkstemp(prefix=f".{weights.name}.", suffix=".tmp", dir=out_dir)
-    os.close(fd)
-    try:
-        save_file(state, temporary)
-        _checked_budget(out_dir, name, os.path.getsize(temporary))
-        sha256 = file_sha256(temporary)
-        os.replace(temporary, weights)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    data = save(state)
+    _checked_budget(out_dir, name, len(data))
+    sha256 = hashlib.sha256(data).hexdigest()
+    save_atomic(weights, lambda f: f.write(data))
     export_command = (f"blindfast export-prior --checkpoint {checkpoint} --name {name} --ema-std {ema_std!r} "
                       f"--held-out {held_out}" + ("" if out_dir == WEIGHTS_DIR else f" --out-dir {out_dir}"))
     manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "name": name, "kind": record["kind"],
