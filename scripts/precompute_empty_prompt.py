@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
+from blindfast.atomic_file import save_atomic
 from blindfast.models.diffusers_prior import EMPTY_PROMPT_FILE, EMPTY_PROMPT_KEY
 
 
@@ -49,17 +49,11 @@ def empty_prompt_embedding(folder: Path) -> torch.Tensor:
 
 
 def write_embedding(folder: Path, embedding: torch.Tensor) -> Path:
-    """Writes ``folder/empty_prompt_embedding.safetensors`` atomically (a temporary file, then a rename), so a
-    crash never leaves a truncated file for the loader to find."""
+    """Writes ``folder/empty_prompt_embedding.safetensors`` atomically
+    (:func:`blindfast.atomic_file.save_atomic`), so a crash never leaves a truncated file for the loader to find."""
     target = folder / EMPTY_PROMPT_FILE
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{EMPTY_PROMPT_FILE}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file({EMPTY_PROMPT_KEY: embedding}, temporary)
-        os.replace(temporary, target)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    data = save({EMPTY_PROMPT_KEY: embedding})
+    save_atomic(target, lambda f: f.write(data))
     return target
 
 

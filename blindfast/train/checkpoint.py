@@ -21,16 +21,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import Tensor, nn
 
+from blindfast.atomic_file import save_atomic
 from blindfast.train.ema import PowerEMA
 
 __all__ = ["CheckpointError", "write_checkpoint", "read_checkpoint", "save_training_state", "load_training_state",
@@ -56,24 +55,12 @@ def _digest(tensors: Mapping[str, Tensor], header: Mapping) -> str:
     return digest.hexdigest()
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Makes a rename in ``directory`` durable (POSIX); a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_checkpoint(path, tensors: Mapping[str, Tensor], header: Mapping) -> None:
     """Writes ``tensors`` and the JSON ``header`` to ``path`` atomically.
 
-    The file is written to a temporary file in the same folder, flushed to disk, then renamed over ``path``
-    (``os.replace`` is atomic on POSIX and Windows), so ``path`` always holds either the previous checkpoint or the
-    complete new one, never a partial file.
+    The file is serialised in memory, written to a temporary file in the same folder, flushed to disk, then
+    renamed over ``path`` (:func:`blindfast.atomic_file.save_atomic` with ``durable=True``), so ``path`` always holds
+    either the previous checkpoint or the complete new one, never a partial file.
 
     Args:
         path: the checkpoint file (its folder must exist).
@@ -83,21 +70,11 @@ def write_checkpoint(path, tensors: Mapping[str, Tensor], header: Mapping) -> No
     Raises:
         TypeError: ``header`` is not JSON-serialisable.
     """
-    path = Path(path)
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     header = {**header, "format": FORMAT, "version": VERSION}
     text = json.dumps({**header, "sha256": _digest(tensors, header)})
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, temporary, metadata={_HEADER_KEY: text})
-        with open(temporary, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    _fsync_directory(path.parent)
+    data = save(tensors, metadata={_HEADER_KEY: text})
+    save_atomic(path, lambda f: f.write(data), durable=True)
 
 
 def read_checkpoint(path) -> tuple[dict[str, Tensor], dict]:

@@ -3,6 +3,7 @@ written per item from the network's output, the three prediction types against t
 clamping outside the trained range, the Prior views, the VAE maps, both folder layouts, and every loading error.
 No test may reach the network: sockets are blocked."""
 
+import importlib.util
 import json
 import math
 import re
@@ -411,6 +412,20 @@ def test_missing_embedding_names_the_script(folders, tmp_path):
                                                 r"python scripts/precompute_empty_prompt\.py"):
         load_stable_diffusion_prior(folder)
     assert (REPO / "scripts" / "precompute_empty_prompt.py").is_file()
+
+
+def test_the_script_writes_the_embedding_the_loader_reads(folders, tmp_path):
+    spec = importlib.util.spec_from_file_location("precompute_empty_prompt",
+                                                  REPO / "scripts" / "precompute_empty_prompt.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    folder = _copy(folders.sd, tmp_path)
+    (folder / EMPTY_PROMPT_FILE).unlink()
+    embedding = _embedding() + 1.0
+    assert script.write_embedding(folder, embedding) == folder / EMPTY_PROMPT_FILE
+    assert torch.equal(load_stable_diffusion_prior(folder).empty_prompt_embedding, embedding)
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == sorted(
+        p.name for p in folders.sd.iterdir() if p.is_file())  # no temporary file left behind
 
 
 def test_embedding_file_without_the_key(folders, tmp_path):

@@ -12,7 +12,6 @@ from blindfast.metrics import psnr
 from blindfast.models import LatentFlowPrior
 from blindfast.models.denoising_quality import denoise_gain_db
 from blindfast.models.shipped import WEIGHTS_DIR, load_shipped_prior, shipped_priors
-from blindfast.ops import flow_interpolate
 from blindfast.train.shipped import held_out_patches
 
 QUALITY_BAR_DB = 1.5
@@ -33,7 +32,7 @@ def test_shipped_weights_fit_the_budget():
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_shipped_prior_is_intact_and_as_good_as_its_manifest(name):
+def test_shipped_prior_is_intact_and_as_good_as_its_manifest(name, flow_loss_of):
     manifest = SHIPPED[name]
     assert hashlib.sha256((WEIGHTS_DIR / manifest["weights"]).read_bytes()).hexdigest() == manifest["sha256"]
     prior = load_shipped_prior(name).eval()
@@ -55,12 +54,7 @@ def test_shipped_prior_is_intact_and_as_good_as_its_manifest(name):
                 assert abs(got - recorded) < REPRODUCED_DB
             assert abs(result["denoise_gain_db"] - manifest["denoise_gain_db"]) < REPRODUCED_DB
             assert manifest["denoise_gain_db"] >= QUALITY_BAR_DB and manifest["meets_quality_bar"]
-        # the held-out flow-matching loss from the documented draws (x_0 ~ N(0, I), then t ~ U[0, 1))
-        generator = torch.Generator().manual_seed(held_out["seed"] + 2)
-        x0 = torch.randn(data.shape, generator=generator)
-        t = torch.rand(data.shape[0], generator=generator)
-        v = prior.velocity(flow_interpolate(x0, data, t), t)
-        loss = (v.double() - (data.double() - x0.double())).square().mean().item()
+    loss = flow_loss_of(prior, data, held_out["seed"] + 2)  # the documented draws
     assert loss == pytest.approx(manifest["heldout_flow_loss"], rel=REPRODUCED_LOSS)
     # the network has learnt more than the moments: it beats the exact prior of the fitted Gaussian
     assert manifest["heldout_flow_loss"] < manifest["gaussian_flow_loss"]

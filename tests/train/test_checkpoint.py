@@ -4,12 +4,14 @@ for missing, truncated, corrupt and foreign files and for state that does not fi
 import json
 import os
 import pickle
+import stat
 
 import pytest
 import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from blindfast import atomic_file
 from blindfast.train import checkpoint as ckpt
 from blindfast.train.checkpoint import (CheckpointError, load_training_state, load_weights, read_checkpoint,
                                         save_training_state, write_checkpoint)
@@ -74,14 +76,13 @@ def test_rewrite_replaces_and_leaves_no_temporary_file(tmp_path):
 def test_failed_write_keeps_the_old_checkpoint(tmp_path, monkeypatch, failure):
     path = _write(tmp_path, header={"nimg": 1})
 
-    def half_write(tensors, filename, metadata):
-        with open(filename, "wb") as f:
-            f.write(b"partial")
+    def fail(fd):  # the new file is written but cannot be flushed to disk
         raise failure
 
-    monkeypatch.setattr(ckpt, "save_file", half_write)
+    monkeypatch.setattr(atomic_file.os, "fsync", fail)
     with pytest.raises(type(failure)):
         write_checkpoint(path, {"x": torch.ones(2)}, {"nimg": 2})
+    monkeypatch.undo()
     assert read_checkpoint(path)[1]["nimg"] == 1
     assert os.listdir(tmp_path) == [path.name]
 
@@ -92,12 +93,26 @@ def test_failed_rename_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     def refuse(src, dst):
         raise PermissionError(f"cannot replace {dst}")
 
-    monkeypatch.setattr(ckpt.os, "replace", refuse)
+    monkeypatch.setattr(atomic_file.os, "replace", refuse)
     with pytest.raises(PermissionError):
         write_checkpoint(path, {"x": torch.ones(2)}, {"nimg": 2})
     monkeypatch.undo()
     assert read_checkpoint(path)[1]["nimg"] == 1
     assert os.listdir(tmp_path) == [path.name]
+
+
+def test_checkpoint_is_flushed_to_disk_with_the_umask_permissions(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = atomic_file.os.fsync
+    monkeypatch.setattr(atomic_file.os, "fsync", lambda fd: (synced.append(os.fstat(fd)), real_fsync(fd)))
+    previous = os.umask(0o022)
+    try:
+        path = _write(tmp_path)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [stat.S_ISREG(s.st_mode) for s in synced] == [True, False]  # the file, then its folder
+    assert synced[0].st_size == path.stat().st_size
 
 
 def test_header_not_json_rejected_before_writing(tmp_path):

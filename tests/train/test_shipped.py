@@ -18,7 +18,6 @@ from blindfast.data import EMBEDDED_SPLITS, embedded_images
 from blindfast.models import KLAutoencoder, LatentFlowPrior, NetworkPrior, UNet
 from blindfast.models.denoising_quality import denoise_gain_db
 from blindfast.models.shipped import (WEIGHTS_DIR, ShippedPriorError, load_shipped_prior, shipped_priors)
-from blindfast.ops import flow_interpolate
 from blindfast.train import CHECKPOINT_NAME, LOG_NAME, load_weights, read_checkpoint
 from blindfast.train.shipped import (AUTOENCODER_DIR, DENOISE_SIGMAS, HELD_OUT_SEED, QUALITY_BAR_DB, RUN_RECORD,
                                      WEIGHTS_BUDGET_BYTES, export_shipped, held_out_patches, train_shipped_latent,
@@ -165,7 +164,7 @@ def test_pixel_manifest_is_consistent(pixel_run):
     assert manifest["meets_quality_bar"] == (min(gains) >= QUALITY_BAR_DB)
 
 
-def test_pixel_manifest_figures_are_those_of_the_loaded_weights(pixel_run):
+def test_pixel_manifest_figures_are_those_of_the_loaded_weights(pixel_run, flow_loss_of):
     """The figures, remeasured with the loaded prior: the denoising PSNRs with the same noise, and the held-out
     flow-matching loss from the documented draws (x_0 ~ N(0, I), then t ~ U[0, 1), seed HELD_OUT_SEED + 2) with the
     loss in float64."""
@@ -177,17 +176,11 @@ def test_pixel_manifest_figures_are_those_of_the_loaded_weights(pixel_run):
     assert again["prior_psnr"] == manifest["denoising"]["prior_psnr"]
     assert again["gaussian_psnr"] == manifest["denoising"]["gaussian_psnr"]
     x1 = clean * 2 - 1
-    _check_flow_loss(prior, x1, manifest["heldout_flow_loss"])
+    _check_flow_loss(flow_loss_of(prior, x1, HELD_OUT_SEED + 2), x1, manifest["heldout_flow_loss"])
     _check_gaussian_flow_loss(x1, manifest["gaussian_flow_loss"])
 
 
-def _check_flow_loss(prior, x1, recorded):
-    generator = torch.Generator().manual_seed(HELD_OUT_SEED + 2)
-    x0 = torch.randn(x1.shape, generator=generator)
-    t = torch.rand(x1.shape[0], generator=generator)
-    with torch.no_grad():
-        v = prior.velocity(flow_interpolate(x0, x1, t), t)
-    expected = (v.double() - (x1.double() - x0.double())).square().mean().item()
+def _check_flow_loss(expected, x1, recorded):
     # the same velocities; the recorded loss is summed in float32 over n = x1.numel() elements, whose rounding error
     # is at most n * 2^-24 relative (the worst case of recursive summation)
     assert recorded == pytest.approx(expected, rel=x1.numel() * 2.0**-24)
@@ -196,7 +189,7 @@ def _check_flow_loss(prior, x1, recorded):
 def _check_gaussian_flow_loss(x1, recorded):
     """The flow-matching loss of the exact prior of N(mu_c, s^2 I) fitted to x1, in float64 from the closed form
     E[x_1 | x_t] = mu + t s^2 (x_t - t mu) / D, E[x_0 | x_t] = (1 - t)(x_t - t mu) / D, D = t^2 s^2 + (1 - t)^2,
-    with the draws of _check_flow_loss."""
+    with the draws of the flow_loss_of fixture (tests/conftest.py)."""
     generator = torch.Generator().manual_seed(HELD_OUT_SEED + 2)
     x0 = torch.randn(x1.shape, generator=generator).double()
     t = torch.rand(x1.shape[0], generator=generator).double()[:, None, None, None]
@@ -319,7 +312,7 @@ def test_latent_prior_loads_the_exported_ema_and_autoencoder_exactly(latent_run)
     assert prior.autoencoder.scaling_factor.item() != 1.0  # fitted
 
 
-def test_latent_manifest_is_consistent_with_the_loaded_weights(latent_run):
+def test_latent_manifest_is_consistent_with_the_loaded_weights(latent_run, flow_loss_of):
     run, weights, manifest = latent_run
     assert shipped_priors(weights)["lat"] == manifest
     assert manifest["kind"] == "latent" and manifest["images_seen"] == 32 and manifest["seed"] == 4
@@ -345,7 +338,7 @@ def test_latent_manifest_is_consistent_with_the_loaded_weights(latent_run):
     n = clean[0].numel()
     assert manifest["autoencoder_psnr"] == pytest.approx(_psnr_reference(((decoded + 1) / 2).clamp(0, 1), clean),
                                                          abs=10 / math.log(10) * n * 2.0**-24)
-    _check_flow_loss(prior, latents, manifest["heldout_flow_loss"])
+    _check_flow_loss(flow_loss_of(prior, latents, HELD_OUT_SEED + 2), latents, manifest["heldout_flow_loss"])
     _check_gaussian_flow_loss(latents, manifest["gaussian_flow_loss"])
 
 
