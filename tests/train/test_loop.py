@@ -156,6 +156,37 @@ def test_bf16_is_a_no_op_on_the_cpu(tmp_path):
         assert torch.equal(p, q)
 
 
+def test_bf16_autocast_keeps_float32_loss_and_gradients(monkeypatch):
+    """The CUDA bf16 path, forced on here under the CPU's bf16 autocast: the network's layers run in bf16, while
+    the loss and the gradients stay float32 and agree with the float64 ones to bf16's precision. With u = 2^-9
+    (bf16's unit roundoff), each layer on the deepest path (the time MLP's two linears) rounds its operands and
+    result once forwards and once backwards: the bound is 8u for the gradients, 4u for the loss (forwards only)."""
+    u = 2.0**-9
+    x1, x0, t = _float64_batch(B=64)
+    reference = stand_in(dropout=0.0).double()
+    loss64 = accumulate_gradients(reference, x1, x0, t)
+    net = stand_in(dropout=0.0)
+    requested, outputs = [], []
+    for layer in (net.time[0], net.conv):
+        layer.register_forward_hook(lambda module, args, output: outputs.append(output.dtype))
+    real_autocast = torch.autocast
+
+    def forced_on(device_type, dtype, enabled):
+        requested.append((device_type, dtype, enabled))
+        return real_autocast(device_type, dtype=dtype, enabled=True)
+
+    monkeypatch.setattr(torch, "autocast", forced_on)
+    loss = accumulate_gradients(net, x1.float(), x0.float(), t.float(), bf16=True)
+    monkeypatch.undo()
+    assert requested == [("cpu", torch.bfloat16, False)]  # what the CPU gets unforced: no autocast
+    assert outputs == [torch.bfloat16] * 2
+    assert loss.dtype == torch.float32 and all(p.grad.dtype == torch.float32 for p in net.parameters())
+    assert abs(loss.item() - loss64.item()) <= 4 * u * loss64.item()
+    got = torch.cat([p.grad.flatten() for p in net.parameters()]).double()
+    expected = torch.cat([p.grad.flatten() for p in reference.parameters()])
+    assert (got - expected).norm() <= 8 * u * expected.norm()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Exact resume and Ctrl-C
 
