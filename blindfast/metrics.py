@@ -276,12 +276,17 @@ def kernel_mse(k_est: Tensor, k_true: Tensor) -> Tensor:
     est, true, dtype = _check_kernels(k_est, k_true)
     he, we = est.shape[-2:]
     common_area = max(he, true.shape[-2]) * max(we, true.shape[-1])
-    shift = torch.round(_centre_of_mass(true) - _centre_of_mass(est)).long()     # (..., 2), within the lag range
-    corr = _full_cross_correlation(est, true)
-    lag_row, lag_col = shift[..., 0] + he - 1, shift[..., 1] + we - 1
-    aligned = corr.flatten(-2).gather(-1, (lag_row * corr.shape[-1] + lag_col)[..., None])[..., 0]
-    sum_sq = est.square().sum(dim=(-2, -1)) + true.square().sum(dim=(-2, -1)) - 2 * aligned
-    return (sum_sq.clamp_min(0) / common_area).to(dtype)
+    shift = torch.round(_centre_of_mass(true) - _centre_of_mass(est)).long()     # (..., 2), in [1 - he, kh' - 1]
+    # The differences themselves on a canvas that holds est at every shift: true padded by he - 1 rows and we - 1
+    # columns on each side, est's pixel (i, j) on canvas pixel (i + d_row + he - 1, j + d_col + we - 1). Summing
+    # squared differences (not |e|^2 + |t|^2 - 2 corr) keeps the result's error relative to the result.
+    canvas = F.pad(true, (we - 1, we - 1, he - 1, he - 1))
+    rows = torch.arange(canvas.shape[-2], device=est.device) - (shift[..., 0, None] + he - 1)    # est's row index
+    cols = torch.arange(canvas.shape[-1], device=est.device) - (shift[..., 1, None] + we - 1)
+    inside = ((rows >= 0) & (rows < he))[..., :, None] & ((cols >= 0) & (cols < we))[..., None, :]
+    index = rows.clamp(0, he - 1)[..., :, None] * we + cols.clamp(0, we - 1)[..., None, :]
+    placed = est.flatten(-2).gather(-1, index.flatten(-2)).view(canvas.shape) * inside
+    return ((canvas - placed).square().sum(dim=(-2, -1)) / common_area).to(dtype)
 
 
 def mnc(k_est: Tensor, k_true: Tensor) -> Tensor:

@@ -230,16 +230,44 @@ def test_kernel_mse_hand_made_pair():
     est = torch.zeros(5, 5, dtype=F64)
     est[1, 3], est[1, 4] = 0.75, 0.25
     # centres of mass (1, 1) and (1, 3.25): est moves by round((0, -2.25)) = (0, -2), so est's 0.75 lands on
-    # true's 1 and its 0.25 on a zero: (0.25^2 + 0.25^2) over the common 5 x 5 window. kernel_mse forms
-    # |e|^2 + |t|^2 - 2 c with the correlation c from 7 x 7 FFTs, whose error is a small multiple (~log2 49) of eps
-    # times the terms that cancel (|e|^2 + |t|^2 + 2 c = 3.125), over the window's 25 pixels; the FFT library and
-    # its thread count pick which rounding of that size lands.
-    eps = torch.finfo(F64).eps
-    assert abs(kernel_mse(est, true).item() - 0.125 / 25) < 8 * eps * 3.125 / 25
+    # true's 1 and its 0.25 on a zero: (0.25^2 + 0.25^2) over the common 5 x 5 window
+    assert abs(kernel_mse(est, true).item() - 0.125 / 25) < 1e-17
     # window centres aligned instead, nothing would overlap: (1 + 0.75^2 + 0.25^2) / 25
     assert abs(F.mse_loss(est, F.pad(true, (1, 1, 1, 1))).item() - 1.625 / 25) < 1e-17
     # an all-zero estimate has no centre of mass: the error is the truth's energy
     assert abs(kernel_mse(torch.zeros(4, 4, dtype=F64), true).item() - 1 / 16) < 1e-17
+
+
+def _kernel_mse_brute_force(est, true):
+    """(MSE, shift): kernel_mse's definition, pixel by pixel in numpy float64: the centres of mass of |k|, the
+    rounded shift (half to even), both kernels on one large zero canvas, the squared differences over it."""
+    def centre(k):
+        mass = np.abs(k)
+        if mass.sum() == 0:
+            return np.array([k.shape[0] // 2, k.shape[1] // 2], dtype=float)
+        rows, cols = np.indices(k.shape)
+        return np.array([(mass * rows).sum(), (mass * cols).sum()]) / mass.sum()
+
+    d = np.round(centre(true) - centre(est)).astype(int)
+    margin = est.shape[0] + est.shape[1] + true.shape[0] + true.shape[1]
+    plane = np.zeros((2 * margin, 2 * margin, 2))
+    plane[margin:margin + true.shape[0], margin:margin + true.shape[1], 0] = true
+    plane[margin + d[0]:margin + d[0] + est.shape[0], margin + d[1]:margin + d[1] + est.shape[1], 1] = est
+    area = max(est.shape[0], true.shape[0]) * max(est.shape[1], true.shape[1])
+    total = sum((plane[r, c, 1] - plane[r, c, 0]) ** 2 for r in range(2 * margin) for c in range(2 * margin))
+    return total / area, tuple(d)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kernel_mse_equals_a_brute_force_reference(seed):
+    g = torch.Generator().manual_seed(seed)
+    est = torch.rand(7, 9, generator=g, dtype=F64) ** 4 - 0.05   # uneven mass, a few negative values
+    true = torch.rand(11, 5, generator=g, dtype=F64) ** 4
+    expected, shift = _kernel_mse_brute_force(est.numpy(), true.numpy())
+    assert shift[0] > 0 and shift[1] < 0  # a real alignment: est moves down and left
+    # both sum the same at most 118 (63 + 55) non-zero squared differences in float64: at most 118 eps apart,
+    # relatively
+    assert kernel_mse(est, true).item() == pytest.approx(expected, rel=118 * torch.finfo(F64).eps, abs=0)
 
 
 def test_kernel_metrics_broadcast_leading_dimensions():
