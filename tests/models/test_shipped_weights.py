@@ -36,6 +36,7 @@ def test_shipped_prior_is_intact_and_as_good_as_its_manifest(name, flow_loss_of)
     manifest = SHIPPED[name]
     assert hashlib.sha256((WEIGHTS_DIR / manifest["weights"]).read_bytes()).hexdigest() == manifest["sha256"]
     prior = load_shipped_prior(name).eval()
+    assert manifest["parameters"] == sum(p.numel() for p in prior.parameters())
     held_out = manifest["held_out"]
     clean = held_out_patches(held_out["patches"], held_out["size"], held_out["seed"])
     data = clean * 2 - 1

@@ -1,7 +1,7 @@
 """The shipped priors: tiny end-to-end runs of train-shipped-pixel / train-shipped-latent / export-prior into a
 temporary folder, loaded back by load_shipped_prior (the exported EMA exactly, the manifest consistent with the
-weights and the log), the held-out patches, the checks on corrupt files and bad input, and the priors shipped in the
-package."""
+weights and the log), the held-out patches, the checks on corrupt files and bad input. The priors shipped in the
+package are tested in tests/models/test_shipped_weights.py."""
 
 import csv
 import hashlib
@@ -17,7 +17,7 @@ from blindfast.__main__ import main
 from blindfast.data import EMBEDDED_SPLITS, embedded_images
 from blindfast.models import KLAutoencoder, LatentFlowPrior, NetworkPrior, UNet
 from blindfast.models.denoising_quality import denoise_gain_db
-from blindfast.models.shipped import (WEIGHTS_DIR, ShippedPriorError, load_shipped_prior, shipped_priors)
+from blindfast.models.shipped import ShippedPriorError, load_shipped_prior, shipped_priors
 from blindfast.train import CHECKPOINT_NAME, LOG_NAME, load_weights, read_checkpoint
 from blindfast.train.shipped import (AUTOENCODER_DIR, DENOISE_SIGMAS, HELD_OUT_SEED, QUALITY_BAR_DB, RUN_RECORD,
                                      WEIGHTS_BUDGET_BYTES, export_shipped, held_out_patches, train_shipped_latent,
@@ -362,21 +362,3 @@ def test_export_of_the_autoencoder_checkpoint(latent_run, tmp_path):
     run, _, _ = latent_run
     with pytest.raises(ValueError, match="is the autoencoder's checkpoint: export the prior's"):
         export_shipped(run / AUTOENCODER_DIR / CHECKPOINT_NAME, "lat", out_dir=tmp_path)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# What the package ships
-
-
-def test_the_package_weights_fit_the_budget():
-    files = list(WEIGHTS_DIR.iterdir()) if WEIGHTS_DIR.is_dir() else []
-    assert sum(p.stat().st_size for p in files if p.is_file()) <= WEIGHTS_BUDGET_BYTES
-
-
-def test_every_shipped_prior_loads_and_pixel_priors_meet_the_bar():
-    """Over the priors in blindfast/weights (none until the long runs are exported)."""
-    for name, manifest in shipped_priors().items():
-        prior = load_shipped_prior(name)  # checks the SHA-256
-        assert manifest["parameters"] == sum(p.numel() for p in prior.parameters()), name
-        if manifest["kind"] == "pixel":
-            assert manifest["denoise_gain_db"] >= QUALITY_BAR_DB and manifest["meets_quality_bar"], name
