@@ -15,16 +15,21 @@ import blindfast
 def _info(args: argparse.Namespace) -> int:
     import torch
 
+    from blindfast.ops import _backend
+
     rows = [("blindfast", blindfast.__version__), ("python", platform.python_version())]
     try:
-        from blindfast import _C
-
-        build = _C.build_info()
-        rows += [("compiler", build["compiler"]), ("arch", build["arch"]), ("simd", build["simd"]),
-                 ("openmp", build["openmp"]), ("omp max threads", build["omp_max_threads"]),
-                 ("sanitizers", build["sanitizers"])]
-    except ImportError as err:  # `info` is what one runs when the build is broken: report it, don't crash
+        extension = _backend.cpu()
+    except (ImportError, ValueError) as err:  # `info` is what one runs when the build is broken: report it
+        extension = None
         rows.append(("extension", f"not importable: {err}"))
+    if extension is not None:
+        build = extension.build_info()
+        rows += [("compiler", build["compiler"]),
+                 ("cpu level", f"{build['level']} (this CPU runs: {', '.join(extension.supported_levels())}; "
+                               f"${_backend.LEVEL_VARIABLE} forces a lower one)"),
+                 ("simd", build["simd"]), ("openmp", build["openmp"]),
+                 ("omp max threads", build["omp_max_threads"]), ("sanitizers", build["sanitizers"])]
     rows += [("torch", torch.__version__), ("torch threads", torch.get_num_threads())]
     try:
         import triton
@@ -35,7 +40,7 @@ def _info(args: argparse.Namespace) -> int:
     cuda = torch.cuda.is_available()
     rows.append(("cuda", f"available: {torch.cuda.get_device_name()}" if cuda else "not available"))
     _print_table(rows)
-    return 0
+    return 0 if extension is not None else 1
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -49,7 +49,8 @@ std::string simd_level() {
 
 }  // namespace
 
-PYBIND11_MODULE(_C, m) {
+// BLINDFAST_MODULE is _C_<level> (CMakeLists.txt): one module per instruction-set level.
+PYBIND11_MODULE(BLINDFAST_MODULE, m) {
   m.doc() = "blindfast CPU kernels (raw-pointer interface; use blindfast.ops)";
 
   // x_shape: (B, C, H, W) of the image; grid_shape: (Bg, Cg, Gy, Gx, kh, kw).
@@ -82,12 +83,13 @@ PYBIND11_MODULE(_C, m) {
   bind_info_nce(m);
   bind_hqs(m);
   bind_flow(m);
+  bind_cpu_levels(m);
 
   m.def("build_info", [] {
     py::dict info;
     info["version"] = BLINDFAST_VERSION;
     info["compiler"] = std::string(__VERSION__);
-    info["arch"] = BLINDFAST_ARCH;
+    info["level"] = BLINDFAST_LEVEL;
     info["simd"] = simd_level();
     info["openmp"] = _OPENMP;
     info["omp_max_threads"] = omp_get_max_threads();

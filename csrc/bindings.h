@@ -21,6 +21,7 @@ void bind_patchify(pybind11::module_& m);
 void bind_info_nce(pybind11::module_& m);
 void bind_hqs(pybind11::module_& m);
 void bind_flow(pybind11::module_& m);
+void bind_cpu_levels(pybind11::module_& m);
 
 }  // namespace blindfast
 

@@ -1,5 +1,6 @@
-// Portable fixed-width vectors (GCC/Clang vector extensions). 32 bytes: one AVX2 register where the building
-// machine has AVX2, two SSE/NEON registers otherwise; the compiler picks the instructions.
+// Portable fixed-width vectors (GCC/Clang vector extensions). 32 bytes: one AVX2 register where the level being
+// compiled has AVX (CMakeLists.txt: one module per level), two SSE/NEON registers otherwise; the compiler picks the
+// instructions.
 #pragma once
 #include <cstring>
 #if defined(__AVX__)
@@ -39,12 +40,11 @@ struct Simd {
   // -0.0 + s == s for every s (also -0.0), so the compiler drops the add and emits a plain broadcast.
   static inline vec broadcast(T s) { return -vec{} + s; }
   // Keeps v in a register: without it GCC folds one load into every FMA that uses it, doubling the loads of
-  // the two-kernel strips (measured: 7 -> 4 cycles per 8 FMAs on Zen).
+  // the two-kernel strips (measured: 7 -> 4 cycles per 8 FMAs on Zen). Only where one register holds 32 bytes
+  // (AVX): on SSE or NEON the vector is a register pair, which no asm constraint names.
   static inline vec pin(vec v) {
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__AVX__)
     asm("" : "+x"(v));
-#elif defined(__aarch64__)
-    asm("" : "+w"(v));
 #endif
     return v;
   }

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Builds the extension with -fsanitize=address,undefined into build-sanitize/ and runs the C++ op tests against it
-# (blindfast loads the extension named by BLINDFAST_C_PATH instead of the installed one).
+# Builds the extension (one -march=native module) with -fsanitize=address,undefined into build-sanitize/ and runs
+# the C++ op tests against it (blindfast loads the extension named by BLINDFAST_C_PATH instead of the installed one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py="${BLINDFAST_VENV:-.venv}/bin/python"
-cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBLINDFAST_SANITIZE=ON \
+cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBLINDFAST_SANITIZE=ON -DBLINDFAST_NATIVE=ON \
   -DPython_EXECUTABLE="$py" -Dpybind11_DIR="$("$py" -m pybind11 --cmakedir)" > /dev/null
 cmake --build build-sanitize > /dev/null
-so=$(ls build-sanitize/_C*.so)
+so=$(ls build-sanitize/_C_native*.so)
 sanitized() {
   BLINDFAST_C_PATH="$so" \
     LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \

@@ -5,9 +5,9 @@ import json
 import pytest
 
 import blindfast
-from blindfast import _C
 from blindfast.__main__ import main
 from blindfast.demo import OUTPUT_FILES
+from blindfast.ops import _backend
 
 
 def test_no_arguments_prints_help(capsys):
@@ -20,7 +20,7 @@ def test_info_reports_version_and_simd(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert blindfast.__version__ in out
-    assert _C.build_info()["simd"] in out
+    assert _backend.cpu().build_info()["simd"] in out
     assert "torch threads" in out and "triton" in out and "cuda" in out
 
 
