@@ -272,7 +272,25 @@ def test_power_ema_gamma_gives_the_relative_std(std):
     gamma = power_ema_gamma(std)
     # EDM2 Eq. 3: sigma_rel = ((gamma + 1) / ((gamma + 2)^2 (gamma + 3)))^(1/2).
     assert math.sqrt((gamma + 1) / ((gamma + 2) ** 2 * (gamma + 3))) == pytest.approx(std, rel=1e-12)
-    assert power_ema_beta(1000, 10, std) == pytest.approx((1 - 10 / 1000) ** (gamma + 1), rel=1e-15)
+
+
+@pytest.mark.parametrize("std", [0.05, 0.10, 0.2])
+def test_power_ema_beta_averages_with_the_power_profile(std):
+    """Running the EMA with beta after each of T batches of b images gives the k-th batch's weights the share
+    ((k b)^(g+1) - ((k-1) b)^(g+1)) / (T b)^(g+1): the profile t^g of EDM2 Eq. 2 integrated over that batch's images.
+    That profile's standard deviation relative to its length, integrated numerically here, is ``std``."""
+    batch, steps = 8, 4000
+    shares = torch.zeros(steps, dtype=torch.float64)  # each batch's weight in the running average
+    for k in range(1, steps + 1):
+        beta = power_ema_beta(k * batch, batch, std)
+        shares *= beta
+        shares[k - 1] = 1.0 - beta
+    gamma = power_ema_gamma(std)
+    ends = torch.arange(steps + 1, dtype=torch.float64) / steps
+    torch.testing.assert_close(shares, ends[1:] ** (gamma + 1) - ends[:-1] ** (gamma + 1), rtol=1e-9, atol=1e-15)
+    centres = (ends[1:] + ends[:-1]) / 2
+    mean = (shares * centres).sum()
+    assert ((shares * (centres - mean) ** 2).sum().sqrt().item()) == pytest.approx(std, rel=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------------------------
