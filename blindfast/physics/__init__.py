@@ -8,6 +8,7 @@ from blindfast.physics.deepinv_interop import as_deepinv_physics
 from blindfast.physics.downsample import BlurDownsample, Downsample
 from blindfast.physics.kernels import gaussian_kernel, gaussian_kernel_params, motion_kernel
 from blindfast.physics.lens import lens_psf_grid
+from blindfast.physics.lens_field import LensField
 from blindfast.physics.motion_blur import RotationBlur, ZoomBlur, rotation_params, zoom_params
 from blindfast.physics.noise import GaussianNoise
 from blindfast.physics.parameterisations import DirectKernel, LinearConvNetKernel, NoiseStd, PSFGrid
@@ -17,7 +18,7 @@ __all__ = [
     "Operator", "LinearOperator", "Composition",
     "Blur", "SpaceVaryingBlur", "ProductConvolution", "Downsample", "BlurDownsample", "RotationBlur", "ZoomBlur",
     "GaussianNoise",
-    "DirectKernel", "PSFGrid", "LinearConvNetKernel", "NoiseStd", "regularisers",
+    "DirectKernel", "PSFGrid", "LensField", "LinearConvNetKernel", "NoiseStd", "regularisers",
     "psf_at", "tent_multipliers",
     "motion_kernel", "gaussian_kernel", "gaussian_kernel_params", "lens_psf_grid", "rotation_params", "zoom_params",
     "as_deepinv_physics",
