@@ -7,7 +7,7 @@ from blindfast.physics import Blur, SpaceVaryingBlur
 from blindfast.restore import cg_tikhonov
 from blindfast.restore.finite_differences import add_gradient_normal_, gradient, gradient_adjoint
 
-from conftest import dense_matrix, forward_difference_matrix
+from _dense import dense_matrix, forward_difference_matrix
 
 
 @pytest.mark.parametrize("regulariser", ["identity", "gradient"])

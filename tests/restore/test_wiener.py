@@ -8,7 +8,7 @@ from blindfast.metrics import psnr
 from blindfast.physics import Blur, SpaceVaryingBlur, motion_kernel
 from blindfast.restore import wiener
 
-from conftest import dense_matrix, forward_difference_matrix
+from _dense import dense_matrix, forward_difference_matrix
 
 
 @pytest.mark.parametrize("regulariser", ["identity", "gradient"])

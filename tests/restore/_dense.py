@@ -1,4 +1,4 @@
-"""Shared helpers of the restore tests: dense matrices of small operators (the independent reference)."""
+"""Dense matrices of small operators: the independent reference of the restore tests."""
 
 import torch
 
