@@ -1,7 +1,8 @@
 """The demo: blur a photo with a synthetic lens through ``sv_conv``, restore it non-blindly, and show both.
 
 Pipeline: sharp photo x (skimage.data) -> y = A x + noise, with A = ``sv_conv(., lens_psf_grid(...), "reflect")``
--> Tikhonov restoration by conjugate gradient -> ``before_after.png``, ``psf_grid.png``, ``metrics.json``.
+-> Tikhonov restoration by conjugate gradient (:func:`blindfast.restore.cg_tikhonov`) -> ``before_after.png``,
+``psf_grid.png``, ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torch import Tensor
-from tqdm import tqdm
 
 from blindfast.atomic_file import save_atomic
 from blindfast.ops import sv_conv
-from blindfast.physics import lens_psf_grid
+from blindfast.physics import SpaceVaryingBlur, lens_psf_grid
+from blindfast.restore import cg_tikhonov
 
-__all__ = ["run_demo", "load_image", "restore_tikhonov", "RGB_IMAGES", "OUTPUT_FILES", "DEFAULT_LAM",
-           "DEFAULT_ITERS"]
+__all__ = ["run_demo", "load_image", "RGB_IMAGES", "OUTPUT_FILES", "DEFAULT_LAM", "DEFAULT_ITERS"]
 
 # skimage.data's RGB photos shipped inside the package: the others are fetched over the network on first use.
 RGB_IMAGES = ("astronaut", "cat", "chelsea", "coffee", "colorwheel", "hubble_deep_field", "immunohistochemistry",
@@ -59,63 +59,6 @@ def load_image(name: str = "astronaut", crop: int | None = None) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1)[None].float() / 255
 
 
-def _grad(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Forward differences D x of a (B, C, H, W) image, zero across the last row / column (Neumann)."""
-    gy = torch.nn.functional.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
-    gx = torch.nn.functional.pad(x[..., 1:] - x[..., :-1], (0, 1))
-    return gy, gx
-
-
-def _grad_adjoint(gy: Tensor, gx: Tensor) -> Tensor:
-    """D^T (gy, gx): the exact transpose of :func:`_grad` (a negative divergence)."""
-    pad = torch.nn.functional.pad
-    dy = pad(gy[..., :-1, :], (0, 0, 1, 0)) - pad(gy[..., :-1, :], (0, 0, 0, 1))
-    dx = pad(gx[..., :-1], (1, 0)) - pad(gx[..., :-1], (0, 1))
-    return dy + dx
-
-
-def restore_tikhonov(y: Tensor, psf_grid: Tensor, lam: float = DEFAULT_LAM, iters: int = DEFAULT_ITERS,
-                     padding: str = PADDING, progress: bool = True) -> Tensor:
-    """Solve (A^T A + lam D^T D) x = A^T y by conjugate gradient, A = ``sv_conv(., psf_grid, padding)``.
-
-    Starts from x = y (a blurred image is closer to the answer than zeros). A "valid" padding is not supported:
-    the start needs x and y on one grid.
-
-    Args:
-        y: (B, C, H, W) blurred, noisy image.
-        psf_grid: (B|1, C|1, Gy, Gx, kh, kw) the blur's kernels.
-        lam: weight of the squared-gradient penalty.
-        iters: conjugate-gradient iterations.
-        padding: the blur's padding.
-        progress: show a tqdm bar with the relative residual.
-    Returns:
-        (B, C, H, W) the restored image (not clipped).
-    """
-    def normal_op(v: Tensor) -> Tensor:
-        return sv_conv(sv_conv(v, psf_grid, padding=padding), psf_grid, padding=padding, adjoint=True) \
-            + lam * _grad_adjoint(*_grad(v))
-
-    b = sv_conv(y, psf_grid, padding=padding, adjoint=True)
-    x = y.clone()
-    r = b - normal_op(x)
-    p = r.clone()
-    rr = r.square().sum()
-    b_norm = b.norm()
-    bar = tqdm(range(iters), desc="CG", unit="it", disable=not progress, leave=False)
-    for _ in bar:
-        if rr == 0:  # solved exactly: another step would divide 0 by 0
-            break
-        q = normal_op(p)
-        alpha = rr / (p * q).sum()
-        x += alpha * p
-        r -= alpha * q
-        rr_next = r.square().sum()
-        p = r + (rr_next / rr) * p
-        rr = rr_next
-        bar.set_postfix(residual=f"{(rr.sqrt() / b_norm).item():.2e}")
-    return x
-
-
 def run_demo(out_dir: str | os.PathLike, image: str = "astronaut", grid: tuple[int, int] = (8, 8), size: int = 31,
              noise: float = 0.01, iters: int = DEFAULT_ITERS, seed: int = 0, crop: int | None = None,
              lam: float = DEFAULT_LAM, progress: bool = True) -> dict:
@@ -144,7 +87,9 @@ def run_demo(out_dir: str | os.PathLike, image: str = "astronaut", grid: tuple[i
     noisy = blurred + noise * torch.randn(blurred.shape, generator=generator)
 
     solve_start = time.perf_counter()
-    restored = restore_tikhonov(noisy, psf_grid, lam, iters, progress=progress)
+    # Starts from the blurred image (closer to the answer than zeros); the gradient regulariser (D^T D).
+    restored = cg_tikhonov(noisy, SpaceVaryingBlur(padding=PADDING), {"psf_grid": psf_grid}, lam=lam, iters=iters,
+                           regulariser="gradient", progress=progress)
     solve_s = time.perf_counter() - solve_start
 
     sharp_np, noisy_np, restored_np = (_to_numpy(t) for t in (sharp, noisy, restored))

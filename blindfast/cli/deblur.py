@@ -1,0 +1,225 @@
+"""``blindfast deblur``: restore a photo given its blur (a kernel, a PSF grid, or a registered blind method).
+
+The solvers are :mod:`blindfast.restore`'s; a blind method plugs in through
+:func:`blindfast.restore.registry.register_method` and is offered as ``--method NAME`` without a change here.
+The output keeps the input's bit depth and is written atomically; a report ``<out stem>.report.json`` beside it
+holds the solver, settings, times and, with ``--reference``, PSNR / SSIM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from blindfast.cli.common import CommandError, add_command, print_table
+
+SOLVERS = ("wiener", "cg", "pnp", "diffpir")
+PADDING = "reflect"      # photos continue past their edges; reflection is the closest of the operator's paddings
+DEFAULT_PRIOR = "pixel_tiny"
+DEFAULT_DENOISE_TILE = 128
+
+
+def _load_array(path: str, option: str, ndim: tuple[int, ...], layout: str):
+    import numpy as np
+    import torch
+
+    file = Path(path)
+    if not file.is_file():
+        raise CommandError(f"{option} {path}: no such file")
+    try:
+        array = np.load(file, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise CommandError(f"{option} {path}: expected a .npy array, got an unreadable file ({err})") from None
+    if array.ndim not in ndim or not np.issubdtype(array.dtype, np.floating):
+        raise CommandError(f"{option} {path}: expected a float array of shape {layout}, got {array.dtype} "
+                           f"{array.shape}")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def _operator(args: argparse.Namespace, y):
+    """(op, params) from --kernel, --psf-grid or --method."""
+    from blindfast.physics import Blur, SpaceVaryingBlur
+    from blindfast.restore.registry import registered_methods
+
+    if args.kernel is not None:
+        kernel = _load_array(args.kernel, "--kernel", (2, 3), "(kh, kw) or (C, kh, kw)")
+        kernel = kernel[None, None] if kernel.dim() == 2 else kernel[None]
+        return Blur(padding=PADDING), {"kernel": kernel}
+    if args.psf_grid is not None:
+        grid = _load_array(args.psf_grid, "--psf-grid", (4, 5), "(Gy, Gx, kh, kw) or (C, Gy, Gx, kh, kw)")
+        grid = grid[None, None] if grid.dim() == 4 else grid[None]
+        return SpaceVaryingBlur(padding=PADDING), {"psf_grid": grid}
+    methods = registered_methods()
+    if args.method not in methods:
+        available = ", ".join(sorted(methods)) or "none is registered yet"
+        raise CommandError(f"--method: expected one of the registered blind methods ({available}), got "
+                           f"{args.method!r}")
+    return methods[args.method].estimate(y, args)
+
+
+def _prior(name_or_dir: str):
+    from blindfast.models import load_shipped_prior, shipped_priors
+
+    folder = Path(name_or_dir)
+    if folder.is_dir():
+        priors = shipped_priors(folder)
+        if len(priors) != 1:
+            raise CommandError(f"--prior {folder}: expected a folder holding one prior (a manifest .json and its "
+                               f"weights), got {len(priors)}: {sorted(priors)}")
+        return load_shipped_prior(next(iter(priors)), folder)
+    return load_shipped_prior(name_or_dir)
+
+
+def _solver(args: argparse.Namespace, op, sigma: float, lam: float):
+    """solve(y, params) -> x for the chosen solver and settings."""
+    from blindfast.physics import Blur
+    from blindfast.restore import PriorDenoiser, cg_tikhonov, diffpir, pnp_hqs, wiener
+    from blindfast.restore.diffpir import DIFFPIR_STEPS
+    from blindfast.restore.pnp_hqs import PNP_ITERS
+
+    if args.solver == "wiener":
+        if not isinstance(op, Blur):
+            raise CommandError("--solver wiener needs a uniform kernel (--kernel), got a space-varying blur: use "
+                               "--solver cg, pnp or diffpir")
+        return lambda y, params: wiener(y, op, params, lam=lam, regulariser="gradient")
+    if args.solver == "cg":
+        return lambda y, params: cg_tikhonov(y, op, params, lam=lam, iters=args.iters or 30,
+                                             progress=not args.quiet and args.tile is None)
+    denoiser = PriorDenoiser(_prior(args.prior), tile=DEFAULT_DENOISE_TILE)
+    if args.solver == "pnp":
+        return lambda y, params: pnp_hqs(y, op, params, denoiser, sigma=sigma, iters=args.iters or PNP_ITERS,
+                                         progress=not args.quiet and args.tile is None)
+    import torch
+
+    generator = torch.Generator().manual_seed(args.seed)
+    return lambda y, params: diffpir(y, op, params, denoiser, sigma=sigma, steps=args.iters or DIFFPIR_STEPS,
+                                     generator=generator, progress=not args.quiet and args.tile is None)
+
+
+def _tiled(solve, y, op, params, tile: int, quiet: bool):
+    from tqdm import tqdm
+
+    from blindfast.data import tile_slices
+    from blindfast.restore import restore_tiled
+
+    kernel = params.get("kernel", params.get("psf_grid"))
+    overlap = min(max(kernel.shape[-2:]), tile // 2)
+    if tile < max(kernel.shape[-2:]):   # checked here too, so the bar is not drawn for nothing
+        raise CommandError(f"--tile must be at least the kernel size {max(kernel.shape[-2:])}, got {tile}")
+    bar = tqdm(total=len(tile_slices(y.shape[-2:], tile, overlap)), desc="tiles", disable=quiet, leave=False)
+
+    def solve_tile(y_tile, tile_params):
+        result = solve(y_tile, tile_params)
+        bar.update()
+        return result
+
+    try:
+        return restore_tiled(solve_tile, y, op, params, tile=tile, overlap=overlap)
+    finally:
+        bar.close()
+
+
+def _scores(x, reference) -> dict:
+    from blindfast.metrics import psnr, ssim
+
+    return {"psnr": float(psnr(x.clamp(0, 1), reference)), "ssim": float(ssim(x.clamp(0, 1), reference))}
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from blindfast.atomic_file import save_atomic
+    from blindfast.cli.image_io import check_output_path, read_photo, write_photo
+    from blindfast.restore.noise_level import estimate_noise_std, tikhonov_weight
+    from blindfast.restore.validation import check_blur_params, check_positive
+
+    start = time.perf_counter()
+    if args.sigma is not None:
+        check_positive("--sigma", args.sigma)
+    if args.lam is not None:
+        check_positive("--lam", args.lam)
+    if args.tile is not None and args.tile < 1:
+        raise CommandError(f"--tile must be a positive number of pixels, got {args.tile}")
+    y, bits = read_photo(args.input)
+    out = check_output_path(args.out, bits)
+    reference = None
+    if args.reference is not None:
+        reference, _ = read_photo(args.reference)
+        if reference.shape != y.shape:
+            raise CommandError(f"--reference {args.reference}: expected the input's shape {tuple(y.shape[1:])} "
+                               f"(C, H, W), got {tuple(reference.shape[1:])}")
+    op, params = _operator(args, y)
+    check_blur_params(op, params, y)
+    sigma = args.sigma if args.sigma is not None else estimate_noise_std(y)
+    sigma = max(sigma, 1e-4)     # a noise-free file still has quantisation noise; sigma 0 would mean no prior
+    lam = args.lam if args.lam is not None else tikhonov_weight(sigma)
+    solve = _solver(args, op, sigma, lam)
+    read_s = time.perf_counter() - start
+
+    solve_start = time.perf_counter()
+    with torch.no_grad():
+        restored = solve(y, params) if args.tile is None else _tiled(solve, y, op, params, args.tile, args.quiet)
+    solve_s = time.perf_counter() - solve_start
+
+    write_start = time.perf_counter()
+    write_photo(out, restored, bits)
+    report = {
+        "input": str(args.input), "output": str(out), "height": y.shape[-2], "width": y.shape[-1],
+        "channels": y.shape[1], "bits": bits, "solver": args.solver, "method": args.method,
+        "operator": "kernel" if args.kernel else "psf_grid" if args.psf_grid else args.method,
+        "settings": {"sigma": sigma, "sigma_estimated": args.sigma is None, "lam": lam, "iters": args.iters,
+                     "tile": args.tile, "padding": PADDING,
+                     "prior": args.prior if args.solver in ("pnp", "diffpir") else None, "seed": args.seed},
+        "threads": torch.get_num_threads(),
+    }
+    if reference is not None:
+        report["measurement"] = _scores(y, reference)
+        report["restored"] = _scores(restored, reference)
+    report["times"] = {"read_s": read_s, "solve_s": solve_s, "write_s": time.perf_counter() - write_start,
+                       "total_s": time.perf_counter() - start}
+    report_path = out.with_name(out.stem + ".report.json")
+    save_atomic(report_path, lambda f: f.write(json.dumps(report, indent=2).encode()))
+    rows = [("solver", args.solver), ("sigma", f"{sigma:.4g}"), ("solve", f"{solve_s:.2f} s")]
+    if reference is not None:
+        rows += [("PSNR", f"{report['measurement']['psnr']:.2f} -> {report['restored']['psnr']:.2f} dB"),
+                 ("SSIM", f"{report['measurement']['ssim']:.3f} -> {report['restored']['ssim']:.3f}")]
+    print_table(rows + [("wrote", out), ("report", report_path)])
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    from blindfast.restore.registry import load_methods
+
+    methods = load_methods()
+    deblur = add_command(commands, "deblur", run, help="restore a photo given its blur: a kernel, a PSF grid, or a "
+                                                       "blind method")
+    deblur.add_argument("--input", required=True, help="the blurred photo (.png, .jpg, .tif; 8 or 16 bit, grey or "
+                                                       "RGB)")
+    deblur.add_argument("--out", required=True, help="the restored photo, written with the input's bit depth; the "
+                                                     "report goes beside it as <stem>.report.json")
+    blur = deblur.add_mutually_exclusive_group(required=True)
+    blur.add_argument("--kernel", help="a uniform blur kernel: .npy of shape (kh, kw) or (C, kh, kw)")
+    blur.add_argument("--psf-grid", help="a lens's PSF grid: .npy of shape (Gy, Gx, kh, kw) or (C, Gy, Gx, kh, kw), "
+                                         "nodes on the corner pixels (blindfast.ops.sv_conv)")
+    blur.add_argument("--method", help="a blind method that estimates the blur" + (
+                          f" ({', '.join(sorted(methods))})" if methods else " (none is installed yet)"))
+    deblur.add_argument("--solver", default="cg", choices=SOLVERS, help="wiener (uniform kernels), cg (Tikhonov), "
+                                                                        "pnp (DPIR with the prior), diffpir "
+                                                                        "(default: %(default)s)")
+    deblur.add_argument("--sigma", type=float, default=None, help="the noise std in [0, 1] units (default: "
+                                                                  "estimated from the photo)")
+    deblur.add_argument("--lam", type=float, default=None, help="Tikhonov weight of wiener / cg (default: "
+                                                                "(sigma / 0.1)^2)")
+    deblur.add_argument("--iters", type=int, default=None, help="iterations (default: cg 30, pnp 16, diffpir 20)")
+    deblur.add_argument("--tile", type=int, default=None, help="restore on blended tiles of this side (bounded "
+                                                               "memory; at least the kernel size)")
+    deblur.add_argument("--prior", default=DEFAULT_PRIOR, help="a shipped prior's name or a folder holding one, for "
+                                                               "pnp / diffpir (default: %(default)s)")
+    deblur.add_argument("--reference", default=None, help="the sharp photo: the report gets PSNR / SSIM")
+    deblur.add_argument("--seed", type=int, default=0, help="seeds diffpir's noise (default: %(default)s)")
+    deblur.add_argument("--quiet", action="store_true", help="no progress bar")
+    for method in methods.values():
+        if method.add_arguments is not None:
+            method.add_arguments(deblur.add_argument_group(f"--method {method.name}"))

@@ -1,0 +1,52 @@
+"""``blindfast export-prior``: measure a train-shipped-* checkpoint on held-out patches and ship it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from blindfast.cli.common import add_command, default_device, print_table
+
+
+def run(args: argparse.Namespace) -> int:
+    from blindfast.models.shipped import WEIGHTS_DIR
+    from blindfast.train.shipped import export_shipped
+
+    try:
+        manifest = export_shipped(args.checkpoint, args.name, out_dir=args.out_dir, ema_std=args.ema_std,
+                                  held_out=args.held_out, device=default_device(args.device))
+    except FileNotFoundError as err:
+        print(f"blindfast export-prior: error: {err}", file=sys.stderr)
+        return 2
+    rows = [("name", manifest["name"]), ("kind", manifest["kind"]), ("images seen", manifest["images_seen"]),
+            ("final loss", f"{manifest['final_loss']:.4f}"),
+            ("held-out flow loss", f"{manifest['heldout_flow_loss']:.4f}")]
+    if manifest["kind"] == "pixel":
+        denoising = manifest["denoising"]
+        for sigma, prior_db, gaussian_db in zip(denoising["sigmas"], denoising["prior_psnr"],
+                                                denoising["gaussian_psnr"]):
+            rows.append((f"PSNR at sigma {sigma}", f"prior {prior_db:.2f} dB, best Gaussian {gaussian_db:.2f} dB"))
+        rows.append(("denoise gain", f"{manifest['denoise_gain_db']:.2f} dB (bar {manifest['quality_bar_db']} dB: "
+                                     f"{'met' if manifest['meets_quality_bar'] else 'NOT met'})"))
+    else:
+        rows.append(("autoencoder PSNR", f"{manifest['autoencoder_psnr']:.2f} dB"))
+    out_dir = args.out_dir or WEIGHTS_DIR
+    rows += [("wrote", os.path.join(out_dir, manifest["weights"])),
+             ("manifest", os.path.join(out_dir, f"{manifest['name']}.json"))]
+    print_table(rows)
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    export = add_command(commands, "export-prior", run, help="measure a train-shipped-* checkpoint on held-out "
+                                                             "patches and write it with its manifest into "
+                                                             "blindfast/weights")
+    export.add_argument("--checkpoint", required=True, help="the prior's checkpoint (OUT/checkpoint.safetensors)")
+    export.add_argument("--name", required=True, help="the shipped prior's name (file stem)")
+    export.add_argument("--ema-std", type=float, default=0.05, help="relative std of the EMA to ship "
+                                                                    "(default: %(default)s)")
+    export.add_argument("--held-out", type=int, default=256, help="held-out test-split patches to measure on "
+                                                                  "(default: %(default)s)")
+    export.add_argument("--out-dir", default=None, help="where to write (default: blindfast/weights in the package)")
+    export.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
