@@ -29,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
 
-    A command's bad option value or input (``ValueError``, :class:`CommandError`) exits with status 2 and the
-    message under that command's usage, never a traceback.
+    A command's bad option value or input (``ValueError``, :class:`CommandError`, an ``OSError`` such as an
+    unreadable image) exits with status 2 and the message under that command's usage, never a traceback.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -39,5 +39,5 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.run(args)
-    except (ValueError, CommandError) as err:  # the library's message names what was expected and what was got
+    except (ValueError, CommandError, OSError) as err:  # the message names what was expected and what was got
         args.command_parser.error(str(err))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from blindfast.cli.arg_types import non_negative_float, positive_int
 from blindfast.cli.common import add_command, print_table
 
 
@@ -26,9 +27,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     demo = add_command(commands, "demo", run, help="blur a photo with a synthetic lens and restore it (writes PNGs)")
     demo.add_argument("--out", default="outputs/demo", help="output folder (default: %(default)s)")
     demo.add_argument("--image", default="astronaut", choices=RGB_IMAGES, help="skimage.data photo")
-    demo.add_argument("--size", type=int, default=31, help="PSF window side in pixels (default: %(default)s)")
-    demo.add_argument("--iters", type=int, default=DEFAULT_ITERS, help="conjugate-gradient iterations "
+    demo.add_argument("--size", type=positive_int, default=31, help="PSF window side in pixels (default: %(default)s)")
+    demo.add_argument("--iters", type=positive_int, default=DEFAULT_ITERS, help="conjugate-gradient iterations "
                                                                         "(default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="seeds the lens and the noise (default: %(default)s)")
-    demo.add_argument("--noise", type=float, default=0.01, help="noise standard deviation (default: %(default)s)")
-    demo.add_argument("--crop", type=int, default=None, help="restore only a centre crop of this side (quick runs)")
+    demo.add_argument("--noise", type=non_negative_float, default=0.01, help="noise standard deviation (default: %(default)s)")
+    demo.add_argument("--crop", type=positive_int, default=None, help="restore only a centre crop of this side (quick runs)")

@@ -5,14 +5,26 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
-from blindfast.cli.common import add_command, default_device, print_table
+from blindfast.cli.arg_types import positive_float, positive_int
+from blindfast.cli.common import CommandError, add_command, default_device, print_table
+
+
+def in_source_checkout(weights_dir: Path) -> bool:
+    """Whether the package's weights folder lies in a source checkout (an editable install or the tree itself),
+    the only place the default --out-dir writes to: never into an installed package (site-packages)."""
+    return (weights_dir.parent.parent / "pyproject.toml").is_file()
+
 
 
 def run(args: argparse.Namespace) -> int:
     from blindfast.models.shipped import WEIGHTS_DIR
     from blindfast.train.shipped import export_shipped
 
+    if args.out_dir is None and not in_source_checkout(WEIGHTS_DIR):
+        raise CommandError(f"--out-dir is required: blindfast is installed at {WEIGHTS_DIR.parent}, not in a source "
+                           f"checkout, and export-prior writes into the package's weights only in a checkout")
     try:
         manifest = export_shipped(args.checkpoint, args.name, out_dir=args.out_dir, ema_std=args.ema_std,
                                   held_out=args.held_out, device=default_device(args.device))
@@ -44,9 +56,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                                                              "blindfast/weights")
     export.add_argument("--checkpoint", required=True, help="the prior's checkpoint (OUT/checkpoint.safetensors)")
     export.add_argument("--name", required=True, help="the shipped prior's name (file stem)")
-    export.add_argument("--ema-std", type=float, default=0.05, help="relative std of the EMA to ship "
+    export.add_argument("--ema-std", type=positive_float, default=0.05, help="relative std of the EMA to ship "
                                                                     "(default: %(default)s)")
-    export.add_argument("--held-out", type=int, default=256, help="held-out test-split patches to measure on "
+    export.add_argument("--held-out", type=positive_int, default=256, help="held-out test-split patches to measure on "
                                                                   "(default: %(default)s)")
-    export.add_argument("--out-dir", default=None, help="where to write (default: blindfast/weights in the package)")
+    export.add_argument("--out-dir", default=None, help="where to write (default: blindfast/weights of a source "
+                                                        "checkout; required when blindfast is installed)")
     export.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from blindfast.cli.arg_types import fraction, non_negative_float, positive_float, positive_int
 from blindfast.cli.common import add_command, print_table
 
 
@@ -15,10 +16,6 @@ def run(args: argparse.Namespace) -> int:
     from blindfast.models.unet import UNet
     from blindfast.train import LOG_NAME, ImagePatches, TrainConfig, World, train_prior
 
-    if not args.kimg > 0:
-        raise ValueError(f"--kimg must be > 0, got {args.kimg}")
-    if not args.snapshot_kimg >= 0:
-        raise ValueError(f"--snapshot-kimg must be >= 0, got {args.snapshot_kimg}")
     try:
         data = ImagePatches.from_folder(args.data, args.patch)
     except (FileNotFoundError, NotADirectoryError) as err:
@@ -55,17 +52,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--data", required=True, help="folder of images (.png, .jpg, .tif; searched recursively)")
     train.add_argument("--out", required=True, help="output folder for the checkpoint and the log")
     train.add_argument("--preset", default="tiny", help="UNet preset: tiny, small or base (default: %(default)s)")
-    train.add_argument("--patch", type=int, default=64, help="patch side in pixels (default: %(default)s)")
-    train.add_argument("--kimg", type=float, required=True, help="training length in thousands of images")
-    train.add_argument("--batch", type=int, default=32, help="images per optimiser step, over all processes "
+    train.add_argument("--patch", type=positive_int, default=64, help="patch side in pixels (default: %(default)s)")
+    train.add_argument("--kimg", type=positive_float, required=True, help="training length in thousands of images")
+    train.add_argument("--batch", type=positive_int, default=32, help="images per optimiser step, over all processes "
                                                               "(default: %(default)s)")
-    train.add_argument("--micro-batch", type=int, default=None, help="images per forward pass of each process; "
+    train.add_argument("--micro-batch", type=positive_int, default=None, help="images per forward pass of each process; "
                                                                      "--batch must be a multiple of it times the "
                                                                      "number of processes (default: a process's "
                                                                      "whole part of the batch)")
-    train.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: %(default)s)")
-    train.add_argument("--dropout", type=float, default=0.0, help="UNet dropout (default: %(default)s)")
-    train.add_argument("--snapshot-kimg", type=float, default=50.0, help="checkpoint every this many thousand "
+    train.add_argument("--lr", type=positive_float, default=1e-4, help="Adam learning rate (default: %(default)s)")
+    train.add_argument("--dropout", type=fraction, default=0.0, help="UNet dropout (default: %(default)s)")
+    train.add_argument("--snapshot-kimg", type=non_negative_float, default=50.0, help="checkpoint every this many thousand "
                                                                          "images (default: %(default)s)")
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     train.add_argument("--seed", type=int, default=0, help="seeds the weights, data and noise (default: %(default)s)")

@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 
+from blindfast.cli.arg_types import non_negative_float, positive_float, positive_int
 from blindfast.cli.common import add_command, default_device, print_table
 
 
@@ -45,12 +46,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _add_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--out", required=True, help="output folder for the checkpoints, logs and run record")
-    command.add_argument("--kimg", type=float, required=True, help="prior training length in thousands of images")
+    command.add_argument("--kimg", type=positive_float, required=True, help="prior training length in thousands of images")
     command.add_argument("--preset", default="tiny", help="UNet preset: tiny, small or base (default: %(default)s)")
-    command.add_argument("--patch", type=int, default=64, help="patch side in pixels (default: %(default)s)")
-    command.add_argument("--batch", type=int, default=32, help="prior images per Adam step (default: %(default)s)")
-    command.add_argument("--lr", type=float, default=2e-4, help="prior Adam learning rate (default: %(default)s)")
-    command.add_argument("--snapshot-kimg", type=float, default=50.0, help="checkpoint every this many thousand "
+    command.add_argument("--patch", type=positive_int, default=64, help="patch side in pixels (default: %(default)s)")
+    command.add_argument("--batch", type=positive_int, default=32, help="prior images per Adam step (default: %(default)s)")
+    command.add_argument("--lr", type=positive_float, default=2e-4, help="prior Adam learning rate (default: %(default)s)")
+    command.add_argument("--snapshot-kimg", type=non_negative_float, default=50.0, help="checkpoint every this many thousand "
                                                                            "images (default: %(default)s)")
     command.add_argument("--seed", type=int, default=0, help="seeds the weights, data and noise "
                                                              "(default: %(default)s)")
@@ -67,10 +68,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                          help="train the shipped latent prior: a KL autoencoder, its scaling factor, then a U-Net on "
                               "its latents of the embedded photographs (train split)")
     _add_options(latent)
-    latent.add_argument("--ae-kimg", type=float, required=True, help="autoencoder training length in thousands "
+    latent.add_argument("--ae-kimg", type=positive_float, required=True, help="autoencoder training length in thousands "
                                                                      "of images")
     latent.add_argument("--ae-preset", default="tiny", help="autoencoder preset (default: %(default)s)")
-    latent.add_argument("--ae-batch", type=int, default=16, help="autoencoder images per Adam step "
+    latent.add_argument("--ae-batch", type=positive_int, default=16, help="autoencoder images per Adam step "
                                                                  "(default: %(default)s)")
-    latent.add_argument("--ae-lr", type=float, default=1e-3, help="autoencoder Adam learning rate "
+    latent.add_argument("--ae-lr", type=positive_float, default=1e-3, help="autoencoder Adam learning rate "
                                                                   "(default: %(default)s)")

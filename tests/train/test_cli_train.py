@@ -70,7 +70,7 @@ def test_non_positive_kimg(photos, tmp_path, capsys, kimg):
     with pytest.raises(SystemExit) as exit_info:
         _train(photos, tmp_path / "out", kimg)
     assert exit_info.value.code == 2
-    assert f"--kimg must be > 0, got {float(kimg)}" in capsys.readouterr().err
+    assert f"argument --kimg: must be a finite number > 0, got '{kimg}'" in capsys.readouterr().err
 
 
 def test_existing_checkpoint_needs_resume(photos, tmp_path, capsys):
