@@ -3,7 +3,7 @@
 One mutant at a time, a single token of a kernel source is changed in place (and always restored): an arithmetic
 operator flipped (+ <-> -, * -> +), a comparison moved (< <-> <=, > <-> >=), an integer constant nudged by one, an
 index offset flipped. C++ mutants are built as one -march=native module into build-mutant/ and loaded through
-$BLINDFAST_C_PATH; Triton mutants run through the interpreter. A mutant is killed when its op's tests fail (or
+$BLINDFAST_C_PATH; Triton mutants run through the interpreter (beside the unmutated C++ build). A mutant is killed when its op's tests fail (or
 crash, or run past the time limit). Sites are drawn with a seeded RNG from every candidate in the file, so a run is
 reproducible and a larger --per-file samples more.
 
@@ -104,10 +104,8 @@ def build_native(build_dir: Path) -> Path | None:
     return next(build_dir.glob("_C_native*.so")) if built.returncode == 0 else None
 
 
-def run_tests(test_args: list[str], module: Path | None, timeout: float) -> str:
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    if module is not None:
-        env["BLINDFAST_C_PATH"] = str(module)
+def run_tests(test_args: list[str], module: Path, timeout: float) -> str:
+    env = dict(os.environ, TRITON_INTERPRET="1", BLINDFAST_C_PATH=str(module))
     try:
         result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *test_args],
                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -139,6 +137,7 @@ def main(argv=None) -> int:
 
     rng = random.Random(args.seed)
     build_dir = ROOT / "build-mutant"
+    clean_module = build_native(build_dir)  # the unmutated C++ under the Triton mutants' tests
     results = []
     for file in args.files:
         pool = candidates(ROOT / file)
@@ -146,19 +145,19 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             original = apply(mutant)
             try:
-                module = build_native(build_dir) if file.startswith("csrc/") else None
-                if file.startswith("csrc/") and module is None:
+                module = build_native(build_dir) if file.startswith("csrc/") else clean_module
+                if module is None:
                     mutant.status = "killed (does not compile)"
                 else:
                     mutant.status = run_tests(TARGETS[file], module, args.timeout)
             finally:
                 (ROOT / file).write_text(original)
+                if file.startswith("csrc/"):
+                    build_native(build_dir)  # back to the unmutated build
             mutant.seconds = round(time.perf_counter() - start, 1)
             results.append(mutant)
             print(f"{mutant.status:28s} {file}:{mutant.line}: {mutant.before.strip()}  ->  {mutant.after.strip()}",
                   flush=True)
-    if any(r.file.startswith("csrc/") for r in results):
-        build_native(build_dir)  # leave the build matching the restored sources
 
     killed = sum(r.status.startswith("killed") for r in results)
     summary = {"mutants": len(results), "killed": killed, "kill_rate": round(killed / max(len(results), 1), 3),
