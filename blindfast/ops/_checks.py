@@ -32,7 +32,7 @@ def check_tensor(name: str, t, ndim: int, layout: str, dtypes: tuple[torch.dtype
         raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(t).__name__}")
     if t.dim() != ndim:
         raise ValueError(f"{name} must have shape {layout} ({ndim} dims), got {t.dim()} dims: {tuple(t.shape)}")
-    allowed = dtypes if dtypes is not None else GPU_DTYPES if t.device.type == "cuda" else CPU_DTYPES
+    allowed = dtypes if dtypes is not None else GPU_DTYPES if t.is_cuda else CPU_DTYPES
     if t.dtype not in allowed:
         raise TypeError(f"{name} must have dtype in ({_dtype_names(allowed)}) on {t.device.type}, got {t.dtype}")
 
@@ -46,12 +46,11 @@ def check_batched(name: str, t) -> None:
 
 def check_same(names: tuple[str, ...], tensors: tuple[torch.Tensor, ...]) -> None:
     """All tensors share one device and one dtype."""
-    devices = {str(t.device) for t in tensors}
-    if len(devices) > 1:
+    device, dtype = tensors[0].device, tensors[0].dtype
+    if any(t.device != device for t in tensors):
         got = ", ".join(f"{n} on {t.device}" for n, t in zip(names, tensors))
         raise ValueError(f"{', '.join(names)} must be on one device, got {got}")
-    dtypes = {t.dtype for t in tensors}
-    if len(dtypes) > 1:
+    if any(t.dtype != dtype for t in tensors):
         got = ", ".join(f"{n} {t.dtype}" for n, t in zip(names, tensors))
         raise TypeError(f"{', '.join(names)} must have one dtype, got {got}")
 

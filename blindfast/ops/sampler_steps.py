@@ -46,7 +46,7 @@ def _check_step(x: Tensor, e: Tensor, z: Tensor | None, w: Tensor | None, coeffi
     a, p, q, lo, hi, b, c, s, g = coefficients
     if not lo < hi:
         raise ValueError(f"clip_x0 must be (lo, hi) with lo < hi, got ({lo}, {hi})")
-    if not all(math.isfinite(v) for v in (a, p, q, b, c, s, g)):
+    if not all(map(math.isfinite, (a, p, q, b, c, s, g))):
         raise ValueError(f"step coefficients must be finite, got (a, p, q, b, c, s, g) = {[a, p, q, b, c, s, g]}")
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch._library.custom_ops import OPDEFS
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import blindfast.ops  # noqa: F401  (registers the ops)
@@ -303,6 +304,18 @@ BAD = [
 @pytest.mark.parametrize("name, changes, words", BAD, ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(BAD)])
 def test_bad_call(name, changes, words, fake):
     expect_error(name, args_of(name, **changes), (ValueError, TypeError), words, fake)
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_cuda_body_checks_first(name):
+    """The CUDA implementations call the checker too. Called here on CPU tensors (no GPU needed), a malformed call
+    fails with the checker's message before anything reaches Triton."""
+    cuda_body = OPDEFS[f"blindfast::{name}"]._backend_fns["cuda"]
+    _, changes, words = next(case for case in BAD if case[0] == name)
+    with pytest.raises((ValueError, TypeError)) as info:
+        cuda_body(*args_of(name, **changes))
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
 
 
 def test_out_aliasing_the_image_is_refused():
