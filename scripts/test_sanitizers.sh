@@ -12,8 +12,11 @@ sanitized() {
   BLINDFAST_C_PATH="$so" \
     LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
     ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    "$(dirname "$py")/pytest" -q -p no:cacheprovider "$@"
+    "$(dirname "$py")/pytest" -q -p no:cacheprovider --capture=sys "$@"
 }
+# --capture=sys: pytest's default fd capture would swallow a sanitizer report written to fd 2 when the process dies.
 # sv_conv's full file takes minutes under ASan: the subset that reaches every kernel and boundary path
 sanitized tests/ops/test_sv_conv.py -k "float64 or dot_product or random_shapes or non_contiguous"
 sanitized tests/ops/test_flow.py tests/ops/test_patchify.py tests/ops/test_info_nce.py tests/ops/test_hqs.py
+# every raw op with malformed, empty, oversize and non-contiguous input: a clear error or the reference's result
+sanitized tests/ops/test_raw_ops_fuzz.py

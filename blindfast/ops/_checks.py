@@ -1,6 +1,15 @@
-"""Input validation shared by the ops: one place, messages that name what was expected and what was got."""
+"""Input validation shared by the ops: one place, messages that name what was expected and what was got.
+
+Every ``torch.ops.blindfast.*`` body calls its family's checker (built from these pieces) before it takes a data
+pointer, and so does its fake implementation, so a raw op call fails as clearly as a call of the public function.
+The checks read metadata only (dtype, device, shape, Python scalars): they cost microseconds and trace under
+``torch.compile``.
+"""
 
 from __future__ import annotations
+
+import math
+import numbers
 
 import torch
 
@@ -11,28 +20,45 @@ CPU_DTYPES = (torch.float32, torch.float64)
 GPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def check_tensor(name: str, t, ndim: int, layout: str) -> None:
-    """``t`` is a floating tensor with ``ndim`` dimensions; ``layout`` names them, e.g. "(B, C, H, W)"."""
+def _dtype_names(dtypes) -> str:
+    return ", ".join(str(d).replace("torch.", "") for d in dtypes)
+
+
+def check_tensor(name: str, t, ndim: int, layout: str, dtypes: tuple[torch.dtype, ...] | None = None) -> None:
+    """``t`` is a floating tensor with ``ndim`` dimensions; ``layout`` names them, e.g. "(B, C, H, W)".
+
+    ``dtypes``: the allowed dtypes; by default float32 / float64 on the CPU, also float16 / bfloat16 on CUDA."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(t).__name__}")
     if t.dim() != ndim:
         raise ValueError(f"{name} must have shape {layout} ({ndim} dims), got {t.dim()} dims: {tuple(t.shape)}")
-    allowed = GPU_DTYPES if t.device.type == "cuda" else CPU_DTYPES
+    allowed = dtypes if dtypes is not None else GPU_DTYPES if t.is_cuda else CPU_DTYPES
     if t.dtype not in allowed:
-        names = ", ".join(str(d).replace("torch.", "") for d in allowed)
-        raise TypeError(f"{name} must have dtype in ({names}) on {t.device.type}, got {t.dtype}")
+        raise TypeError(f"{name} must have dtype in ({_dtype_names(allowed)}) on {t.device.type}, got {t.dtype}")
+
+
+def check_batched(name: str, t) -> None:
+    """``t`` is a floating tensor of shape (B, ...): at least one dimension, the batch."""
+    if isinstance(t, torch.Tensor) and t.dim() < 1:
+        raise ValueError(f"{name} must be a tensor of shape (B, ...) (at least 1 dim), got a 0-dim tensor")
+    check_tensor(name, t, t.dim() if isinstance(t, torch.Tensor) else 1, "(B, ...)")
 
 
 def check_same(names: tuple[str, ...], tensors: tuple[torch.Tensor, ...]) -> None:
     """All tensors share one device and one dtype."""
-    devices = {str(t.device) for t in tensors}
-    if len(devices) > 1:
+    device, dtype = tensors[0].device, tensors[0].dtype
+    if any(t.device != device for t in tensors):
         got = ", ".join(f"{n} on {t.device}" for n, t in zip(names, tensors))
         raise ValueError(f"{', '.join(names)} must be on one device, got {got}")
-    dtypes = {t.dtype for t in tensors}
-    if len(dtypes) > 1:
+    if any(t.dtype != dtype for t in tensors):
         got = ", ".join(f"{n} {t.dtype}" for n, t in zip(names, tensors))
         raise TypeError(f"{', '.join(names)} must have one dtype, got {got}")
+
+
+def check_shape(name: str, t: torch.Tensor, shape, what: str) -> None:
+    """``t.shape == shape``; ``what`` names the expected shape, e.g. "the shape of x0"."""
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have {what} {tuple(shape)}, got {tuple(t.shape)}")
 
 
 def check_padding(padding) -> None:
@@ -46,13 +72,41 @@ def check_broadcast(name: str, size: int, target: int, what: str) -> None:
         raise ValueError(f"{name} {what} dimension must be 1 or {target}, got {size}")
 
 
-def check_out(out, like: torch.Tensor, inputs) -> None:
-    """An ``out=`` tensor: ``like``'s shape, dtype and device, contiguous, and no autograd through it."""
-    if not isinstance(out, torch.Tensor) or out.shape != like.shape or out.dtype != like.dtype \
+def check_int(name: str, value, minimum: int) -> None:
+    """``value`` is an int (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, torch.SymInt)):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def check_real(name: str, value, *, positive: bool = False, unit_interval: bool = False) -> None:
+    """``value`` is a finite real number (not a bool); > 0 if ``positive``, in [0, 1] if ``unit_interval``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if positive and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    if unit_interval and not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+
+
+def check_out(out, shape, like: torch.Tensor) -> None:
+    """An ``out=`` tensor: of ``shape``, ``like``'s dtype and device, contiguous (it is written through its data
+    pointer; a copy would lose the result)."""
+    expected = f"{tuple(shape)} {like.dtype} {like.device}"
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(shape) or out.dtype != like.dtype \
             or out.device != like.device:
         got = f"{tuple(out.shape)} {out.dtype} {out.device}" if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"out must be a tensor of {tuple(like.shape)} {like.dtype} {like.device}, got {got}")
+        raise ValueError(f"out must be a tensor of {expected}, got {got}")
     if not out.is_contiguous():
         raise ValueError(f"out must be contiguous, got strides {out.stride()} for shape {tuple(out.shape)}")
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (out, *inputs)):
+
+
+def check_no_autograd(out: torch.Tensor, inputs) -> None:
+    """Public ``out=`` calls: the ops' out= variants have no autograd formula (the op bodies run below autograd, so
+    only the public functions can tell)."""
+    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad
+                                         for t in (out, *inputs)):
         raise RuntimeError("out= does not support automatic differentiation: call without out (or under no_grad)")

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from blindfast.ops import _backend
+from blindfast.ops._checks import check_real
 
 __all__ = ["power_ema_update", "power_ema_gamma", "power_ema_beta"]
 
@@ -35,8 +36,32 @@ def power_ema_beta(nimg: int, batch: int, std: float) -> float:
     return max(1.0 - batch / nimg, 0.0) ** (power_ema_gamma(std) + 1.0)
 
 
+def _check(ema: Sequence[Tensor], tensors: Sequence[Tensor], beta: float) -> None:
+    """The checker of power_ema_update (public function, op bodies, fake): pairs of tensors of one shape, dtype
+    and device, all on one device, the EMA tensors floating and contiguous (written in place through their data
+    pointers); beta in [0, 1]."""
+    if len(ema) != len(tensors):
+        raise ValueError(f"ema_tensors and tensors must pair up, got {len(ema)} and {len(tensors)} tensors")
+    check_real("beta", beta, unit_interval=True)
+    for i, (e, t) in enumerate(zip(ema, tensors)):
+        if not isinstance(e, Tensor) or not isinstance(t, Tensor):
+            raise TypeError(f"pair {i}: expected tensors, got {type(e).__name__} and {type(t).__name__}")
+        if e.shape != t.shape or e.dtype != t.dtype or e.device != t.device:
+            raise ValueError(f"pair {i}: the EMA tensor {tuple(e.shape)} {e.dtype} {e.device} must match the "
+                             f"weight {tuple(t.shape)} {t.dtype} {t.device}")
+        if e.device != ema[0].device:
+            raise ValueError(f"pair {i}: all tensors must be on one device, got {e.device} and pair 0 on "
+                             f"{ema[0].device}")
+        if not e.is_contiguous():
+            raise ValueError(f"pair {i}: the EMA tensor must be contiguous (it is updated in place), got strides "
+                             f"{e.stride()} for shape {tuple(e.shape)}")
+        if not e.is_floating_point():
+            raise TypeError(f"pair {i}: EMA tensors must be floating point, got {e.dtype}")
+
+
 @torch.library.custom_op("blindfast::power_ema_update", mutates_args=("ema",), device_types="cpu")
 def _power_ema_update(ema: list[Tensor], tensors: list[Tensor], beta: float) -> None:
+    _check(ema, tensors, beta)
     weight = 1.0 - beta
     for dtype in _KERNEL_DTYPES:
         pairs = [(e, t.contiguous()) for e, t in zip(ema, tensors) if e.dtype == dtype]
@@ -50,11 +75,13 @@ def _power_ema_update(ema: list[Tensor], tensors: list[Tensor], beta: float) -> 
 
 @_power_ema_update.register_kernel("cuda")
 def _(ema, tensors, beta):
+    _check(ema, tensors, beta)
     _backend.triton_kernels("flow").lerp_(ema, [t.contiguous() for t in tensors], 1.0 - beta)
 
 
 @_power_ema_update.register_fake
 def _(ema, tensors, beta):
+    _check(ema, tensors, beta)
     return None
 
 
@@ -67,21 +94,7 @@ def power_ema_update(ema_tensors: Sequence[Tensor], tensors: Sequence[Tensor], b
         tensors: the current weights, pairwise of the same shape, dtype and device.
         beta: in [0, 1], e.g. from :func:`power_ema_beta`.
     """
-    ema_tensors, tensors = list(ema_tensors), [t.detach() for t in tensors]
-    if len(ema_tensors) != len(tensors):
-        raise ValueError(f"ema_tensors and tensors must pair up, got {len(ema_tensors)} and {len(tensors)} tensors")
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must lie in [0, 1], got {beta}")
-    for i, (e, t) in enumerate(zip(ema_tensors, tensors)):
-        if not isinstance(e, Tensor) or not isinstance(t, Tensor):
-            raise TypeError(f"pair {i}: expected tensors, got {type(e).__name__} and {type(t).__name__}")
-        if e.shape != t.shape or e.dtype != t.dtype or e.device != t.device:
-            raise ValueError(f"pair {i}: the EMA tensor {tuple(e.shape)} {e.dtype} {e.device} must match the "
-                             f"weight {tuple(t.shape)} {t.dtype} {t.device}")
-        if not e.is_contiguous():
-            raise ValueError(f"pair {i}: the EMA tensor must be contiguous (it is updated in place), got strides "
-                             f"{e.stride()} for shape {tuple(e.shape)}")
-        if not e.is_floating_point():
-            raise TypeError(f"pair {i}: EMA tensors must be floating point, got {e.dtype}")
+    ema_tensors, tensors = list(ema_tensors), list(tensors)
+    _check(ema_tensors, tensors, beta)
     if ema_tensors:
-        _power_ema_update([e.detach() for e in ema_tensors], tensors, float(beta))
+        _power_ema_update([e.detach() for e in ema_tensors], [t.detach() for t in tensors], float(beta))

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from blindfast.ops import _backend
-from blindfast.ops._checks import check_out, check_same, check_tensor
+from blindfast.ops._checks import check_batched, check_no_autograd, check_out, check_same, check_shape, check_tensor
 
 __all__ = ["flow_interpolate", "flow_matching_loss"]
 
@@ -22,14 +22,32 @@ def _rows(x: Tensor) -> tuple[int, int]:
 
 def _check_pair(names: tuple[str, str], a: Tensor, b: Tensor) -> None:
     for name, t in zip(names, (a, b)):
-        if not isinstance(t, Tensor) or t.dim() < 1:
-            raise ValueError(f"{name} must be a tensor of shape (B, ...), got "
-                             f"{tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}")
-        check_tensor(name, t, t.dim(), "(B, ...)")
+        check_batched(name, t)
     check_same(names, (a, b))
     if a.shape != b.shape:
         raise ValueError(f"{names[0]} and {names[1]} must have the same shape, got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")
+
+
+def _check_per_batch(name: str, value: Tensor, like_name: str, like: Tensor) -> None:
+    """``value`` is a (B,) tensor of ``like``'s dtype and device (B = like.shape[0])."""
+    check_tensor(name, value, 1, f"({like.shape[0]},) (one per batch item)")
+    check_same((like_name, name), (like, value))
+    check_shape(name, value, like.shape[:1], f"one value per batch item of {like_name}, shape")
+
+
+def _check_interpolate(x0: Tensor, x1: Tensor, t: Tensor) -> None:
+    """The checker of the flow_interpolate ops: x0, x1 of one shape (B, ...), t (B,), one dtype and device."""
+    _check_pair(("x0", "x1"), x0, x1)
+    _check_per_batch("t", t, "x0", x0)
+
+
+def _check_loss(v: Tensor, x0: Tensor, x1: Tensor, weight: Tensor | None) -> None:
+    """The checker of flow_matching_loss: v, x0, x1 of one shape (B, ...), weight None or (B,)."""
+    _check_pair(("v", "x0"), v, x0)
+    _check_pair(("v", "x1"), v, x1)
+    if weight is not None:
+        _check_per_batch("weight", weight, "v", v)
 
 
 def _per_batch(name: str, value, like_name: str, like: Tensor) -> Tensor:
@@ -53,7 +71,8 @@ def _first_order_only(name: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# flow_interpolate
+# flow_interpolate. Each op body (CPU and CUDA) and fake implementation calls the op's checker first; the bodies
+# then make the inputs contiguous.
 
 
 def _flow_interpolate_into(x0: Tensor, x1: Tensor, t: Tensor, out: Tensor) -> None:
@@ -67,6 +86,7 @@ def _flow_interpolate_into(x0: Tensor, x1: Tensor, t: Tensor, out: Tensor) -> No
 
 @torch.library.custom_op("blindfast::flow_interpolate", mutates_args=(), device_types=("cpu", "cuda"))
 def _flow_interpolate(x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
+    _check_interpolate(x0, x1, t)
     out = torch.empty_like(x0, memory_format=torch.contiguous_format)
     _flow_interpolate_into(x0, x1, t, out)
     return out
@@ -76,6 +96,7 @@ def _flow_interpolate(x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
 def _flow_interpolate_out(x0: Tensor, x1: Tensor, t: Tensor, out: Tensor) -> None:
     """Into a given contiguous ``out`` (may be x0 or x1): no allocation, whose page faults cost more than the
     interpolation itself for large tensors."""
+    _check_interpolate_out(x0, x1, t, out)
     _flow_interpolate_into(x0, x1, t, out)
 
 
@@ -83,12 +104,27 @@ def _flow_interpolate_out(x0: Tensor, x1: Tensor, t: Tensor, out: Tensor) -> Non
 def _flow_interpolate_backward(grad: Tensor, x0: Tensor, x1: Tensor, t: Tensor,
                                wanted: list[bool]) -> tuple[Tensor, Tensor, Tensor]:
     """(dx0, dx1, dt); an output that is not ``wanted`` is an empty tensor."""
+    _check_interpolate_backward(grad, x0, x1, t, wanted)
     grad, x0, x1, t = grad.contiguous(), x0.contiguous(), x1.contiguous(), t.contiguous()
     dx0, dx1, dt = _interpolate_grads_like(grad, t, wanted)
     _backend.cpu().flow_interpolate_backward(grad.data_ptr(), x0.data_ptr(), x1.data_ptr(), t.data_ptr(),
                                              *(g.data_ptr() if w else 0 for g, w in zip((dx0, dx1, dt), wanted)),
                                              *_rows(x0), x0.dtype == torch.float64)
     return dx0, dx1, dt
+
+
+def _check_interpolate_out(x0: Tensor, x1: Tensor, t: Tensor, out: Tensor) -> None:
+    _check_interpolate(x0, x1, t)
+    check_out(out, x0.shape, x0)
+
+
+def _check_interpolate_backward(grad: Tensor, x0: Tensor, x1: Tensor, t: Tensor, wanted: list[bool]) -> None:
+    _check_interpolate(x0, x1, t)
+    check_tensor("grad", grad, x0.dim(), "(B, ...)")
+    check_same(("x0", "grad"), (x0, grad))
+    check_shape("grad", grad, x0.shape, "the shape of x0")
+    if len(wanted) != 3:
+        raise ValueError(f"wanted must hold 3 flags (dx0, dx1, dt), got {len(wanted)}: {list(wanted)}")
 
 
 def _interpolate_grads_like(grad: Tensor, t: Tensor, wanted) -> tuple[Tensor, Tensor, Tensor]:
@@ -99,22 +135,26 @@ def _interpolate_grads_like(grad: Tensor, t: Tensor, wanted) -> tuple[Tensor, Te
 
 @_flow_interpolate_backward.register_kernel("cuda")
 def _(grad, x0, x1, t, wanted):
+    _check_interpolate_backward(grad, x0, x1, t, wanted)
     return _backend.triton_kernels("flow").flow_interpolate_backward(
         grad.contiguous(), x0.contiguous(), x1.contiguous(), t.contiguous(), wanted)
 
 
 @_flow_interpolate.register_fake
 def _(x0, x1, t):
+    _check_interpolate(x0, x1, t)
     return torch.empty_like(x0, memory_format=torch.contiguous_format)
 
 
 @_flow_interpolate_out.register_fake
 def _(x0, x1, t, out):
+    _check_interpolate_out(x0, x1, t, out)
     return None
 
 
 @_flow_interpolate_backward.register_fake
 def _(grad, x0, x1, t, wanted):
+    _check_interpolate_backward(grad, x0, x1, t, wanted)
     return _interpolate_grads_like(grad, t, wanted)
 
 
@@ -150,7 +190,8 @@ def flow_interpolate(x0: Tensor, x1: Tensor, t, *, out: Tensor | None = None) ->
     t = _per_batch("t", t, "x0", x0)
     if out is None:
         return _flow_interpolate(x0, x1, t)
-    check_out(out, x0, (x0, x1, t))
+    check_out(out, x0.shape, x0)  # before the dispatcher, which would refuse a non-tensor less clearly
+    check_no_autograd(out, (x0, x1, t))
     _flow_interpolate_out(x0, x1, t, out)
     return out
 
@@ -163,6 +204,7 @@ def flow_interpolate(x0: Tensor, x1: Tensor, t, *, out: Tensor | None = None) ->
 def _flow_matching_loss(v: Tensor, x0: Tensor, x1: Tensor, weight: Tensor | None,
                         compute_grad: bool) -> tuple[Tensor, Tensor]:
     """(loss, d loss / d v); the gradient is computed in the same pass when ``compute_grad``, else empty."""
+    _check_loss(v, x0, x1, weight)
     v, x0, x1 = v.contiguous(), x0.contiguous(), x1.contiguous()
     weight = weight.contiguous() if weight is not None else None
     grad_v = torch.empty_like(v, memory_format=torch.contiguous_format) if compute_grad else v.new_empty(0)
@@ -175,6 +217,7 @@ def _flow_matching_loss(v: Tensor, x0: Tensor, x1: Tensor, weight: Tensor | None
 
 @_flow_matching_loss.register_kernel("cuda")
 def _(v, x0, x1, weight, compute_grad):
+    _check_loss(v, x0, x1, weight)
     return _backend.triton_kernels("flow").flow_matching_loss(
         v.contiguous(), x0.contiguous(), x1.contiguous(), weight.contiguous() if weight is not None else None,
         compute_grad)
@@ -182,6 +225,7 @@ def _(v, x0, x1, weight, compute_grad):
 
 @_flow_matching_loss.register_fake
 def _(v, x0, x1, weight, compute_grad):
+    _check_loss(v, x0, x1, weight)
     grad_v = torch.empty_like(v, memory_format=torch.contiguous_format) if compute_grad else v.new_empty(0)
     return v.new_empty(()), grad_v
 

@@ -9,14 +9,11 @@ CUDA: a flash-attention-style Triton kernel (``blindfast/triton_kernels/info_nce
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 from torch import Tensor
 
 from blindfast.ops import _backend
-from blindfast.ops._checks import check_same, check_tensor
+from blindfast.ops._checks import check_real, check_same, check_tensor
 
 __all__ = ["info_nce", "DEFAULT_CHUNK_ELEMENTS"]
 
@@ -29,6 +26,8 @@ DEFAULT_CHUNK_ELEMENTS = 1 << 21
 
 
 def _check(q: Tensor, k_pos: Tensor, queue: Tensor, temperature, chunk_elements) -> None:
+    """The checker of info_nce: the public function, the op bodies (CPU and CUDA) and the fake implementation call
+    it first."""
     check_tensor("q", q, 2, "(N, D)")
     check_tensor("k_pos", k_pos, 2, "(N, D)")
     check_tensor("queue", queue, 2, "(K, D)")
@@ -38,16 +37,12 @@ def _check(q: Tensor, k_pos: Tensor, queue: Tensor, temperature, chunk_elements)
                          f"{tuple(k_pos.shape)}")
     if q.shape[0] == 0:
         raise ValueError(f"q must have at least one row (the loss is a mean over rows), got shape {tuple(q.shape)}")
+    if q.shape[1] == 0:
+        raise ValueError(f"q must have a feature dimension D >= 1, got shape {tuple(q.shape)}")
     if queue.shape[1] != q.shape[1]:
         raise ValueError(f"queue must have shape (K, D) with D = {q.shape[1]} (q's feature dimension), got shape "
                          f"{tuple(queue.shape)} with D = {queue.shape[1]}")
-    if queue.requires_grad and torch.is_grad_enabled():
-        raise ValueError("queue must not require grad: info_nce treats it as a constant buffer (MoCo's queue of "
-                         "past keys) and gives it no gradient; pass queue.detach(), got requires_grad=True")
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature must be a real number, got {type(temperature).__name__}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+    check_real("temperature", temperature, positive=True)
     if isinstance(chunk_elements, bool) or not isinstance(chunk_elements, int) or chunk_elements < 1:
         raise ValueError(f"chunk_elements must be an int >= 1, got {chunk_elements!r}")
 
@@ -59,14 +54,16 @@ def _grads_like(q: Tensor, compute_grad: bool) -> tuple[Tensor, Tensor]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The torch op. The public function checks its input once.
+# The torch op. Its bodies make the inputs contiguous after the check (a no-op for contiguous ones; torch.mm would
+# take a strided queue, but with another summation order than the contiguous one's).
 
 
 @torch.library.custom_op("blindfast::info_nce", mutates_args=(), device_types="cpu")
 def _info_nce(q: Tensor, k_pos: Tensor, queue: Tensor, temperature: float, compute_grad: bool,
               chunk_elements: int) -> tuple[Tensor, Tensor, Tensor]:
     """(loss, grad_q, grad_k): the 0-dim loss and, if ``compute_grad``, its gradients w.r.t. q and k_pos."""
-    q, k_pos = q.contiguous(), k_pos.contiguous()
+    _check(q, k_pos, queue, temperature, chunk_elements)
+    q, k_pos, queue = q.contiguous(), k_pos.contiguous(), queue.contiguous()
     N, D = q.shape
     K = queue.shape[0]
     row_loss = q.new_empty(N)
@@ -98,12 +95,14 @@ def _info_nce(q: Tensor, k_pos: Tensor, queue: Tensor, temperature: float, compu
 
 @_info_nce.register_kernel("cuda")
 def _(q, k_pos, queue, temperature, compute_grad, chunk_elements):
+    _check(q, k_pos, queue, temperature, chunk_elements)
     kernels = _backend.triton_kernels("info_nce")
     return kernels.info_nce(q.contiguous(), k_pos.contiguous(), queue.contiguous(), temperature, compute_grad)
 
 
 @_info_nce.register_fake
 def _(q, k_pos, queue, temperature, compute_grad, chunk_elements):
+    _check(q, k_pos, queue, temperature, chunk_elements)
     return (q.new_empty(()), *_grads_like(q, compute_grad))
 
 
@@ -152,5 +151,8 @@ def info_nce(q: Tensor, k_pos: Tensor, queue: Tensor, temperature: float, *,
         0-dim tensor of q's dtype: the loss averaged over the N rows.
     """
     _check(q, k_pos, queue, temperature, chunk_elements)
+    if queue.requires_grad and torch.is_grad_enabled():  # the op body runs below autograd: only here can it tell
+        raise ValueError("queue must not require grad: info_nce treats it as a constant buffer (MoCo's queue of "
+                         "past keys) and gives it no gradient; pass queue.detach(), got requires_grad=True")
     compute_grad = torch.is_grad_enabled() and (q.requires_grad or k_pos.requires_grad)
     return _info_nce(q, k_pos, queue, float(temperature), compute_grad, chunk_elements)[0]

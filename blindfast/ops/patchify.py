@@ -13,20 +13,13 @@ import torch
 from torch import Tensor
 
 from blindfast.ops import _backend
-from blindfast.ops._checks import check_tensor
+from blindfast.ops._checks import check_int, check_no_autograd, check_out, check_tensor
 
 __all__ = ["overlap_add", "patch_centres", "patch_grid", "patchify"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Geometry
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= 1, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
 
 
 def _image_hw(image_size) -> tuple[int, int]:
@@ -45,6 +38,15 @@ def _grid(height: int, width: int, size: int, stride: int) -> tuple[int, int]:
     return (height - size) // stride + 1, (width - size) // stride + 1
 
 
+def _check_grid(height: int, width: int, size: int, stride: int) -> None:
+    """size and stride are ints >= 1, size <= min(H, W) (no int() on H, W: they may be SymInts)."""
+    check_int("size", size, 1)
+    check_int("stride", stride, 1)
+    if size > height or size > width:
+        raise ValueError(f"patch size {size} must fit in the image (size <= min(H, W)), got image size "
+                         f"({height}, {width})")
+
+
 def patch_grid(image_size, size: int, stride: int) -> tuple[int, int]:
     """Number of patches per column and per row: ``Ly = (H - size) // stride + 1``, ``Lx = (W - size) // stride + 1``.
 
@@ -56,11 +58,7 @@ def patch_grid(image_size, size: int, stride: int) -> tuple[int, int]:
         (Ly, Lx); L = Ly * Lx patches per image.
     """
     height, width = _image_hw(image_size)
-    _check_positive_int("size", size)
-    _check_positive_int("stride", stride)
-    if size > height or size > width:
-        raise ValueError(f"patch size {size} must fit in the image (size <= min(H, W)), got image size "
-                         f"({height}, {width})")
+    _check_grid(height, width, size, stride)
     return _grid(height, width, size, stride)
 
 
@@ -94,11 +92,7 @@ def _per_channel(name: str, values, like: Tensor, channels: int, positive: bool)
         return None
     dtype = _constants_dtype(like)
     if isinstance(values, Tensor):
-        if values.shape != (channels,):
-            raise ValueError(f"{name} must have one value per channel, shape ({channels},), got shape "
-                             f"{tuple(values.shape)}")
-        if values.device != like.device:
-            raise ValueError(f"{name} must be on the image's device {like.device}, got {values.device}")
+        _check_constant_layout(name, values, like, channels)
         if not values.is_floating_point():
             raise TypeError(f"{name} must be a floating tensor, got {values.dtype}")
         # Data-dependent, so not traceable: torch.compile skips it (on CUDA it costs one synchronisation).
@@ -117,27 +111,17 @@ def _per_channel(name: str, values, like: Tensor, channels: int, positive: bool)
     return torch.tensor(floats, dtype=dtype, device=like.device)
 
 
-def _check_out(out, shape: tuple, x: Tensor) -> None:
-    """An ``out=`` tensor: the patches' shape, x's dtype and device, contiguous, not aliasing x, no autograd."""
-    expected = f"{tuple(shape)} {x.dtype} {x.device}"
-    if not isinstance(out, Tensor) or out.shape != shape or out.dtype != x.dtype or out.device != x.device:
-        got = f"{tuple(out.shape)} {out.dtype} {out.device}" if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"out must be a tensor of {expected}, got {got}")
-    if not out.is_contiguous():
-        raise ValueError(f"out must be contiguous, got strides {out.stride()} for shape {tuple(out.shape)}")
-    if out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
-        raise ValueError("out must not share memory with x (patches overlap: the copy would read what it wrote)")
-    if torch.is_grad_enabled() and (out.requires_grad or x.requires_grad):
-        raise RuntimeError("out= does not support automatic differentiation: call without out (or under no_grad)")
+def _check_constant_layout(name: str, values: Tensor, like: Tensor, channels: int) -> None:
+    """A per-channel constant: shape (C,), on the image's device."""
+    if values.shape != (channels,):
+        raise ValueError(f"{name} must have one value per channel, shape ({channels},), got shape "
+                         f"{tuple(values.shape)}")
+    if values.device != like.device:
+        raise ValueError(f"{name} must be on the image's device {like.device}, got {values.device}")
 
 
 def _ptr(t: Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# torch ops. The public functions check their input once; the ops see (C,) constants of the image's dtype (float32
-# for half images on CUDA) on its device.
 
 
 def _patch_shape(x_shape, size, stride) -> tuple:
@@ -146,8 +130,65 @@ def _patch_shape(x_shape, size, stride) -> tuple:
     return B * ly * lx, C, size, size
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Checkers of the ops: each op body (CPU and CUDA) and fake implementation calls its op's checker first, the public
+# functions call it before they convert their arguments. The ops take (C,) constants of the image's dtype (float32
+# for half images on CUDA) on its device, or None.
+
+
+def _check_constants(like: Tensor, mean: Tensor | None, std: Tensor | None) -> None:
+    for name, values in (("mean", mean), ("std", std)):
+        if values is not None:
+            channels = like.shape[1]
+            check_tensor(name, values, 1, f"({channels},)", (_constants_dtype(like),))
+            _check_constant_layout(name, values, like, channels)
+
+
+def _check_patchify(x: Tensor, size: int, stride: int, mean: Tensor | None, std: Tensor | None) -> None:
+    """The checker of patchify: x (B, C, H, W), 1 <= size <= min(H, W), stride >= 1, mean and std None or (C,)."""
+    check_tensor("x", x, 4, "(B, C, H, W)")
+    _check_grid(*x.shape[-2:], size, stride)
+    _check_constants(x, mean, std)
+
+
+def _check_patchify_out(x: Tensor, size: int, stride: int, mean: Tensor | None, std: Tensor | None,
+                        out: Tensor) -> None:
+    """The checker of patchify_out: patchify's, and out a contiguous (B * L, C, size, size) tensor like x."""
+    _check_patchify(x, size, stride, mean, std)
+    check_out(out, _patch_shape(x.shape, size, stride), x)
+
+
+def _check_not_aliased(out: Tensor, x: Tensor) -> None:
+    """Eager only: fake tensors have no storage to compare."""
+    if out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+        raise ValueError("out must not share memory with x (patches overlap: the copy would read what it wrote)")
+
+
+def _check_overlap_add(patches: Tensor, height: int, width: int, stride: int, std: Tensor | None) -> None:
+    """The checker of overlap_add: patches (B * L, C, size, size), L = Ly * Lx patches of size <= min(height,
+    width) per image, stride >= 1, std None or (C,)."""
+    check_tensor("patches", patches, 4, "(B * L, C, size, size)")
+    N, C, size, size_x = patches.shape
+    if size != size_x:
+        raise ValueError(f"patches must be square, shape (B * L, C, size, size), got shape {tuple(patches.shape)}")
+    check_int("height", height, 1)
+    check_int("width", width, 1)
+    _check_grid(height, width, size, stride)
+    ly, lx = _grid(height, width, size, stride)
+    if N % (ly * lx) != 0:
+        raise ValueError(f"patches must hold a multiple of L = {ly * lx} patches ({ly} x {lx} per "
+                         f"{height} x {width} image, size {size}, stride {stride}), got {N}")
+    _check_constants(patches, None, std)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# torch ops; the bodies make the inputs contiguous after the check.
+
+
 def _patchify_into(x: Tensor, size: int, stride: int, mean: Tensor | None, std: Tensor | None, out: Tensor) -> None:
     x = x.contiguous()
+    mean = mean.contiguous() if mean is not None else None
+    std = std.contiguous() if std is not None else None
     if x.device.type == "cuda":
         _backend.triton_kernels("patchify").patchify(x, size, stride, mean, std, out)
         return
@@ -157,6 +198,7 @@ def _patchify_into(x: Tensor, size: int, stride: int, mean: Tensor | None, std: 
 
 @torch.library.custom_op("blindfast::patchify", mutates_args=(), device_types=("cpu", "cuda"))
 def _patchify(x: Tensor, size: int, stride: int, mean: Tensor | None, std: Tensor | None) -> Tensor:
+    _check_patchify(x, size, stride, mean, std)
     patches = x.new_empty(_patch_shape(x.shape, size, stride))
     _patchify_into(x, size, stride, mean, std, patches)
     return patches
@@ -166,12 +208,16 @@ def _patchify(x: Tensor, size: int, stride: int, mean: Tensor | None, std: Tenso
 def _patchify_out(x: Tensor, size: int, stride: int, mean: Tensor | None, std: Tensor | None, out: Tensor) -> None:
     """Into a given contiguous ``out``: no allocation. A fresh patch batch's pages fault in on first write, which
     costs several times the copy itself (measured: ~25 ms vs ~2.5 ms for 66 MB on 2 cores)."""
+    _check_patchify_out(x, size, stride, mean, std, out)
+    _check_not_aliased(out, x)
     _patchify_into(x, size, stride, mean, std, out)
 
 
 @torch.library.custom_op("blindfast::overlap_add", mutates_args=(), device_types="cpu")
 def _overlap_add(patches: Tensor, height: int, width: int, stride: int, std: Tensor | None) -> Tensor:
+    _check_overlap_add(patches, height, width, stride, std)
     patches = patches.contiguous()
+    std = std.contiguous() if std is not None else None
     size = patches.shape[-1]
     ly, lx = _grid(height, width, size, stride)
     x = patches.new_empty(patches.shape[0] // (ly * lx), patches.shape[1], height, width)
@@ -182,21 +228,26 @@ def _overlap_add(patches: Tensor, height: int, width: int, stride: int, std: Ten
 
 @_overlap_add.register_kernel("cuda")
 def _(patches, height, width, stride, std):
-    return _backend.triton_kernels("patchify").overlap_add(patches.contiguous(), height, width, stride, std)
+    _check_overlap_add(patches, height, width, stride, std)
+    return _backend.triton_kernels("patchify").overlap_add(patches.contiguous(), height, width, stride,
+                                                           std.contiguous() if std is not None else None)
 
 
 @_patchify.register_fake
 def _(x, size, stride, mean, std):
+    _check_patchify(x, size, stride, mean, std)
     return x.new_empty(_patch_shape(x.shape, size, stride))
 
 
 @_patchify_out.register_fake
 def _(x, size, stride, mean, std, out):
+    _check_patchify_out(x, size, stride, mean, std, out)
     return None
 
 
 @_overlap_add.register_fake
 def _(patches, height, width, stride, std):
+    _check_overlap_add(patches, height, width, stride, std)
     ly, lx = _grid(height, width, patches.shape[-1], stride)
     return patches.new_empty(patches.shape[0] // (ly * lx), patches.shape[1], height, width)
 
@@ -260,15 +311,15 @@ def patchify(x: Tensor, size: int, stride: int, *, mean=None, std=None, out: Ten
     Returns:
         (B * L, C, size, size) patches (``out`` when given).
     """
-    check_tensor("x", x, 4, "(B, C, H, W)")
-    C = x.shape[1]
-    patch_grid(tuple(x.shape[-2:]), size, stride)
+    _check_patchify(x, size, stride, None, None)
     size, stride = int(size), int(stride)  # e.g. numpy integers: the op schema takes Python ints
-    mean = _per_channel("mean", mean, x, C, positive=False)
-    std = _per_channel("std", std, x, C, positive=True)
+    mean = _per_channel("mean", mean, x, x.shape[1], positive=False)
+    std = _per_channel("std", std, x, x.shape[1], positive=True)
     if out is None:
         return _patchify(x, size, stride, mean, std)
-    _check_out(out, _patch_shape(x.shape, size, stride), x)
+    # before the dispatcher, which would refuse a non-tensor less clearly
+    check_out(out, _patch_shape(x.shape, size, stride), x)
+    check_no_autograd(out, (x,))
     _patchify_out(x, size, stride, mean, std, out)
     return out
 
@@ -291,15 +342,7 @@ def overlap_add(patches: Tensor, image_size, stride: int, *, std=None) -> Tensor
     Returns:
         (B, C, H, W) image.
     """
-    check_tensor("patches", patches, 4, "(B * L, C, size, size)")
-    N, C, size, size_x = patches.shape
     height, width = _image_hw(image_size)
-    if size != size_x:
-        raise ValueError(f"patches must be square, shape (B * L, C, size, size), got shape {tuple(patches.shape)}")
-    ly, lx = patch_grid((height, width), size, stride)
-    stride = int(stride)
-    if N % (ly * lx) != 0:
-        raise ValueError(f"patches must hold a multiple of L = {ly * lx} patches ({ly} x {lx} per "
-                         f"{height} x {width} image, size {size}, stride {stride}), got {N}")
-    std = _per_channel("std", std, patches, C, positive=True)
-    return _overlap_add(patches, height, width, stride, std)
+    _check_overlap_add(patches, height, width, stride, None)
+    std = _per_channel("std", std, patches, patches.shape[1], positive=True)
+    return _overlap_add(patches, height, width, int(stride), std)

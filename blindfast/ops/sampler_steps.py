@@ -17,15 +17,42 @@ import torch
 from torch import Tensor
 
 from blindfast.ops import _backend
-from blindfast.ops._checks import check_out, check_same, check_tensor
+from blindfast.ops._checks import check_no_autograd, check_out, check_same, check_shape, check_tensor
 
 __all__ = ["euler_step", "heun_step", "ddpm_step", "ddim_step"]
 
 _NO_CLIP = (-math.inf, math.inf)
+_COEFFICIENTS = "(a, p, q, lo, hi, b, c, s, g)"
+
+
+def _check_step(x: Tensor, e: Tensor, z: Tensor | None, w: Tensor | None, coefficients: list[float]) -> None:
+    """The checker of the fused_step ops (the public functions call it too): x, e and the given z, w of one shape,
+    dtype and device; 9 coefficients, finite but for the clamp bounds lo < hi."""
+    names, tensors = ["x", "e"], [x, e]
+    for name, t in (("z", z), ("guidance", w)):
+        if t is not None:
+            names.append(name)
+            tensors.append(t)
+    for name, t in zip(names, tensors):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        check_tensor(name, t, t.dim(), "(B, ...)")
+        if name != "x":
+            check_shape(name, t, x.shape, "the shape of x")
+    check_same(tuple(names), tuple(tensors))
+    if len(coefficients) != 9:
+        raise ValueError(f"coefficients must be the 9 numbers {_COEFFICIENTS}, got {len(coefficients)}: "
+                         f"{list(coefficients)}")
+    a, p, q, lo, hi, b, c, s, g = coefficients
+    if not lo < hi:
+        raise ValueError(f"clip_x0 must be (lo, hi) with lo < hi, got ({lo}, {hi})")
+    if not all(map(math.isfinite, (a, p, q, b, c, s, g))):
+        raise ValueError(f"step coefficients must be finite, got (a, p, q, b, c, s, g) = {[a, p, q, b, c, s, g]}")
 
 
 def _fused_step_into(x: Tensor, e: Tensor, z: Tensor | None, w: Tensor | None, coefficients: list[float],
                      clip: bool, out: Tensor) -> None:
+    """The body of both ops, CPU and CUDA, after the check."""
     if x.device.type == "cuda":
         _backend.triton_kernels("flow").fused_step(x.contiguous(), e.contiguous(),
                                                    z.contiguous() if z is not None else None,
@@ -43,6 +70,7 @@ def _fused_step_into(x: Tensor, e: Tensor, z: Tensor | None, w: Tensor | None, c
 def _fused_step(x: Tensor, e: Tensor, z: Tensor | None, w: Tensor | None, coefficients: list[float],
                 clip: bool) -> Tensor:
     """coefficients = (a, p, q, lo, hi, b, c, s, g) of ``a clamp(p x + q e, lo, hi) + b x + c e + s z + g w``."""
+    _check_step(x, e, z, w, coefficients)
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     _fused_step_into(x, e, z, w, coefficients, clip, out)
     return out
@@ -53,16 +81,21 @@ def _fused_step_out(x: Tensor, e: Tensor, z: Tensor | None, w: Tensor | None, co
                     clip: bool, out: Tensor) -> None:
     """:func:`_fused_step` written into ``out`` (contiguous; may be ``x`` itself: element i is read before it is
     written). Saves the allocation, which for large tensors costs more than the step (fresh pages fault in)."""
+    _check_step(x, e, z, w, coefficients)
+    check_out(out, x.shape, x)
     _fused_step_into(x, e, z, w, coefficients, clip, out)
 
 
 @_fused_step.register_fake
 def _(x, e, z, w, coefficients, clip):
+    _check_step(x, e, z, w, coefficients)
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
 @_fused_step_out.register_fake
 def _(x, e, z, w, coefficients, clip, out):
+    _check_step(x, e, z, w, coefficients)
+    check_out(out, x.shape, x)
     return None
 
 
@@ -87,28 +120,13 @@ _fused_step.register_autograd(_step_backward, setup_context=_step_setup)
 
 def _step(x: Tensor, e: Tensor, z: Tensor | None, w: Tensor | None, *, a=0.0, p=0.0, q=0.0, b=0.0, c=0.0,
           s=0.0, g=0.0, clip=None, out: Tensor | None = None) -> Tensor:
-    names, tensors = ["x", "e"], [x, e]
-    for name, t in (("z", z), ("guidance", w)):
-        if t is not None:
-            names.append(name)
-            tensors.append(t)
-    for name, t in zip(names, tensors):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        check_tensor(name, t, t.dim(), "(B, ...)")
-        if t.shape != x.shape:
-            raise ValueError(f"{name} must have the shape of x {tuple(x.shape)}, got {tuple(t.shape)}")
-    check_same(tuple(names), tuple(tensors))
     lo, hi = clip if clip is not None else _NO_CLIP
-    if not lo < hi:
-        raise ValueError(f"clip_x0 must be (lo, hi) with lo < hi, got {clip}")
     coefficients = [float(v) for v in (a, p, q, lo, hi, b, c, s, g)]
-    if not all(math.isfinite(v) for i, v in enumerate(coefficients) if i not in (3, 4)):
-        raise ValueError(f"step coefficients must be finite, got (a, p, q, b, c, s, g) = "
-                         f"{[v for i, v in enumerate(coefficients) if i not in (3, 4)]}")
+    _check_step(x, e, z, w, coefficients)  # before the dispatcher, which would refuse a non-tensor less clearly
     if out is None:
         return _fused_step(x, e, z, w, coefficients, clip is not None)
-    check_out(out, x, tensors)
+    check_out(out, x.shape, x)
+    check_no_autograd(out, (x, e, z, w))
     _fused_step_out(x, e, z, w, coefficients, clip is not None, out)
     return out
 

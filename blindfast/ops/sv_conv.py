@@ -6,7 +6,8 @@ import torch
 from torch import Tensor
 
 from blindfast.ops import _backend
-from blindfast.ops._checks import PADDING_CODES, check_broadcast, check_padding, check_same, check_tensor
+from blindfast.ops._checks import (PADDING_CODES, check_broadcast, check_padding, check_same, check_shape,
+                                   check_tensor)
 
 __all__ = ["sv_conv", "output_size", "image_size"]
 
@@ -26,6 +27,8 @@ def image_size(output_hw: tuple[int, int], kernel_hw: tuple[int, int], padding: 
 
 
 def _check(x: Tensor, psf_grid: Tensor, padding: str, adjoint: bool) -> None:
+    """The checker of sv_conv (``adjoint=False``, x is the image) and sv_conv_adjoint (``adjoint=True``, x is y on
+    the output grid): the public function and both ops' bodies and fake implementations call it."""
     name = "y" if adjoint else "x"
     check_tensor(name, x, 4, "(B, C, H, W)")
     check_tensor("psf_grid", psf_grid, 6, "(B|1, C|1, Gy, Gx, kh, kw)")
@@ -47,16 +50,27 @@ def _check(x: Tensor, psf_grid: Tensor, padding: str, adjoint: bool) -> None:
                          f"node per output pixel")
 
 
+def _check_grad_psf(x: Tensor, grad_y: Tensor, psf_grid: Tensor, padding: str) -> None:
+    """The checker of sv_conv_grad_psf: ``x`` and ``psf_grid`` as for the forward, ``grad_y`` its output's shape."""
+    _check(x, psf_grid, padding, adjoint=False)
+    check_tensor("grad_y", grad_y, 4, "(B, C, Ho, Wo)")
+    check_same(("x", "grad_y"), (x, grad_y))
+    out_hw = output_size(x.shape[-2:], psf_grid.shape[-2:], padding)
+    check_shape("grad_y", grad_y, (*x.shape[:2], *out_hw), "the shape of sv_conv(x, psf_grid)")
+
+
 def _shapes(x_shape, psf_grid: Tensor) -> tuple[tuple, tuple]:
     return tuple(int(s) for s in x_shape), tuple(int(s) for s in psf_grid.shape)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# torch ops. The public function checks its input once; the ops see contiguous tensors of one dtype.
+# torch ops. Each body (CPU and CUDA) and each fake implementation calls the op's checker first, so a direct call of
+# torch.ops.blindfast.* fails as clearly as the public function; the bodies then make the inputs contiguous.
 
 
 @torch.library.custom_op("blindfast::sv_conv", mutates_args=(), device_types="cpu")
 def _sv_conv(x: Tensor, psf_grid: Tensor, padding: str) -> Tensor:
+    _check(x, psf_grid, padding, adjoint=False)
     x, psf_grid = x.contiguous(), psf_grid.contiguous()
     ho, wo = output_size(x.shape[-2:], psf_grid.shape[-2:], padding)
     y = x.new_empty(x.shape[0], x.shape[1], ho, wo)
@@ -67,6 +81,7 @@ def _sv_conv(x: Tensor, psf_grid: Tensor, padding: str) -> Tensor:
 
 @torch.library.custom_op("blindfast::sv_conv_adjoint", mutates_args=(), device_types="cpu")
 def _sv_conv_adjoint(y: Tensor, psf_grid: Tensor, padding: str) -> Tensor:
+    _check(y, psf_grid, padding, adjoint=True)
     y, psf_grid = y.contiguous(), psf_grid.contiguous()
     h, w = image_size(y.shape[-2:], psf_grid.shape[-2:], padding)
     x = y.new_empty(y.shape[0], y.shape[1], h, w)
@@ -78,6 +93,7 @@ def _sv_conv_adjoint(y: Tensor, psf_grid: Tensor, padding: str) -> Tensor:
 @torch.library.custom_op("blindfast::sv_conv_grad_psf", mutates_args=(), device_types="cpu")
 def _sv_conv_grad_psf(x: Tensor, grad_y: Tensor, psf_grid: Tensor, padding: str) -> Tensor:
     """Gradient of ``<sv_conv(x, psf_grid), grad_y>`` w.r.t. psf_grid (linear in x and grad_y, not in psf_grid)."""
+    _check_grad_psf(x, grad_y, psf_grid, padding)
     x, grad_y = x.contiguous(), grad_y.contiguous()
     grad_psf = psf_grid.new_empty(psf_grid.shape)
     _backend.cpu().sv_conv_grad_psf(x.data_ptr(), grad_y.data_ptr(), grad_psf.data_ptr(), *_shapes(x.shape, psf_grid),
@@ -87,34 +103,40 @@ def _sv_conv_grad_psf(x: Tensor, grad_y: Tensor, psf_grid: Tensor, padding: str)
 
 @_sv_conv.register_kernel("cuda")
 def _sv_conv_cuda(x, psf_grid, padding):
+    _check(x, psf_grid, padding, adjoint=False)
     kernels = _backend.triton_kernels("sv_conv")
     return kernels.sv_conv_forward(x.contiguous(), psf_grid.contiguous(), PADDING_CODES[padding])
 
 
 @_sv_conv_adjoint.register_kernel("cuda")
 def _sv_conv_adjoint_cuda(y, psf_grid, padding):
+    _check(y, psf_grid, padding, adjoint=True)
     kernels = _backend.triton_kernels("sv_conv")
     return kernels.sv_conv_adjoint(y.contiguous(), psf_grid.contiguous(), PADDING_CODES[padding])
 
 
 @_sv_conv_grad_psf.register_kernel("cuda")
 def _sv_conv_grad_psf_cuda(x, grad_y, psf_grid, padding):
+    _check_grad_psf(x, grad_y, psf_grid, padding)
     kernels = _backend.triton_kernels("sv_conv")
     return kernels.sv_conv_grad_psf(x.contiguous(), grad_y.contiguous(), psf_grid.contiguous(), PADDING_CODES[padding])
 
 
 @_sv_conv.register_fake
 def _(x, psf_grid, padding):
+    _check(x, psf_grid, padding, adjoint=False)
     return x.new_empty(x.shape[0], x.shape[1], *output_size(x.shape[-2:], psf_grid.shape[-2:], padding))
 
 
 @_sv_conv_adjoint.register_fake
 def _(y, psf_grid, padding):
+    _check(y, psf_grid, padding, adjoint=True)
     return y.new_empty(y.shape[0], y.shape[1], *image_size(y.shape[-2:], psf_grid.shape[-2:], padding))
 
 
 @_sv_conv_grad_psf.register_fake
 def _(x, grad_y, psf_grid, padding):
+    _check_grad_psf(x, grad_y, psf_grid, padding)
     return psf_grid.new_empty(psf_grid.shape)
 
 
