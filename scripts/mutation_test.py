@@ -19,6 +19,7 @@ import json
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -137,6 +138,8 @@ def main(argv=None) -> int:
     if dirty:
         parser.error(f"the sources to mutate must be committed (they are changed in place), got changes:\n{dirty}")
 
+    # a kill ends the run through SystemExit, so the finally below restores the mutated file
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     rng = random.Random(args.seed)
     build_dir = ROOT / "build-mutant"
     clean_module = build_native(build_dir)  # the unmutated C++ under the Triton mutants' tests
