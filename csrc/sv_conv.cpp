@@ -418,9 +418,10 @@ void sv_conv_grad_psf_cpu(const T* x, const T* grad_y, T* grad_psf, const SvConv
         if ((s.Bg == 1 || b == bg) && (s.Cg == 1 || c == cg)) planes.push_back(b * s.C + c);
     const int64_t n_units = int64_t(planes.size()) * bands;
     const int64_t n_chunks = std::min(n_units, max_chunks);
-    // chunk_sums[chunk][n * ksz + k]: the chunk's sum for tap k of node n, in flipped kernel coordinates (0 for the
-    // node rows the chunk does not reach).
-    std::vector<T> chunk_sums(n_chunks * grid_len, T(0));
+    // chunk_sums[chunk][n * ksz + k]: the chunk's sum for tap k of node n, in flipped kernel coordinates, written
+    // for the node rows [chunk_rows[2 chunk], chunk_rows[2 chunk + 1]) that the chunk's output rows reach.
+    std::vector<T> chunk_sums(n_chunks * grid_len);
+    std::vector<int64_t> chunk_rows(2 * n_chunks);
     T* out = grad_psf + grid_index * grid_len;
 
 #pragma omp parallel if (work(s) > kParallelWork)
@@ -431,8 +432,8 @@ void sv_conv_grad_psf_cpu(const T* x, const T* grad_y, T* grad_psf, const SvConv
 #pragma omp for schedule(dynamic, 1)
       for (int64_t chunk = 0; chunk < n_chunks; ++chunk) {
         const int64_t first = chunk * n_units / n_chunks, last = (chunk + 1) * n_units / n_chunks;
-        // The node rows [gy_lo, gy_hi) that the chunk's output rows reach: only they are cleared and summed (the
-        // whole grid's partials are MBs of vectors for 31 x 31 kernels on an 8 x 8 grid).
+        // Only the node rows [gy_lo, gy_hi) that the chunk reaches are cleared and summed: the whole grid's partials
+        // are MBs of vectors for 31 x 31 kernels on an 8 x 8 grid.
         int64_t gy_lo = s.Gy, gy_hi = 0;
         for (int64_t unit = first; unit < last; ++unit) {
           const int64_t i0 = (unit % bands) * kBandRows, i1 = std::min(i0 + kBandRows, g.Ho);
@@ -471,16 +472,23 @@ void sv_conv_grad_psf_cpu(const T* x, const T* grad_y, T* grad_psf, const SvConv
         }
         T* sums = chunk_sums.data() + chunk * grid_len;
         for (int64_t k = gy_lo * s.Gx * ksz; k < gy_hi * s.Gx * ksz; ++k) sums[k] = S::sum(partial[k]);
+        chunk_rows[2 * chunk] = gy_lo;
+        chunk_rows[2 * chunk + 1] = gy_hi;
       }
-      // The chunks' sums in chunk order, whichever thread made them. Partial sums are in flipped kernel
-      // coordinates: (a, e) -> (kh-1-a, kw-1-e).
+      // Each node's taps: the chunks' sums in chunk order, whichever thread made them (chunk-major, so the reads run
+      // along memory). Partial sums are in flipped kernel coordinates: (a, e) -> (kh-1-a, kw-1-e).
+      std::vector<T> total(ksz);
 #pragma omp for schedule(static)
-      for (int64_t n = 0; n < s.Gy * s.Gx; ++n)
-        for (int64_t k = 0; k < ksz; ++k) {
-          T total = 0;
-          for (int64_t chunk = 0; chunk < n_chunks; ++chunk) total += chunk_sums[chunk * grid_len + n * ksz + k];
-          out[n * ksz + (ksz - 1 - k)] = total;
+      for (int64_t n = 0; n < s.Gy * s.Gx; ++n) {
+        std::fill(total.begin(), total.end(), T(0));
+        const int64_t gy = n / s.Gx;
+        for (int64_t chunk = 0; chunk < n_chunks; ++chunk) {
+          if (gy < chunk_rows[2 * chunk] || gy >= chunk_rows[2 * chunk + 1]) continue;
+          const T* sums = chunk_sums.data() + chunk * grid_len + n * ksz;
+          for (int64_t k = 0; k < ksz; ++k) total[k] += sums[k];
         }
+        for (int64_t k = 0; k < ksz; ++k) out[n * ksz + (ksz - 1 - k)] = total[k];
+      }
     }
   }
 }
