@@ -11,6 +11,7 @@ from conftest import FULL, record
 
 from blindfast.ops import sv_conv
 from blindfast.ops.reference import sv_conv_reference, sv_conv_tile_fft, tent_multipliers
+from blindfast.physics import lens_psf_grid
 
 PADDING = "circular"
 GRID = (8, 8)
@@ -100,3 +101,22 @@ def test_sv_conv_20mp(benchmark, device, machine, impl):
     benchmark.group = f"sv_conv-forward-20MP-{h}x{w}-k{k}"
     record(benchmark, operation(impl, "forward", x, psf), device, machine, 8 * k * k * 3 * h * w,
            3 if impl == "blindfast" else 1, x.numel() * x.element_size())
+
+
+@pytest.mark.parametrize("taps", ["subnormal", "flushed"])
+@pytest.mark.parametrize("op", ["forward", "adjoint"])
+def test_sv_conv_subnormal_taps(benchmark, device, machine, op, taps):
+    """lens_psf_grid's float32 kernels (8x8 grid, k = 31, RGB) as the generator gives them ("flushed": the taps
+    below float32's smallest normal are 0) and as a plain cast of its float64 kernels ("subnormal": about 5% of the
+    taps subnormal, as before the flush); everything else the same."""
+    h, w, k = 1024, 1024, 31
+    x, _ = make_inputs(device, h, w, k)
+    if taps == "subnormal":
+        psf = lens_psf_grid(GRID, k, generator=torch.Generator().manual_seed(0), dtype=torch.float64).float()
+        tiny = torch.finfo(torch.float32).tiny
+        assert ((psf != 0) & (psf < tiny)).float().mean() > 0.04
+    else:
+        psf = lens_psf_grid(GRID, k, generator=torch.Generator().manual_seed(0))
+    benchmark.group = f"sv_conv-subnormal-taps-{op}-{h}x{w}-k{k}"
+    record(benchmark, operation("blindfast", op, x, psf.to(device)), device, machine, 8 * k * k * 3 * h * w, 5,
+           x.numel() * x.element_size())

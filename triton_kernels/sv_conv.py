@@ -253,11 +253,11 @@ def _fold_axis_kernel(
 
 @triton.jit
 def _sv_conv_grad_psf_kernel(
-    x_ptr, g_ptr, grad_ptr,
+    x_ptr, g_ptr, grad_ptr, window_ptr,
     C, H, W, Ho, Wo, Gy, Gx, kh, kw, top, left,
     psf_sb, psf_sc, n_tiles_w, n_tiles,
     PAD: tl.constexpr, ACC: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
-    NODES_Y: tl.constexpr, NODES_X: tl.constexpr,
+    NODES_Y: tl.constexpr, NODES_X: tl.constexpr, ORDERED: tl.constexpr,
 ):
     """PSF gradient, a reduction over pixels: one program per (plane, tile of output pixels).
 
@@ -270,6 +270,10 @@ def _sv_conv_grad_psf_kernel(
     starting at (gy_lo, gx_lo). Their tent weights form two small matrices WY (BLOCK_H, NODES_Y) and WX (BLOCK_W,
     NODES_X), computed once; per tap, the product P = g * xp is reduced separably, S = WY^T P WX, and the
     (NODES_Y, NODES_X) partial sums go to ``grad`` with one vector tl.atomic_add.
+
+    ORDERED (no atomics, for torch.use_deterministic_algorithms): ``grad`` is instead (programs, NODES_Y, NODES_X,
+    kh, kw), each program storing its partial sums in its own slot, and ``window`` (programs, 2) receives the
+    program's first node (gy_lo, gx_lo); the launcher adds the slots up in a fixed order.
     """
     plane, b, c, i, j = _program_tile(C, n_tiles_w, n_tiles, BLOCK_H, BLOCK_W)
     ok_i = i < Ho
@@ -298,7 +302,14 @@ def _sv_conv_grad_psf_kernel(
     gv = tl.load(g_ptr + plane.to(tl.int64) * Ho * Wo + i[:, None] * Wo + j[None, :],
                  mask=ok_i[:, None] & ok_j[None, :], other=0).to(ACC)
     x_plane = x_ptr + plane.to(tl.int64) * H * W
-    grad_tap = grad_ptr + b * psf_sb + c * psf_sc  # tap (a, e) of node (0, 0); taps are visited in memory order
+    if ORDERED:
+        pid = tl.program_id(0).to(tl.int64)
+        grad_tap = grad_ptr + pid * (NODES_Y * NODES_X * KK)  # tap (a, e) of the program's first node
+        node_off = (tl.arange(0, NODES_Y)[:, None] * NODES_X + tl.arange(0, NODES_X)[None, :]) * KK
+        tl.store(window_ptr + 2 * pid, gy_lo)
+        tl.store(window_ptr + 2 * pid + 1, gx_lo)
+    else:
+        grad_tap = grad_ptr + b * psf_sb + c * psf_sc  # tap (a, e) of node (0, 0); taps are visited in memory order
     for a in range(kh):
         p_r = i + (kh - 1 - a - top)  # the image access is the forward's
         x_row = x_plane + _pad_source(p_r, H, PAD)[:, None] * W
@@ -313,7 +324,10 @@ def _sv_conv_grad_psf_kernel(
             prod = gv * xv.to(ACC)  # (BLOCK_H, BLOCK_W); zero outside the output (g = 0 there)
             rows = tl.sum(prod[:, :, None] * wx[None, :, :], axis=1)  # (BLOCK_H, NODES_X)
             part = tl.sum(wy[:, :, None] * rows[:, None, :], axis=0)  # (NODES_Y, NODES_X)
-            tl.atomic_add(grad_tap + node_off, part, mask=node_mask)
+            if ORDERED:
+                tl.store(grad_tap + node_off, part)
+            else:
+                tl.atomic_add(grad_tap + node_off, part, mask=node_mask)
             grad_tap += 1
             q -= 1
 
@@ -454,8 +468,11 @@ def sv_conv_grad_psf(x: torch.Tensor, grad_y: torch.Tensor, psf_grid: torch.Tens
     """Gradient of ``<sv_conv(x, psf_grid), grad_y>`` w.r.t. psf_grid: x (B, C, H, W), grad_y (B, C, Ho, Wo) ->
     (B|1, C|1, Gy, Gx, kh, kw), summed over the broadcast batch / channel dims (psf_grid's values are not read).
 
-    Accumulates in a float32 (float64 for float64) buffer with atomics, then casts to psf_grid's dtype; the
-    summation order of the atomics is not deterministic.
+    Accumulates in float32 (float64 for float64), then casts to psf_grid's dtype. By default the programs add their
+    partial sums into the result with atomics, whose order (and so the rounding) changes from run to run. Under
+    ``torch.use_deterministic_algorithms(True)`` each program stores its partial sums instead (programs x 4 nodes
+    x kh x kw values when a tile lies in one grid cell) and ``index_add_``, deterministic in that mode, adds them
+    up: the same bits on every run, for some extra memory and time.
     """
     _check_inputs(x, grad_y, psf_grid)
     B, C, H, W = x.shape
@@ -464,14 +481,45 @@ def sv_conv_grad_psf(x: torch.Tensor, grad_y: torch.Tensor, psf_grid: torch.Tens
     if tuple(grad_y.shape) != (B, C, Ho, Wo):
         raise ValueError(f"grad_y must have shape {(B, C, Ho, Wo)}, got {tuple(grad_y.shape)}")
     buf_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    grad = torch.zeros(psf_grid.shape, dtype=buf_dtype, device=x.device)
     if grad_y.numel() == 0:
-        return grad.to(psf_grid.dtype)
+        return torch.zeros(psf_grid.shape, dtype=psf_grid.dtype, device=x.device)
     n_tiles_w = triton.cdiv(Wo, BLOCK_W)
     n_tiles = triton.cdiv(Ho, BLOCK_H) * n_tiles_w
     psf_sb, psf_sc = _psf_strides(psf_grid, B, C)
+    nodes = (_nodes_per_tile(Ho, Gy, BLOCK_H), _nodes_per_tile(Wo, Gx, BLOCK_W))
+    ordered = torch.are_deterministic_algorithms_enabled()
+    if ordered:
+        grad = torch.empty(B * C * n_tiles, *nodes, kh, kw, dtype=buf_dtype, device=x.device)
+        window = torch.empty(B * C * n_tiles, 2, dtype=torch.int32, device=x.device)
+    else:
+        grad = torch.zeros(psf_grid.shape, dtype=buf_dtype, device=x.device)
+        window = grad  # not read
     _sv_conv_grad_psf_kernel[(B * C * n_tiles,)](
-        x, grad_y, grad, C, H, W, Ho, Wo, Gy, Gx, kh, kw, top, left, psf_sb, psf_sc, n_tiles_w, n_tiles,
-        PAD=padding, ACC=_acc_dtype(x.dtype), BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
-        NODES_Y=_nodes_per_tile(Ho, Gy, BLOCK_H), NODES_X=_nodes_per_tile(Wo, Gx, BLOCK_W), num_warps=num_warps)
+        x, grad_y, grad, window, C, H, W, Ho, Wo, Gy, Gx, kh, kw, top, left, psf_sb, psf_sc, n_tiles_w, n_tiles,
+        PAD=padding, ACC=_acc_dtype(x.dtype), BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W, NODES_Y=nodes[0], NODES_X=nodes[1],
+        ORDERED=ordered, num_warps=num_warps)
+    if ordered:
+        grad = _sum_program_partials(grad, window, psf_grid.shape, n_tiles, C, psf_sb > 0, psf_sc > 0)
     return grad.to(psf_grid.dtype)
+
+
+def _sum_program_partials(partials: torch.Tensor, window: torch.Tensor, psf_shape, n_tiles: int, C: int,
+                          per_batch: bool, per_channel: bool) -> torch.Tensor:
+    """The ORDERED kernel's per-program partial sums (programs, NODES_Y, NODES_X, kh, kw), added onto their grid
+    nodes: (Bg, Cg, Gy, Gx, kh, kw). ``window`` (programs, 2) holds each program's first node; nodes of the window
+    past the grid (their partial sums are 0) go to a spare row that is dropped."""
+    Bg, Cg, Gy, Gx, kh, kw = psf_shape
+    programs, nodes_y, nodes_x = partials.shape[:3]
+    device = partials.device
+    plane = torch.arange(programs, device=device) // n_tiles  # program id = plane * n_tiles + tile
+    batch = plane // C if per_batch else torch.zeros_like(plane)
+    channel = plane % C if per_channel else torch.zeros_like(plane)
+    grid_index = batch * Cg + channel
+    ny = window[:, 0, None].long() + torch.arange(nodes_y, device=device)  # (programs, NODES_Y)
+    nx = window[:, 1, None].long() + torch.arange(nodes_x, device=device)  # (programs, NODES_X)
+    inside = (ny < Gy)[:, :, None] & (nx < Gx)[:, None, :]
+    node = (grid_index[:, None, None] * Gy + ny[:, :, None]) * Gx + nx[:, None, :]
+    spare = Bg * Cg * Gy * Gx
+    target = torch.where(inside, node, spare).reshape(-1)
+    sums = partials.new_zeros(spare + 1, kh * kw).index_add_(0, target, partials.reshape(-1, kh * kw))
+    return sums[:spare].reshape(psf_shape)

@@ -3,10 +3,11 @@ r"""Random blur kernels for synthetic blind-deblurring data: camera-shake motion
 Both generators follow :func:`blindfast.physics.motion_blur.rotation_params`'s conventions: a batch size, a seeded
 ``torch.Generator`` (``None`` is torch's global one), draws made in float64 on the generator's device so a seed gives
 the same kernels whatever the target ``dtype`` and ``device``, and a parameter dict ``{"kernel": (B, 1, k, k)}`` for
-:class:`blindfast.physics.blur.Blur`. Every kernel is non-negative and sums to 1, with its centre of mass at the
-window centre ``((k - 1) / 2, (k - 1) / 2)`` (pixel indices). That is the centre tap for odd ``k``; for even ``k`` it
-lies half a pixel before :class:`~blindfast.physics.blur.Blur`'s centre index ``k // 2`` in each axis, so an even
-kernel shifts the blurred image by half a pixel, as the kernels of the ``motionblur`` package do.
+:class:`blindfast.physics.blur.Blur`. Every kernel is non-negative, has no subnormal taps (:func:`flush_subnormals`)
+and sums to 1, with its centre of mass at the window centre ``((k - 1) / 2, (k - 1) / 2)`` (pixel indices). That is
+the centre tap for odd ``k``; for even ``k`` it lies half a pixel before :class:`~blindfast.physics.blur.Blur`'s
+centre index ``k // 2`` in each axis, so an even kernel shifts the blurred image by half a pixel, as the kernels of
+the ``motionblur`` package do.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["motion_kernel", "gaussian_kernel", "gaussian_kernel_params", "SUPERSAMPLE", "SMOOTHING"]
+__all__ = ["motion_kernel", "gaussian_kernel", "gaussian_kernel_params", "flush_subnormals", "SUPERSAMPLE",
+           "SMOOTHING"]
 
 # Rasterisation grid of motion_kernel: SUPERSAMPLE x finer than the kernel. The motionblur package draws at 2x and
 # resamples with Lanczos, which rings (negative taps, clipped); a bilinear splat on a 4x grid brought down by a
@@ -37,6 +39,19 @@ _JITTER_BETA = (2, 20)
 _PACKAGE_EPS = 0.1
 # Steps are drawn this many at a time until every path of the batch is long enough.
 _STEP_CHUNK = 64
+
+
+def flush_subnormals(kernel: Tensor, dtype: torch.dtype) -> Tensor:
+    """``kernel`` in ``dtype``, its taps below ``dtype``'s smallest normal number (in magnitude) set to 0.
+
+    The far tails of Gaussian-like kernels fall below float32's smallest normal, 1.2e-38 (about 5% of
+    :func:`~blindfast.physics.lens.lens_psf_grid`'s float32 taps), and arithmetic on subnormals is slow on x86
+    CPUs. The mass removed is below ``taps * 1.2e-38``, far under one rounding of a kernel's sum of 1. float16 keeps
+    its subnormals: its smallest normal, 6.1e-5, is a visible part of a kernel. Gradients pass through the kept taps.
+    """
+    if dtype == torch.float16:
+        return kernel.to(dtype)
+    return torch.where(kernel.abs() < torch.finfo(dtype).tiny, torch.zeros_like(kernel), kernel).to(dtype)
 
 
 def _check_count(name: str, value) -> int:
@@ -228,7 +243,7 @@ def motion_kernel(batch: int, size: int = 64, intensity: float = 0.5, *, generat
     tent = (1 - (position[None, :] - target[:, None]).abs()).clamp(min=0)                 # (size, canvas)
     kernel = tent @ image @ tent.T
     kernel = kernel / kernel.sum(dim=(-2, -1), keepdim=True)
-    return dict(kernel=kernel.to(dtype=dtype))
+    return dict(kernel=flush_subnormals(kernel, dtype))
 
 
 def _kernel_parameter(name: str, value, positive: bool) -> Tensor:
@@ -291,7 +306,7 @@ def gaussian_kernel(size: int, sigma: float | Tensor, anisotropy: float | Tensor
     along = (cos * dx + sin * dy) / sigma                          # R^T d, scaled by the standard deviations
     across = (cos * dy - sin * dx) / (anisotropy * sigma)
     kernel = torch.exp(-0.5 * (along**2 + across**2))              # (B|1, k, k)
-    kernel = kernel / kernel.sum(dim=(-2, -1), keepdim=True)
+    kernel = flush_subnormals(kernel / kernel.sum(dim=(-2, -1), keepdim=True), dtype)
     return kernel[:, None] if batched else kernel[0]
 
 
@@ -333,4 +348,4 @@ def gaussian_kernel_params(batch: int, size: int = 25, *, sigma_range: tuple[flo
     anisotropy = aniso_low + (aniso_high - aniso_low) * _uniform((batch,), generator)
     angle = math.pi * _uniform((batch,), generator)
     kernel = gaussian_kernel(size, sigma, anisotropy, angle, dtype=torch.float64, device=device)
-    return dict(kernel=kernel.to(dtype=dtype))
+    return dict(kernel=flush_subnormals(kernel, dtype))

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor
 
+from blindfast.physics.kernels import flush_subnormals
+
 __all__ = ["lens_psf_grid"]
 
 
@@ -46,7 +48,8 @@ def lens_psf_grid(grid: tuple[int, int] = (8, 8), size: int = 31, channels: int 
         variation: relative spread of the per-lens draws of beta, gamma, eta, kappa.
         decenter: largest offset of the optical centre from the image centre, in units of the half image.
     Returns:
-        (1, C, Gy, Gx, size, size) non-negative kernels, each summing to 1.
+        (1, C, Gy, Gx, size, size) non-negative kernels, each summing to 1, without subnormal taps
+        (:func:`~blindfast.physics.kernels.flush_subnormals`).
     Raises:
         ValueError: when a kernel (3 standard deviations around its shifted centre) does not fit in the window.
     """
@@ -84,4 +87,4 @@ def lens_psf_grid(grid: tuple[int, int] = (8, 8), size: int = 31, channels: int 
     skew = 0.5 * torch.erfc(-eta * r * z_r / math.sqrt(2))        # Phi(alpha z_r)
     psf = torch.exp(-0.5 * (z_r**2 + z_t**2)) * skew
     psf = psf / psf.sum(dim=(-2, -1), keepdim=True)
-    return psf.unsqueeze(0).to(dtype)
+    return flush_subnormals(psf.unsqueeze(0), dtype)

@@ -195,3 +195,61 @@ def test_cuda_op_and_autograd(padding):
     assert _rel_err(y.detach().cpu(), ref) < F64_RTOL
     small = (x.detach()[:1, :1, :12, :14].clone().requires_grad_(), psf.detach()[:1, :1].clone().requires_grad_())
     assert torch.autograd.gradcheck(lambda a, h: sv_conv(a, h, padding=padding), small)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# torch.use_deterministic_algorithms(True): grad_psf stores per-program partial sums instead of adding them with
+# atomics, and adds them up in a fixed order.
+
+
+@pytest.fixture
+def deterministic_algorithms():
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+@pytest.fixture
+def ordered_sums(monkeypatch):
+    """Counts the calls of the ordered (atomic-free) summation of grad_psf's partial sums."""
+    calls = []
+    original = tk._sum_program_partials
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tk, "_sum_program_partials", counted)
+    return calls
+
+
+@pytest.mark.parametrize("padding", ["zeros", "circular"])
+@pytest.mark.parametrize("case, blocks", [(name, None) for name in MAIN_CASES] + [("plane-grid3x5-k3", SMALL_BLOCKS)])
+def test_grad_psf_deterministic_mode(case, blocks, padding, ordered_sums, deterministic_algorithms):
+    """The ordered path gives the reference's result, including broadcast grids (several planes onto one grid) and
+    tiles that span several grid cells."""
+    (x, psf), _ = _inputs(case, torch.float64)
+    g, _ = _cotangent(case, padding, torch.float64)
+    got = _run_op("grad_psf", x, g, psf, padding, blocks=blocks)
+    assert ordered_sums, "grad_psf added its partial sums with atomics under use_deterministic_algorithms(True)"
+    torch.use_deterministic_algorithms(False)  # the reference is no part of the test
+    assert _rel_err(got, _reference("grad_psf", x, g, psf, padding)) < F64_RTOL
+
+
+def test_grad_psf_uses_atomics_by_default(ordered_sums):
+    (x, psf), _ = _inputs("plane-grid3x5-k3", torch.float64)
+    g, _ = _cotangent("plane-grid3x5-k3", "zeros", torch.float64)
+    _run_op("grad_psf", x, g, psf, "zeros")
+    assert not ordered_sums
+
+
+def test_grad_psf_deterministic_mode_repeats_bit_for_bit(deterministic_algorithms):
+    """Several tiles per plane and a broadcast grid, float32: every run gives the same bits (on a GPU the atomic
+    path does not)."""
+    (x, psf), _ = _inputs("grid3x5-k3-Cg1", torch.float32)
+    g, _ = _cotangent("grid3x5-k3-Cg1", "reflect", torch.float32)
+    first = _run_op("grad_psf", x, g, psf, "reflect", blocks=SMALL_BLOCKS)
+    for _ in range(4):
+        assert torch.equal(_run_op("grad_psf", x, g, psf, "reflect", blocks=SMALL_BLOCKS), first)

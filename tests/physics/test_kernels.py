@@ -1,5 +1,5 @@
 """Blur-kernel generators: motion kernels (valid, seeded, exactly centred, straight at intensity 0, inside the
-window) and rotated Gaussians against scipy, gradients, random draws, bad input."""
+window) and rotated Gaussians against scipy, gradients, random draws, bad input; no generator gives subnormal taps."""
 
 import math
 
@@ -9,8 +9,8 @@ import torch
 from scipy import stats
 
 from blindfast.physics.blur import Blur
-from blindfast.physics.kernels import (SMOOTHING, SUPERSAMPLE, gaussian_kernel, gaussian_kernel_params,
-                                       motion_kernel)
+from blindfast.physics.kernels import (SMOOTHING, SUPERSAMPLE, flush_subnormals, gaussian_kernel,
+                                       gaussian_kernel_params, motion_kernel)
 
 F64 = torch.float64
 
@@ -293,3 +293,48 @@ def test_gaussian_params_errors(kwargs, error, message):
     batch, size = args.pop("batch"), args.pop("size")
     with pytest.raises(error, match=message):
         gaussian_kernel_params(batch, size, **args)
+
+
+# --- subnormal taps -------------------------------------------------------------------------------------------------
+
+def subnormal_taps(kernel):
+    """Number of non-zero taps below the smallest normal number of the kernel's dtype."""
+    kernel = kernel.detach()
+    return ((kernel != 0) & (kernel.abs() < torch.finfo(kernel.dtype).tiny)).sum().item()
+
+
+def test_flush_subnormals():
+    tiny = torch.finfo(torch.float32).tiny
+    values = torch.tensor([0.5, tiny, tiny * (1 - 2**-30), tiny / 2, -tiny / 8, 1e-300, 0.0, -0.25], dtype=F64,
+                          requires_grad=True)
+    flushed = flush_subnormals(values, torch.float32)
+    # Below float32's smallest normal (even where the cast would round up to it): 0; the rest as a plain cast.
+    expected = torch.tensor([0.5, tiny, 0.0, 0.0, 0.0, 0.0, 0.0, -0.25], dtype=torch.float32)
+    assert flushed.dtype == torch.float32 and torch.equal(flushed, expected)
+    flushed.double().sum().backward()
+    assert values.grad.tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    # float16 keeps its subnormals (its smallest normal, 6.1e-5, is a visible part of a kernel).
+    assert torch.equal(flush_subnormals(values.detach(), torch.float16), values.detach().half())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, F64])
+@pytest.mark.parametrize("seed", range(3))
+def test_generators_give_no_subnormal_taps(dtype, seed):
+    """Wide windows and narrow kernels, whose float32 tails fall below 1.2e-38 (2-10% of the taps before the flush);
+    flushing them keeps every kernel's sum within one rounding (float32 / bfloat16; float64 has no subnormal tails
+    to flush)."""
+    def generator():
+        return torch.Generator().manual_seed(seed)
+
+    sigma = torch.tensor([0.6, 0.8, 1.5], dtype=F64) * (1 + seed)
+    kernels = {
+        "gaussian_kernel": gaussian_kernel(31, sigma, torch.tensor([0.5, 1.0, 0.7], dtype=F64), 0.3, dtype=dtype),
+        "gaussian_kernel_params": gaussian_kernel_params(8, 61, generator=generator(), dtype=dtype)["kernel"],
+        "motion_kernel": _motion(batch=3, size=32, seed=seed, dtype=dtype),
+    }
+    for name, kernel in kernels.items():
+        assert kernel.dtype == dtype
+        assert subnormal_taps(kernel) == 0, name
+        if dtype != F64:
+            deviation = (kernel.double().sum((-2, -1)) - 1).abs().max().item()
+            assert deviation <= torch.finfo(dtype).eps, (name, deviation)
