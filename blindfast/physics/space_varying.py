@@ -181,9 +181,7 @@ class ProductConvolution(LinearOperator):
 
     def __init__(self, padding: str = "valid", mask_first: bool = True):
         self.padding = padding_name(padding)
-        if not isinstance(mask_first, bool):
-            raise TypeError(f"mask_first must be a bool, got {type(mask_first).__name__}")
-        self.mask_first = mask_first
+        self.mask_first = _validate.boolean("mask_first", mask_first)
 
     def __repr__(self) -> str:
         return f"ProductConvolution(padding={self.padding!r}, mask_first={self.mask_first})"

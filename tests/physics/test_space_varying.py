@@ -370,7 +370,7 @@ def test_error_unknown_padding():
 
 
 def test_error_mask_first_not_bool():
-    with pytest.raises(TypeError, match=r"mask_first must be a bool, got int"):
+    with pytest.raises(TypeError, match=r"mask_first must be True or False, got int 1"):
         ProductConvolution(mask_first=1)
 
 
