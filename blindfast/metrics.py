@@ -7,12 +7,11 @@ take ``(..., kh, kw)`` kernels whose leading dimensions broadcast, and return th
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from blindfast import _validate
 
 __all__ = [
     "psnr",
@@ -64,8 +63,9 @@ def _check_images(x, y, crop: int, min_size: int = 1) -> tuple[Tensor, Tensor, b
         raise ValueError(f"x and y must have the same shape, got x {tuple(x.shape)} and y {tuple(y.shape)}")
     if x.device != y.device:
         raise ValueError(f"x and y must be on one device, got x on {x.device} and y on {y.device}")
-    if not isinstance(crop, numbers.Integral) or crop < 0:
-        raise ValueError(f"crop must be a non-negative integer, got {crop!r}")
+    if x.shape[-3] < 1:
+        raise ValueError(f"x and y must have at least one channel, got shape {tuple(x.shape)}")
+    crop = _validate.nonnegative_int("crop", crop)
     H, W = x.shape[-2:]
     if min(H, W) - 2 * crop < min_size:
         raise ValueError(f"images of size ({H}, {W}) with crop={crop} leave less than the {min_size} x {min_size} "
@@ -78,9 +78,7 @@ def _check_images(x, y, crop: int, min_size: int = 1) -> tuple[Tensor, Tensor, b
 
 
 def _check_max_val(max_val) -> float:
-    if not isinstance(max_val, numbers.Real) or not math.isfinite(max_val) or max_val <= 0:
-        raise ValueError(f"max_val must be a finite positive number, got {max_val!r}")
-    return float(max_val)
+    return _validate.real("max_val", max_val, 0, low_open=True)
 
 
 def _check_kernels(k_est, k_true) -> tuple[Tensor, Tensor, torch.dtype]:
@@ -98,6 +96,9 @@ def _check_kernels(k_est, k_true) -> tuple[Tensor, Tensor, torch.dtype]:
     except RuntimeError:
         raise ValueError(f"the leading dimensions of k_est {tuple(k_est.shape)} and k_true {tuple(k_true.shape)} "
                          f"must broadcast") from None
+    if 0 in lead:
+        raise ValueError(f"k_est and k_true must hold at least one kernel each, got shapes {tuple(k_est.shape)} and "
+                         f"{tuple(k_true.shape)}")
     est, true = (k.double().expand(*lead, *k.shape[-2:]) for k in (k_est, k_true))
     return est, true, _result_dtype(k_est, k_true)
 
@@ -393,6 +394,9 @@ def _check_psf_grids(est, true) -> tuple[Tensor, Tensor, torch.dtype]:
                          f"{true.shape[0]}")
     if est.device != true.device:
         raise ValueError(f"est and true must be on one device, got {est.device} and {true.device}")
+    if est.numel() == 0 or true.numel() == 0:
+        raise ValueError(f"est and true must not be empty (every dimension >= 1), got shapes "
+                         f"{tuple(est.shape)} and {tuple(true.shape)}")
     batch = max(est.shape[0], true.shape[0])
     est64, true64 = (g.double().expand(batch, *g.shape[1:]) for g in (est, true))
     return est64, true64, _result_dtype(est, true)

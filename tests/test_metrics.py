@@ -380,7 +380,7 @@ def test_nan_image(metric):
 
 @pytest.mark.parametrize("max_val", [0, -1.0, math.nan, math.inf])
 def test_non_positive_max_val(max_val):
-    with pytest.raises(ValueError, match=f"max_val must be a finite positive number, got {max_val!r}"):
+    with pytest.raises(ValueError, match=f"max_val must be a finite number > 0, got {max_val!r}"):
         psnr(torch.rand(3, 8, 8), torch.rand(3, 8, 8), max_val=max_val)
 
 
@@ -399,7 +399,7 @@ def test_crop_too_large_and_ssim_image_too_small():
     x = torch.rand(1, 1, 20, 30)
     with pytest.raises(ValueError, match=r"size \(20, 30\) with crop=10 leave less than the 1 x 1"):
         psnr(x, x, crop=10)
-    with pytest.raises(ValueError, match=r"crop must be a non-negative integer, got -1"):
+    with pytest.raises(ValueError, match=r"crop must be an integer >= 0, got -1"):
         psnr(x, x, crop=-1)
     with pytest.raises(ValueError, match=r"size \(20, 30\) with crop=5 leave less than the 11 x 11"):
         ssim(x, x, crop=5)

@@ -26,6 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from blindfast import _validate
+
 __all__ = ["KLAutoencoder", "AUTOENCODER_PRESETS", "LOGVAR_RANGE"]
 
 # LDM's clamp of the posterior log-variance: sigma in [e^-15, e^10] = [3e-7, 2.2e4]. It keeps exp(logvar) finite in
@@ -85,11 +87,6 @@ def _reparameterise(mean: Tensor, logvar: Tensor, generator: torch.Generator | N
     return mean + (0.5 * logvar).exp() * noise
 
 
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 class KLAutoencoder(nn.Module):
     r"""Encoder :math:`x \mapsto (\mu, \log\sigma^2)` and decoder :math:`z \mapsto \hat x` of a KL-regularised
     autoencoder over ``len(channel_mults)`` resolution levels (level l has ``base_channels * channel_mults[l]``
@@ -112,8 +109,10 @@ class KLAutoencoder(nn.Module):
         kl_weight: :math:`\lambda_{KL}` of :meth:`loss`.
 
     Raises:
-        ValueError: for a channel or block count that is not a positive integer, an empty or non-positive
-            ``channel_mults``, or a negative or non-finite ``kl_weight``.
+        TypeError: for a channel or block count that is not an integer, ``channel_mults`` not a tuple of integers,
+            or a ``kl_weight`` that is not a number.
+        ValueError: for a channel or block count below 1, an empty or non-positive ``channel_mults``, or a negative
+            or non-finite ``kl_weight``.
     """
 
     def __init__(self,
@@ -125,15 +124,11 @@ class KLAutoencoder(nn.Module):
                  blocks_per_level: int = 2,        # encoder residual blocks per level
                  kl_weight: float = 1e-6):         # KL weight against the pixel-summed L1 (LDM's KL-f4 value)
         super().__init__()
-        channel_mults = tuple(channel_mults)
         for name, value in (("image_channels", image_channels), ("latent_channels", latent_channels),
                             ("base_channels", base_channels), ("blocks_per_level", blocks_per_level)):
-            _check_positive_int(name, value)
-        if not channel_mults or not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1
-                                        for m in channel_mults):
-            raise ValueError(f"channel_mults must be a non-empty tuple of positive integers, got {channel_mults!r}")
-        if not (isinstance(kl_weight, (int, float)) and math.isfinite(kl_weight) and kl_weight >= 0):
-            raise ValueError(f"kl_weight must be a finite number >= 0, got {kl_weight!r}")
+            _validate.positive_int(name, value)
+        channel_mults = _validate.int_sequence("channel_mults", channel_mults, 1)
+        _validate.real("kl_weight", kl_weight, 0)
         self.image_channels, self.latent_channels = image_channels, latent_channels
         self.base_channels, self.channel_mults = base_channels, channel_mults
         self.blocks_per_level, self.kl_weight = blocks_per_level, float(kl_weight)
@@ -183,11 +178,9 @@ class KLAutoencoder(nn.Module):
                 "blocks_per_level": self.blocks_per_level, "kl_weight": self.kl_weight}
 
     def _check_input(self, name: str, x: Tensor, channels: int, multiple: int) -> None:
-        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != channels:
-            raise ValueError(f"{name} must have shape (B, {channels}, H, W), got "
-                             f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
-        if not x.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
+        _validate.floating_tensor(name, x, f"(B, {channels}, H, W)")
+        if x.dim() != 4 or x.shape[1] != channels:
+            raise ValueError(f"{name} must have shape (B, {channels}, H, W), got {tuple(x.shape)}")
         H, W = x.shape[-2:]
         if H % multiple or W % multiple:
             raise ValueError(f"{name}'s H and W must be divisible by the downsampling factor {multiple}, got "
@@ -203,7 +196,8 @@ class KLAutoencoder(nn.Module):
             (mean, logvar), each (B, L, H/f, W/f); logvar clamped to ``LOGVAR_RANGE``.
 
         Raises:
-            ValueError: for a wrong rank or channel count, an integer dtype, or H or W not divisible by f.
+            TypeError: for a non-tensor or an integer dtype.
+            ValueError: for a wrong rank or channel count, or H or W not divisible by f.
         """
         self._check_input("x", x, self.image_channels, self.downsampling_factor)
         mean, logvar = self.encoder(x).chunk(2, dim=1)
@@ -223,8 +217,11 @@ class KLAutoencoder(nn.Module):
             (B, L, H/f, W/f), unscaled (a prior sees ``scaling_factor`` times this).
 
         Raises:
+            TypeError: as :meth:`moments`, a sample that is not a bool, a generator that is not a torch.Generator.
             ValueError: as :meth:`moments`.
         """
+        _validate.boolean("sample", sample)
+        _validate.generator("generator", generator)
         mean, logvar = self.moments(x)
         return _reparameterise(mean, logvar, generator) if sample else mean
 
@@ -238,7 +235,8 @@ class KLAutoencoder(nn.Module):
             (B, C, f h, f w).
 
         Raises:
-            ValueError: for a wrong rank or channel count or an integer dtype.
+            TypeError: for a non-tensor or an integer dtype.
+            ValueError: for a wrong rank or channel count.
         """
         self._check_input("z", z, self.latent_channels, 1)
         return self.decoder(z)
@@ -261,8 +259,11 @@ class KLAutoencoder(nn.Module):
             (B,) in mean's dtype.
 
         Raises:
+            TypeError: for a non-tensor or an integer dtype.
             ValueError: for shapes that differ or a tensor without a batch dimension.
         """
+        _validate.floating_tensor("mean", mean, "(B, ...)")
+        _validate.floating_tensor("logvar", logvar, "(B, ...)")
         if mean.dim() < 1 or mean.shape != logvar.shape:
             raise ValueError(f"mean and logvar must have the same shape (B, ...), got {tuple(mean.shape)} and "
                              f"{tuple(logvar.shape)}")
@@ -288,8 +289,10 @@ class KLAutoencoder(nn.Module):
             {"total", "reconstruction", "kl"}: () tensors; "total" carries the gradient.
 
         Raises:
+            TypeError: as :meth:`moments`, a generator that is not a torch.Generator.
             ValueError: as :meth:`moments`.
         """
+        _validate.generator("generator", generator)
         mean, logvar = self.moments(x)
         reconstructed = self.decoder(_reparameterise(mean, logvar, generator))
         reconstruction = (reconstructed - x).abs().flatten(1).sum(dim=1).mean()
@@ -310,10 +313,11 @@ class KLAutoencoder(nn.Module):
             the new scaling factor.
 
         Raises:
+            TypeError: as :meth:`moments`, for a ``batch_size`` that is not an integer.
             ValueError: as :meth:`moments`, for a non-positive ``batch_size``, or latents with zero or non-finite
                 spread.
         """
-        _check_positive_int("batch_size", batch_size)
+        _validate.positive_int("batch_size", batch_size)
         self._check_input("images", images, self.image_channels, self.downsampling_factor)
         # float64 accumulation: the std of millions of float32 latents loses digits to the squared deviations' sum.
         means = torch.cat([self.encode(chunk).double().flatten() for chunk in images.split(batch_size)])

@@ -57,7 +57,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from blindfast.models.prior import Prior, _time, alpha_bar_of_time
+from blindfast import _validate
+from blindfast.models.prior import Prior, _check_time_type, _time, alpha_bar_of_time
 
 __all__ = ["DiffusersPixelPrior", "StableDiffusionLatentPrior", "load_diffusers_pixel_prior",
            "load_stable_diffusion_prior", "EMPTY_PROMPT_FILE", "EMPTY_PROMPT_KEY", "PREDICTION_TYPES"]
@@ -80,12 +81,11 @@ def _import_diffusers():
 
 
 def _check_images(name: str, x: Tensor, channels: int, multiple: int) -> None:
-    """Raises ValueError unless x is a floating (B, channels, H, W) tensor with H and W divisible by ``multiple``."""
-    if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != channels:
-        raise ValueError(f"{name} must have shape (B, {channels}, H, W), got "
-                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    """Raises TypeError unless x is a floating tensor, ValueError unless it is (B, channels, H, W) with H and W
+    divisible by ``multiple``."""
+    _validate.floating_tensor(name, x, f"(B, {channels}, H, W)")
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(f"{name} must have shape (B, {channels}, H, W), got {tuple(x.shape)}")
     if x.shape[2] % multiple or x.shape[3] % multiple:
         raise ValueError(f"{name}'s H and W must be divisible by {multiple}, got H = {x.shape[2]}, W = {x.shape[3]}")
 
@@ -145,8 +145,10 @@ class _DiffusersPrior(Prior):
             float64 CPU tensor of t's shape.
 
         Raises:
+            TypeError: for a t that is neither a number nor a tensor.
             ValueError: for t outside [0, 1] or not finite.
         """
+        _check_time_type("t", t)
         # A Python float goes straight to float64 (torch.as_tensor would round it to float32 first).
         t = t.detach().to("cpu", torch.float64) if isinstance(t, Tensor) else torch.tensor(t, dtype=torch.float64)
         alpha_bar = alpha_bar_of_time(t)
@@ -363,17 +365,29 @@ class StableDiffusionLatentPrior(_DiffusersPrior):
 
 
 def _model_folder(path) -> Path:
-    folder = Path(os.fspath(path)).expanduser()
+    folder = Path(_validate.path_like("path", path)).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"expected a diffusers model folder at {folder}, found none; {_NEVER_DOWNLOADS}")
     return folder
+
+
+def _read_json(file: Path) -> dict:
+    """The JSON object in ``file``; ValueError naming the file for one that is not valid UTF-8 JSON or not an
+    object (a truncated download, another tool's file)."""
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{file} must be a JSON config, got unreadable text: {err}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{file} must hold a JSON object (a config), got a {type(config).__name__}")
+    return config
 
 
 def _read_config(file: Path, expected_class: str, hint: str = "") -> dict:
     """The JSON config at ``file``, whose ``_class_name`` must be ``expected_class``."""
     if not file.is_file():
         raise FileNotFoundError(f"expected the {expected_class} config at {file}, found none; {_NEVER_DOWNLOADS}")
-    config = json.loads(file.read_text())
+    config = _read_json(file)
     got = config.get("_class_name")
     if got != expected_class:
         raise ValueError(f"{file} must describe a {expected_class}, got {got!r}{hint}")
@@ -385,7 +399,7 @@ def _schedule(diffusers, file: Path) -> tuple[Tensor, str]:
     names (DDPM, DDIM, PNDM, Euler, ... all derive the table from the same beta-schedule fields)."""
     if not file.is_file():
         raise FileNotFoundError(f"expected the scheduler config at {file}, found none; {_NEVER_DOWNLOADS}")
-    config = json.loads(file.read_text())
+    config = _read_json(file)
     name = config.get("_class_name")
     cls = getattr(diffusers, name, None) if isinstance(name, str) else None
     if not (isinstance(cls, type) and issubclass(cls, diffusers.SchedulerMixin)):
@@ -422,12 +436,17 @@ def load_diffusers_pixel_prior(path, *, device=None, dtype: torch.dtype = torch.
 
     Raises:
         ImportError: without diffusers.
+        TypeError: a path that is not a str or os.PathLike, a dtype that is not floating, a device that is neither a
+            torch.device nor a str.
         FileNotFoundError: for a missing folder, UNet config or scheduler config (saying where it was expected).
-        ValueError: for a config of another model class, a scheduler without alphas_cumprod, or what
+        ValueError: for a config that is not a JSON object or of another model class, a scheduler without
+            alphas_cumprod, a device name that names no device, or what
             :class:`DiffusersPixelPrior` refuses.
     """
-    diffusers = _import_diffusers()
+    _validate.floating_dtype("dtype", dtype)
+    device = None if device is None else _validate.device("device", device)
     root = _model_folder(path)
+    diffusers = _import_diffusers()
     pipeline = (root / "unet").is_dir()
     unet_folder = root / "unet" if pipeline else root
     if not (unet_folder / "config.json").is_file():
@@ -460,14 +479,19 @@ def load_stable_diffusion_prior(path, *, device=None, dtype: torch.dtype = torch
 
     Raises:
         ImportError: without diffusers.
+        TypeError: as :func:`load_diffusers_pixel_prior`.
         FileNotFoundError: for a missing folder, subfolder, config or embedding file (saying where it was expected).
-        ValueError: for configs of other model classes, a scheduler without alphas_cumprod, an embedding file
-            without the key, or what :class:`StableDiffusionLatentPrior` refuses.
+        ValueError: for configs that are not JSON objects or of other model classes, a scheduler without
+            alphas_cumprod, a device name that names no device, an embedding file that is not safetensors or lacks
+            the key, or what :class:`StableDiffusionLatentPrior` refuses.
     """
+    _validate.floating_dtype("dtype", dtype)
+    device = None if device is None else _validate.device("device", device)
+    root = _model_folder(path)
     diffusers = _import_diffusers()
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    root = _model_folder(path)
     unet_folder, vae_folder, scheduler_folder = (_subfolder(root, name) for name in ("unet", "vae", "scheduler"))
     _read_config(unet_folder / "config.json", "UNet2DConditionModel",
                  " (a pixel UNet2DModel loads with load_diffusers_pixel_prior)")
@@ -478,7 +502,10 @@ def load_stable_diffusion_prior(path, *, device=None, dtype: torch.dtype = torch
         raise FileNotFoundError(f"expected the empty-prompt embedding at {embedding_file}, found none; compute it "
                                 f"once with `python {_PRECOMPUTE_SCRIPT} {root}` (needs transformers and "
                                 f"{root / 'text_encoder'}, {root / 'tokenizer'})")
-    tensors = load_file(os.fspath(embedding_file))
+    try:
+        tensors = load_file(os.fspath(embedding_file))
+    except SafetensorError as err:
+        raise ValueError(f"{embedding_file} must be a safetensors file, got an unreadable one: {err}") from None
     if EMPTY_PROMPT_KEY not in tensors:
         raise ValueError(f"{embedding_file} must hold the key {EMPTY_PROMPT_KEY!r}, got keys {sorted(tensors)}")
     unet = diffusers.UNet2DConditionModel.from_pretrained(os.fspath(unet_folder), local_files_only=True,

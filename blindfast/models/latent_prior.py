@@ -36,13 +36,15 @@ class LatentFlowPrior(NetworkPrior):
             (which needs h and w multiples of 4: images of sides multiples of 16).
 
     Raises:
-        TypeError: for an autoencoder that is not a :class:`KLAutoencoder`.
+        TypeError: for an autoencoder that is not a :class:`KLAutoencoder`, a net that is not a ``torch.nn.Module``.
         ValueError: for a network whose ``image_channels`` is not the autoencoder's ``latent_channels``.
     """
 
     def __init__(self, autoencoder: KLAutoencoder, net: nn.Module):
         if not isinstance(autoencoder, KLAutoencoder):
             raise TypeError(f"autoencoder must be a KLAutoencoder, got {type(autoencoder).__name__}")
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"net must be a torch.nn.Module (e.g. a blindfast.models.UNet), got {type(net).__name__}")
         net_channels = getattr(net, "image_channels", None)
         if net_channels != autoencoder.latent_channels:
             raise ValueError(f"the velocity network must take the autoencoder's {autoencoder.latent_channels} latent "
@@ -56,8 +58,11 @@ class LatentFlowPrior(NetworkPrior):
         ``autoencoder``.
 
         Raises:
+            TypeError: for an autoencoder that is not a :class:`KLAutoencoder`.
             ValueError: for an unknown preset.
         """
+        if not isinstance(autoencoder, KLAutoencoder):
+            raise TypeError(f"autoencoder must be a KLAutoencoder, got {type(autoencoder).__name__}")
         return cls(autoencoder, UNet.from_preset(unet_preset, image_channels=autoencoder.latent_channels))
 
     @classmethod

@@ -24,14 +24,29 @@ and DDPM/DDIM-schedule EM (LatentDEM).
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor, nn
+
+from blindfast import _validate
 
 __all__ = ["Prior", "NetworkPrior", "GaussianPrior", "alpha_bar_of_time", "time_of_alpha_bar"]
 
 
-def _time(t, x: Tensor) -> Tensor:
-    """``t`` (a float, a () tensor or a (B,) tensor, values in [0, 1]) as a (B, 1, ..., 1) tensor like ``x``."""
+def _check_time_type(name: str, t) -> None:
+    """TypeError unless ``t`` is a real number or a tensor (a bool, a str, a list or None is refused)."""
+    if isinstance(t, bool) or not isinstance(t, (numbers.Real, Tensor)):
+        raise TypeError(f"{name} must be a float or a tensor, got {type(t).__name__} {t!r}")
+
+
+def _time(t, x: Tensor, name_x: str = "x_t") -> Tensor:
+    """``t`` (a float, a () tensor or a (B,) tensor, values in [0, 1]) as a (B, 1, ..., 1) tensor like ``x``, a
+    floating (B, ...) tensor named ``name_x`` in errors."""
+    _validate.floating_tensor(name_x, x, "(B, C, H, W)")
+    if x.dim() == 0:
+        raise ValueError(f"{name_x} must have a batch dimension, (B, C, H, W), got a 0-d tensor")
+    _check_time_type("t", t)
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
     if t.dim() == 0:
         t = t.expand(x.shape[0])
@@ -45,6 +60,7 @@ def _time(t, x: Tensor) -> Tensor:
 
 def alpha_bar_of_time(t: Tensor | float) -> Tensor:
     r"""The VP schedule value of flow time t: :math:`\bar\alpha = t^2 / (t^2 + (1 - t)^2)`."""
+    _check_time_type("t", t)
     t = torch.as_tensor(t, dtype=torch.get_default_dtype() if not isinstance(t, Tensor) else t.dtype)
     if bool(((t < 0) | (t > 1) | ~torch.isfinite(t)).any()):
         raise ValueError(f"t must lie in [0, 1], got values from {t.min().item():.4g} to {t.max().item():.4g}")
@@ -54,6 +70,7 @@ def alpha_bar_of_time(t: Tensor | float) -> Tensor:
 def time_of_alpha_bar(alpha_bar: Tensor | float) -> Tensor:
     r"""The flow time of a VP schedule value: :math:`t = \sqrt{\bar\alpha} / (\sqrt{\bar\alpha} +
     \sqrt{1 - \bar\alpha})`."""
+    _check_time_type("alpha_bar", alpha_bar)
     a = torch.as_tensor(alpha_bar,
                         dtype=torch.get_default_dtype() if not isinstance(alpha_bar, Tensor) else alpha_bar.dtype)
     if bool(((a < 0) | (a > 1) | ~torch.isfinite(a)).any()):
@@ -66,7 +83,9 @@ class Prior(nn.Module):
 
     All methods take ``x_t: (B, C, H, W)`` and ``t``: a float, a () tensor or a (B,) tensor in [0, 1], and return
     (B, C, H, W). ``cond`` is an optional (B, C_cond, H, W) tensor of extra input channels (e.g. DDM's location
-    channels), passed through to the network.
+    channels), passed through to the network. They raise TypeError for an ``x_t`` that is not a floating-point
+    tensor or a ``t`` that is neither a number nor a tensor, ValueError for a ``t`` outside [0, 1] or of another
+    batch size.
     """
 
     def velocity(self, x_t: Tensor, t, cond: Tensor | None = None) -> Tensor:
@@ -96,14 +115,18 @@ class Prior(nn.Module):
             z: (B, C, H, W) a VP-scaled noisy image.
             alpha_bar: a float, a () or a (B,) tensor in [0, 1].
         """
+        _validate.floating_tensor("z", z, "(B, C, H, W)")
+        _check_time_type("alpha_bar", alpha_bar)
         t = time_of_alpha_bar(torch.as_tensor(alpha_bar, dtype=z.dtype, device=z.device))
-        scale = _time(t, z).square().add((1 - _time(t, z)).square()).sqrt()
+        scale = _time(t, z, "z").square().add((1 - _time(t, z, "z")).square()).sqrt()
         return self.epsilon(z * scale, t, cond)
 
     def vp_denoise(self, z: Tensor, alpha_bar, cond: Tensor | None = None) -> Tensor:
         r""":math:`E[x_1 | z]` in the VP view (see :meth:`vp_epsilon`)."""
+        _validate.floating_tensor("z", z, "(B, C, H, W)")
+        _check_time_type("alpha_bar", alpha_bar)
         t = time_of_alpha_bar(torch.as_tensor(alpha_bar, dtype=z.dtype, device=z.device))
-        scale = _time(t, z).square().add((1 - _time(t, z)).square()).sqrt()
+        scale = _time(t, z, "z").square().add((1 - _time(t, z, "z")).square()).sqrt()
         return self.denoise(z * scale, t, cond)
 
 
@@ -117,16 +140,20 @@ class NetworkPrior(Prior):
 
     def __init__(self, net: nn.Module):
         super().__init__()
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"net must be a torch.nn.Module (e.g. a blindfast.models.UNet), got {type(net).__name__}")
         self.net = net
 
     def velocity(self, x_t: Tensor, t, cond: Tensor | None = None) -> Tensor:
+        _validate.floating_tensor("x_t", x_t, "(B, C, H, W)")
         expected = getattr(self.net, "image_channels", None)
         if expected is not None and (x_t.dim() != 4 or x_t.shape[1] != expected):
             raise ValueError(f"x_t must have shape (B, {expected}, H, W) for this prior, got {tuple(x_t.shape)}")
         cond_channels = getattr(self.net, "cond_channels", 0)
-        if cond is not None and (not isinstance(cond, Tensor) or cond.dim() != 4):
-            raise ValueError(f"cond must be a (B, {cond_channels}, H, W) tensor, got "
-                             f"{tuple(cond.shape) if isinstance(cond, Tensor) else type(cond).__name__}")
+        if cond is not None and not isinstance(cond, Tensor):
+            raise TypeError(f"cond must be a (B, {cond_channels}, H, W) tensor or None, got {type(cond).__name__}")
+        if cond is not None and cond.dim() != 4:
+            raise ValueError(f"cond must be a (B, {cond_channels}, H, W) tensor, got {tuple(cond.shape)}")
         got = 0 if cond is None else cond.shape[1]
         if got != cond_channels:
             raise ValueError(f"this prior takes {cond_channels} conditioning channel(s), got {got}")
@@ -143,12 +170,21 @@ class GaussianPrior(Prior):
     Args:
         mean: μ, a float or a tensor broadcasting to (C, H, W).
         std: σ_d > 0.
+    Raises:
+        TypeError: a mean that is neither a number nor a floating-point tensor, a std that is not a number.
+        ValueError: a mean that is not finite, a std that is not finite and > 0; at a call, a mean that does not
+            broadcast to x_t's (C, H, W).
     """
 
     def __init__(self, mean: Tensor | float = 0.0, std: float = 0.5):
         super().__init__()
-        if not std > 0:
-            raise ValueError(f"std must be > 0, got {std}")
+        _validate.real("std", std, 0, low_open=True)
+        if isinstance(mean, Tensor):
+            _validate.floating_tensor("mean", mean, "broadcasting to (C, H, W)")
+            if not bool(torch.isfinite(mean).all()):
+                raise ValueError(f"mean must be finite, got {int((~torch.isfinite(mean)).sum())} NaN or inf values")
+        else:
+            _validate.real("mean", mean)
         # Kept in float64 (a float mean) or the given tensor's dtype; cast to x_t's dtype at each call.
         self.register_buffer("mean", mean.detach().clone() if isinstance(mean, Tensor)
                              else torch.tensor(float(mean), dtype=torch.float64))
@@ -156,6 +192,10 @@ class GaussianPrior(Prior):
 
     def velocity(self, x_t: Tensor, t, cond: Tensor | None = None) -> Tensor:
         tt = _time(t, x_t)
+        if self.mean.dim() > x_t.dim() - 1 or any(
+                m not in (1, n) for m, n in zip(reversed(self.mean.shape), reversed(x_t.shape[1:]))):
+            raise ValueError(f"this prior's mean of shape {tuple(self.mean.shape)} must broadcast to x_t's "
+                             f"(C, H, W) = {tuple(x_t.shape[1:])}")
         mean = self.mean.to(x_t.dtype)
         centred = x_t - tt * mean
         variance = tt.square() * self.std**2 + (1 - tt).square()

@@ -15,9 +15,11 @@ import json
 import re
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from blindfast import _validate
 from blindfast.models.latent_prior import LatentFlowPrior
 from blindfast.models.prior import NetworkPrior
 from blindfast.models.unet import UNet
@@ -51,7 +53,12 @@ def file_sha256(path) -> str:
 
 
 def _directory(directory) -> Path:
-    return WEIGHTS_DIR if directory is None else Path(directory)
+    """``directory`` (None for the package's ``blindfast/weights``) as a Path; TypeError for one that is not a path,
+    NotADirectoryError for an existing file."""
+    folder = WEIGHTS_DIR if directory is None else Path(_validate.path_like("directory", directory))
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"directory must be a folder of shipped priors, got the file {folder}")
+    return folder
 
 
 def _read_manifest(path: Path) -> dict | None:
@@ -76,6 +83,8 @@ def shipped_priors(directory=None) -> dict[str, dict]:
     Returns:
         dict name -> manifest (sorted by name); empty when the directory is missing or holds none.
     Raises:
+        TypeError: a directory that is not a str or os.PathLike.
+        NotADirectoryError: a directory that is a file.
         ShippedPriorError: a manifest that is not valid JSON or of another version.
     """
     folder = _directory(directory)
@@ -104,13 +113,20 @@ def load_shipped_prior(name: str, directory=None, *, device=None) -> NetworkPrio
         a :class:`~blindfast.models.prior.NetworkPrior` (kind "pixel", images (B, 3, H, W) in [-1, 1]) or a
         :class:`~blindfast.models.latent_prior.LatentFlowPrior` (kind "latent").
     Raises:
-        ValueError: a name that is not shipped (the message lists those that are, or says how to make one).
+        TypeError: a name that is not a str, a directory that is not a path, a device that is neither a
+            torch.device nor a str.
+        NotADirectoryError: a directory that is a file.
+        ValueError: a name that is not shipped (the message lists those that are, or says how to make one), a
+            device name that names no device.
         FileNotFoundError: the manifest's weights file is missing.
         ShippedPriorError: a corrupt weights file (SHA-256 mismatch), an unreadable manifest or weights, or
             weights that do not fit the manifest's architecture.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, the name of a shipped prior, got {type(name).__name__} {name!r}")
+    device = torch.device("cpu") if device is None else _validate.device("device", device)
     folder = _directory(directory)
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise ValueError(f"name must match {NAME_PATTERN.pattern} (a file name without extension), got {name!r}")
     priors = shipped_priors(folder)
     if name not in priors:
@@ -144,4 +160,4 @@ def load_shipped_prior(name: str, directory=None, *, device=None) -> NetworkPrio
     except RuntimeError as err:
         raise ShippedPriorError(f"shipped prior {name!r}: {weights} does not fit the manifest's architecture: "
                                 f"{err}") from None
-    return prior.to(device or "cpu").eval().requires_grad_(False)
+    return prior.to(device).eval().requires_grad_(False)

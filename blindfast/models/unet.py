@@ -22,6 +22,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from blindfast import _validate
+
 __all__ = ["UNet", "PRESETS", "fourier_time_features"]
 
 _TIME_SCALE = 1000.0  # t * 1000 spans DDPM's 1000 step indices (Ho et al. 2020), the range the frequencies below fit
@@ -151,9 +153,11 @@ class UNet(nn.Module):
         time_embedding_dim: width of the time MLP and of the embedding every block is conditioned on.
 
     Raises:
-        ValueError: for a channel count, block count or embedding width that is not a positive integer (a negative
-            ``cond_channels``), an odd ``base_channels``, an empty or non-positive ``channel_mults``, a level index
-            out of range, or a dropout outside [0, 1).
+        TypeError: for a channel count, block count or embedding width that is not an integer, ``channel_mults`` or
+            ``attention_levels`` not a tuple of integers, or a dropout that is not a number.
+        ValueError: for a channel count, block count or embedding width below 1 (a negative ``cond_channels``), an
+            odd ``base_channels``, an empty or non-positive ``channel_mults``, a level index out of range, or a
+            dropout outside [0, 1).
     """
 
     def __init__(self,
@@ -167,21 +171,18 @@ class UNet(nn.Module):
                  dropout: float = 0.0,                     # dropout probability in the residual blocks
                  time_embedding_dim: int):                 # width of the time embedding
         super().__init__()
-        channel_mults, attention_levels = tuple(channel_mults), tuple(attention_levels)
-        for name, value, least in (("image_channels", image_channels, 1), ("cond_channels", cond_channels, 0),
-                                   ("blocks_per_level", blocks_per_level, 1),
-                                   ("time_embedding_dim", time_embedding_dim, 1)):
-            if not isinstance(value, int) or value < least:
-                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-        if not isinstance(base_channels, int) or base_channels < 2 or base_channels % 2:
+        image_channels = _validate.positive_int("image_channels", image_channels)
+        cond_channels = _validate.nonnegative_int("cond_channels", cond_channels)
+        blocks_per_level = _validate.positive_int("blocks_per_level", blocks_per_level)
+        time_embedding_dim = _validate.positive_int("time_embedding_dim", time_embedding_dim)
+        if _validate.positive_int("base_channels", base_channels) % 2:
             raise ValueError(f"base_channels must be a positive even integer, got {base_channels!r}")
-        if not channel_mults or not all(isinstance(m, int) and m >= 1 for m in channel_mults):
-            raise ValueError(f"channel_mults must be a non-empty tuple of positive integers, got {channel_mults!r}")
+        channel_mults = _validate.int_sequence("channel_mults", channel_mults, 1)
+        attention_levels = _validate.int_sequence("attention_levels", attention_levels, 0, empty=True)
         levels = len(channel_mults)
-        if not all(isinstance(l, int) and 0 <= l < levels for l in attention_levels):
+        if any(l >= levels for l in attention_levels):
             raise ValueError(f"attention_levels must be level indices in [0, {levels - 1}], got {attention_levels!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        _validate.real("dropout", dropout, 0, 1, high_open=True)
         self.image_channels, self.cond_channels = image_channels, cond_channels
         self.base_channels, self.channel_mults = base_channels, channel_mults
         self.blocks_per_level, self.attention_levels = blocks_per_level, attention_levels
@@ -238,15 +239,20 @@ class UNet(nn.Module):
                 "dropout": self.dropout, "time_embedding_dim": self.time_embedding_dim}
 
     def _check(self, x_t: Tensor, t: Tensor, cond: Tensor | None) -> None:
+        _validate.floating_tensor("x_t", x_t, f"(B, {self.image_channels}, H, W)")
         if x_t.dim() != 4 or x_t.shape[1] != self.image_channels:
             raise ValueError(f"x_t must have shape (B, {self.image_channels}, H, W), got {tuple(x_t.shape)}")
         B, _, H, W = x_t.shape
         multiple = 2 ** (len(self.channel_mults) - 1)
         if H % multiple or W % multiple:
             raise ValueError(f"H and W must be multiples of {multiple} (2^(levels - 1)), got H = {H}, W = {W}")
-        if not isinstance(t, Tensor) or t.shape != (B,):
-            raise ValueError(f"t must be a ({B},) tensor, got "
-                             f"{tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}")
+        if not isinstance(t, Tensor):
+            raise TypeError(f"t must be a ({B},) tensor, got {type(t).__name__}")
+        if t.shape != (B,):
+            raise ValueError(f"t must be a ({B},) tensor, got {tuple(t.shape)}")
+        if cond is not None and not isinstance(cond, Tensor):
+            raise TypeError(f"cond must be a ({B}, {self.cond_channels}, {H}, {W}) tensor or None, got "
+                            f"{type(cond).__name__}")
         if self.cond_channels == 0 and cond is not None:
             raise ValueError(f"this UNet takes no cond (cond_channels = 0), got cond of shape {tuple(cond.shape)}")
         if self.cond_channels > 0:
@@ -267,6 +273,7 @@ class UNet(nn.Module):
             (B, C, H, W) the velocity.
 
         Raises:
+            TypeError: x_t not a floating-point tensor, t or cond not a tensor.
             ValueError: for a wrong x_t channel count or rank, H or W not a multiple of 2^(levels - 1), t not of
                 shape (B,), or cond missing, unexpected or of the wrong shape.
         """

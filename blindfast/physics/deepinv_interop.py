@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 
+import torch
+
 from blindfast.physics.base import Composition, Operator
 
 __all__ = ["as_deepinv_physics"]
@@ -38,7 +40,8 @@ def as_deepinv_physics(operator: Operator, **params):
         a ``deepinv.physics.LinearPhysics``.
     Raises:
         ImportError: deepinv is not installed.
-        TypeError: a non-linear or non-blindfast operator, a missing required parameter or an unknown one.
+        TypeError: a non-linear or non-blindfast operator, a missing required parameter or an unknown one, a
+            parameter that is neither a tensor nor None.
     """
     if not isinstance(operator, Operator):
         raise TypeError(f"operator must be a blindfast Operator, got {type(operator).__name__}")
@@ -52,6 +55,12 @@ def as_deepinv_physics(operator: Operator, **params):
         raise TypeError(f"as_deepinv_physics needs the operator's required parameters {required} "
                         f"and accepts only {list(operator.params)}, got {sorted(params)} (missing {missing}, "
                         f"unknown {unknown})")
+    # Every linear operator's parameters are tensors (or None for an optional one): refuse a wrong type here, not
+    # at deepinv's first call of A.
+    for name, value in params.items():
+        if value is not None and not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor (as {type(operator).__name__}.A takes it), got "
+                            f"{type(value).__name__}")
     try:
         import deepinv
     except ImportError as error:

@@ -5,20 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from blindfast import _validate
 from blindfast.ops._checks import check_tensor
 from blindfast.ops.sv_conv import output_size
 from blindfast.physics.base import LinearOperator
 from blindfast.physics.blur import Blur, check_kernel_fits, kernel_4d, padding_name
 
 __all__ = ["Downsample", "BlurDownsample"]
-
-
-def _check_factor(factor) -> int:
-    if isinstance(factor, bool) or not isinstance(factor, int):
-        raise TypeError(f"factor must be an int, got {type(factor).__name__}")
-    if factor < 1:
-        raise ValueError(f"factor must be >= 1, got {factor}")
-    return factor
 
 
 def decimate(x: Tensor, factor: int) -> Tensor:
@@ -75,7 +68,7 @@ class BlurDownsample(LinearOperator):
     params = ("kernel",)
 
     def __init__(self, factor: int, padding: str = "circular"):
-        self.factor = _check_factor(factor)
+        self.factor = _validate.positive_int("factor", factor)
         self.blur = Blur(padding_name(padding))
         self.padding = self.blur.padding
 
@@ -138,7 +131,7 @@ class Downsample(LinearOperator):
     params = ()
 
     def __init__(self, factor: int, filter: str | None = "box", padding: str = "circular"):
-        self.factor = _check_factor(factor)
+        self.factor = _validate.positive_int("factor", factor)
         if filter not in ("box", None):
             raise ValueError(f"filter must be 'box' or None, got {filter!r}")
         self.filter = filter

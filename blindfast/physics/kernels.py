@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from blindfast import _validate
+
 __all__ = ["motion_kernel", "gaussian_kernel", "gaussian_kernel_params", "flush_subnormals", "SUPERSAMPLE",
            "SMOOTHING"]
 
@@ -45,22 +47,14 @@ def flush_subnormals(kernel: Tensor, dtype: torch.dtype) -> Tensor:
     """``kernel`` in ``dtype``, its taps below ``dtype``'s smallest normal number (in magnitude) set to 0.
 
     The far tails of Gaussian-like kernels fall below float32's smallest normal, 1.2e-38 (about 5% of
-    :func:`~blindfast.physics.lens.lens_psf_grid`'s float32 taps), and arithmetic on subnormals is slow on x86
-    CPUs. The mass removed is below ``taps * 1.2e-38``, far under one rounding of a kernel's sum of 1. float16 keeps
+    :func:`~blindfast.physics.lens.lens_psf_grid`'s float32 taps), and arithmetic on subnormals is slow on many x86
+    CPUs (on this project's AMD EPYC it measured no cost: benchmarks/bench_sv_conv.py's subnormal group), so they
+    are never handed to a kernel. The mass removed is below ``taps * 1.2e-38``, far under one rounding of a kernel's sum of 1. float16 keeps
     its subnormals: its smallest normal, 6.1e-5, is a visible part of a kernel. Gradients pass through the kept taps.
     """
     if dtype == torch.float16:
         return kernel.to(dtype)
     return torch.where(kernel.abs() < torch.finfo(dtype).tiny, torch.zeros_like(kernel), kernel).to(dtype)
-
-
-def _check_count(name: str, value) -> int:
-    """An int >= 1 (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
 
 
 def _uniform(shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
@@ -199,16 +193,15 @@ def motion_kernel(batch: int, size: int = 64, intensity: float = 0.5, *, generat
     Returns:
         dict(kernel=(B, 1, k, k)) non-negative, each summing to 1, centre of mass at ((k - 1) / 2, (k - 1) / 2).
     Raises:
-        TypeError: batch or size not an int, intensity not a real number.
-        ValueError: batch or size < 1, intensity outside [0, 1].
+        TypeError: batch or size not an int, intensity not a real number, a generator that is not a
+            torch.Generator, a dtype that is not floating.
+        ValueError: batch or size < 1, intensity outside [0, 1] or not finite.
     """
-    _check_count("batch", batch)
-    _check_count("size", size)
-    if isinstance(intensity, bool) or not isinstance(intensity, (int, float)):
-        raise TypeError(f"intensity must be a float in [0, 1], got {type(intensity).__name__}")
-    if not 0 <= intensity <= 1:
-        raise ValueError(f"intensity must be in [0, 1], got {intensity}")
-    intensity = float(intensity)
+    batch = _validate.positive_int("batch", batch)
+    size = _validate.positive_int("size", size)
+    intensity = _validate.real("intensity", intensity, 0, 1)
+    _validate.generator("generator", generator)
+    _validate.floating_dtype("dtype", dtype)
     diagonal = math.sqrt(2) * size
 
     lengths = _step_lengths(batch, intensity, diagonal, generator)
@@ -286,11 +279,13 @@ def gaussian_kernel(size: int, sigma: float | Tensor, anisotropy: float | Tensor
         (k, k) when every parameter is a float or a 0-d tensor; (B, 1, k, k) when any is a (B,) tensor (the others
         broadcast: floats, () or (1,) tensors).
     Raises:
-        TypeError: size not an int; a parameter neither a float nor a floating-point tensor.
+        TypeError: size not an int; a parameter neither a float nor a floating-point tensor; a dtype that is not
+            floating.
         ValueError: size < 1; sigma or anisotropy not > 0, a parameter not finite; tensor shapes other than (),
             (1,) or a common (B,).
     """
-    _check_count("size", size)
+    size = _validate.positive_int("size", size)
+    _validate.floating_dtype("dtype", dtype)
     values = [_kernel_parameter("sigma", sigma, True), _kernel_parameter("anisotropy", anisotropy, True),
               _kernel_parameter("angle", angle, False)]
     batched = any(v.ndim == 1 for v in values)
@@ -332,18 +327,16 @@ def gaussian_kernel_params(batch: int, size: int = 25, *, sigma_range: tuple[flo
     Returns:
         dict(kernel=(B, 1, k, k)) non-negative, each summing to 1.
     Raises:
-        TypeError: batch or size not an int.
+        TypeError: batch or size not an int, a range not a pair of numbers, a generator that is not a
+            torch.Generator, a dtype that is not floating.
         ValueError: batch or size < 1, a range that is not (low, high) with 0 < low <= high.
     """
-    _check_count("batch", batch)
-    _check_count("size", size)
-    ranges = {}
-    for name, value in (("sigma_range", sigma_range), ("anisotropy_range", anisotropy_range)):
-        low, high = value
-        if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
-            raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got {value}")
-        ranges[name] = (low, high)
-    (sigma_low, sigma_high), (aniso_low, aniso_high) = ranges["sigma_range"], ranges["anisotropy_range"]
+    batch = _validate.positive_int("batch", batch)
+    size = _validate.positive_int("size", size)
+    sigma_low, sigma_high = _validate.real_range("sigma_range", sigma_range, 0, open_below=True)
+    aniso_low, aniso_high = _validate.real_range("anisotropy_range", anisotropy_range, 0, open_below=True)
+    _validate.generator("generator", generator)
+    _validate.floating_dtype("dtype", dtype)
     sigma = sigma_low + (sigma_high - sigma_low) * _uniform((batch,), generator)
     anisotropy = aniso_low + (aniso_high - aniso_low) * _uniform((batch,), generator)
     angle = math.pi * _uniform((batch,), generator)

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from blindfast import _validate
 from blindfast.physics.kernels import flush_subnormals
 
 __all__ = ["lens_psf_grid"]
@@ -51,8 +52,23 @@ def lens_psf_grid(grid: tuple[int, int] = (8, 8), size: int = 31, channels: int 
         (1, C, Gy, Gx, size, size) non-negative kernels, each summing to 1, without subnormal taps
         (:func:`~blindfast.physics.kernels.flush_subnormals`).
     Raises:
-        ValueError: when a kernel (3 standard deviations around its shifted centre) does not fit in the window.
+        TypeError: grid not two integers; size or channels not an integer; a width, aberration or spread not a
+            real number; a dtype that is not floating; a generator that is not a torch.Generator.
+        ValueError: grid, size or channels below 1; sigma0 not > 0; field_blur or decenter negative; variation
+            outside [0, 1]; a number that is not finite; a kernel (3 standard deviations around its shifted centre)
+            that does not fit in the window.
     """
+    grid = _validate.int_pair("grid", grid, "(Gy, Gx)")
+    size = _validate.positive_int("size", size)
+    channels = _validate.positive_int("channels", channels)
+    _validate.generator("generator", generator)
+    _validate.floating_dtype("dtype", dtype)
+    sigma0 = _validate.real("sigma0", sigma0, 0, low_open=True)
+    field_blur = _validate.real("field_blur", field_blur, 0)
+    astigmatism, coma, lateral_ca = (_validate.real(name, value) for name, value in (
+        ("astigmatism", astigmatism), ("coma", coma), ("lateral_ca", lateral_ca)))
+    variation = _validate.real("variation", variation, 0, 1)  # above 1 a draw could flip an aberration's sign
+    decenter = _validate.real("decenter", decenter, 0)
     f64 = torch.float64
     draw = 1 + variation * (2 * torch.rand(4, generator=generator, dtype=f64) - 1)
     beta, gamma, eta, kappa = (draw * torch.tensor([field_blur, astigmatism, coma, lateral_ca], dtype=f64)).tolist()

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from blindfast import _validate
 from blindfast.physics.base import LinearOperator
 
 __all__ = ["RotationBlur", "ZoomBlur", "rotation_params", "zoom_params"]
@@ -135,8 +136,7 @@ class _PathBlur(LinearOperator):
     :meth:`_path_matrices`."""
 
     def __init__(self, samples: int = 16, padding: str = "border"):
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+        samples = _validate.positive_int("samples", samples)
         if padding not in _PADDINGS:
             raise ValueError(f"padding must be one of {_PADDINGS}, got {padding!r}")
         self.samples = samples
@@ -178,6 +178,7 @@ class RotationBlur(_PathBlur):
             sees more scene beyond the frame, and leaves no black wedges that give the angle away; ``"zeros"`` and
             ``"reflection"`` as in ``grid_sample``.
     Raises:
+        TypeError: samples not an integer.
         ValueError: samples < 1 or an unknown padding.
     """
 
@@ -240,6 +241,7 @@ class ZoomBlur(_PathBlur):
         padding: ``"border"`` (default), ``"zeros"`` or ``"reflection"``, as for :class:`RotationBlur`; it matters
             only when zooming out.
     Raises:
+        TypeError: samples not an integer.
         ValueError: samples < 1 or an unknown padding.
     """
 
@@ -286,13 +288,6 @@ class ZoomBlur(_PathBlur):
         return self._adjoint(y, dict(zoom=zoom, centre=centre, weights=weights))
 
 
-def _check_range(name: str, value: tuple[float, float], lowest: float) -> tuple[float, float]:
-    low, high = value
-    if not (math.isfinite(low) and math.isfinite(high) and lowest <= low <= high):
-        raise ValueError(f"{name} must be (low, high) with {lowest} <= low <= high, got {value}")
-    return low, high
-
-
 def _draw(shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
     """Uniform [0, 1) float64 draws on the generator's device (CPU when None), so a seed gives the same numbers
     whatever device the parameters are moved to."""
@@ -303,12 +298,11 @@ def _draw(shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
 def _common_params(batch: int, centre_range: float, samples: int, generator: torch.Generator | None,
                    dtype: torch.dtype, device: torch.device | str | None) -> tuple[Tensor, Tensor]:
     """(centre (B, 2) uniform in [-centre_range, centre_range]^2, weights (B, S) flat-Dirichlet), on device."""
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be an integer >= 1, got {batch!r}")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
-    if not (math.isfinite(centre_range) and 0 <= centre_range <= 1):
-        raise ValueError(f"centre_range must be in [0, 1] (normalised units), got {centre_range}")
+    batch = _validate.positive_int("batch", batch)
+    samples = _validate.positive_int("samples", samples)
+    centre_range = _validate.real("centre_range", centre_range, 0, 1)
+    _validate.generator("generator", generator)
+    _validate.floating_dtype("dtype", dtype)
     centre = centre_range * (2 * _draw((batch, 2), generator) - 1)
     # -log U is Exp(1); normalised, the weights are flat-Dirichlet (uniform on the simplex): an erratic dwell time
     # along the path, like a hand-held shake, rather than a constant-speed sweep. 1 - U avoids log(0).
@@ -338,9 +332,12 @@ def rotation_params(batch: int, *, angle_range: tuple[float, float] = (10.0, 30.
     Returns:
         dict(centre=(B, 2), angle=(B,) radians, weights=(B, S) summing to 1).
     Raises:
-        ValueError: a range that is not (low, high) with low <= high, or batch or samples < 1.
+        TypeError: batch or samples not an integer, angle_range not a pair of numbers, centre_range not a number, a
+            generator that is not a torch.Generator, a dtype that is not floating.
+        ValueError: a range that is not (low, high) with 0 <= low <= high, a centre_range outside [0, 1], or batch
+            or samples < 1.
     """
-    low, high = _check_range("angle_range", angle_range, 0.0)
+    low, high = _validate.real_range("angle_range", angle_range, 0)
     centre, weights = _common_params(batch, centre_range, samples, generator, dtype, device)
     magnitude = torch.deg2rad(low + (high - low) * _draw((batch,), generator))
     sign = torch.where(_draw((batch,), generator) < 0.5, -1.0, 1.0)
@@ -368,11 +365,11 @@ def zoom_params(batch: int, *, zoom_range: tuple[float, float] = (1.05, 1.3), ce
     Returns:
         dict(centre=(B, 2), zoom=(B,), weights=(B, S) summing to 1).
     Raises:
-        ValueError: a range that is not (low, high) with 0 < low <= high, or batch or samples < 1.
+        TypeError: as :func:`rotation_params`, for zoom_range instead of angle_range.
+        ValueError: a range that is not (low, high) with 0 < low <= high, a centre_range outside [0, 1], or batch
+            or samples < 1.
     """
-    low, high = _check_range("zoom_range", zoom_range, 0.0)
-    if low <= 0:
-        raise ValueError(f"zoom_range must be (low, high) with 0 < low <= high, got {zoom_range}")
+    low, high = _validate.real_range("zoom_range", zoom_range, 0, open_below=True)
     centre, weights = _common_params(batch, centre_range, samples, generator, dtype, device)
     log_zoom = math.log(low) + (math.log(high) - math.log(low)) * _draw((batch,), generator)
     return dict(centre=centre, zoom=torch.exp(log_zoom).to(dtype=dtype, device=device), weights=weights)

@@ -16,6 +16,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from blindfast import _validate
 from blindfast.ops._checks import CPU_DTYPES, check_same, check_tensor
 
 __all__ = ["DirectKernel", "PSFGrid", "LinearConvNetKernel", "NoiseStd", "normalise_kernels",
@@ -48,17 +49,10 @@ def normalise_kernels(raw: Tensor) -> Tensor:
 
 def _kernel_size(size) -> tuple[int, int]:
     """``size`` (an int or a pair of ints, each >= 1) as (kh, kw)."""
-    pair = (size, size) if isinstance(size, int) and not isinstance(size, bool) else size
-    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or \
-            not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in pair):
-        raise ValueError(f"size must be a positive int or a pair (kh, kw) of positive ints, got {size!r}")
-    return tuple(pair)
-
-
-def _positive_int(name: str, value) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    if isinstance(size, (tuple, list, torch.Size)):
+        return _validate.int_pair("size", size, "(kh, kw)")
+    size = _validate.positive_int("size", size)
+    return size, size
 
 
 def _initial_kernels(init, shape: tuple[int, ...], init_sigma: float, layout: str) -> Tensor:
@@ -96,14 +90,14 @@ def _initial_kernels(init, shape: tuple[int, ...], init_sigma: float, layout: st
         kernels[..., kh // 2, kw // 2] = 1
         return kernels
     if isinstance(init, str) and init == "gaussian":
-        if not isinstance(init_sigma, (int, float)) or isinstance(init_sigma, bool) or \
-                not math.isfinite(init_sigma) or init_sigma <= 0:
-            raise ValueError(f"init_sigma must be a finite number > 0 (pixels), got {init_sigma!r}")
+        init_sigma = _validate.real("init_sigma", init_sigma, 0, low_open=True)
         rows = torch.arange(kh, dtype=torch.float64) - kh // 2
         cols = torch.arange(kw, dtype=torch.float64) - kw // 2
         gaussian = torch.exp(-(rows[:, None] ** 2 + cols[None, :] ** 2) / (2 * init_sigma ** 2))
         return (gaussian / gaussian.sum()).to(torch.get_default_dtype()).expand(shape).clone()
-    raise ValueError(f"init must be 'delta', 'gaussian' or a tensor, got {init!r}")
+    if isinstance(init, str):
+        raise ValueError(f"init must be 'delta', 'gaussian' or a tensor, got {init!r}")
+    raise TypeError(f"init must be 'delta', 'gaussian' or a tensor, got {type(init).__name__} {init!r}")
 
 
 class DirectKernel(nn.Module):
@@ -123,16 +117,17 @@ class DirectKernel(nn.Module):
             positive sum per kernel.
         init_sigma: standard deviation of the "gaussian" init, pixels.
     Raises:
-        ValueError: a size or channel count that is not a positive int, an unknown init, an init tensor of the wrong
-            shape, not finite, negative or summing to 0, a non-positive init_sigma.
-        TypeError: an init tensor that is not float32 / float64.
+        ValueError: a size or channel count below 1, an unknown init name, an init tensor of the wrong shape, not
+            finite, negative or summing to 0, an init_sigma not finite and > 0.
+        TypeError: a size or channel count that is not an integer (or size a pair of them), an init that is neither
+            a str nor a tensor, an init tensor that is not float32 / float64, an init_sigma that is not a number.
     """
 
     def __init__(self, size: int | tuple[int, int], channels: int = 1, init: str | Tensor = "delta",
                  init_sigma: float = 1.0):
         super().__init__()
         kh, kw = _kernel_size(size)
-        channels = _positive_int("channels", channels)
+        channels = _validate.positive_int("channels", channels)
         self.raw = nn.Parameter(_initial_kernels(init, (channels, kh, kw), init_sigma, "(C, kh, kw)"))
 
     def forward(self) -> Tensor:
@@ -166,20 +161,17 @@ class PSFGrid(nn.Module):
             :func:`blindfast.physics.lens.lens_psf_grid`; non-negative with a positive sum per node kernel.
         init_sigma: standard deviation of the "gaussian" init, pixels.
     Raises:
-        ValueError: as :class:`DirectKernel`, and a grid that is not a pair of positive ints.
-        TypeError: as :class:`DirectKernel`, and a per_channel that is not a bool.
+        ValueError: as :class:`DirectKernel`, and a grid below 1.
+        TypeError: as :class:`DirectKernel`, a grid that is not two integers, and a per_channel that is not a bool.
     """
 
     def __init__(self, grid: tuple[int, int], size: int | tuple[int, int], channels: int = 3,
                  per_channel: bool = True, init: str | Tensor = "delta", init_sigma: float = 1.0):
         super().__init__()
-        if not isinstance(grid, (tuple, list)) or len(grid) != 2 or \
-                not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in grid):
-            raise ValueError(f"grid must be a pair (Gy, Gx) of positive ints, got {grid!r}")
-        if not isinstance(per_channel, bool):
-            raise TypeError(f"per_channel must be a bool, got {type(per_channel).__name__}")
+        grid = _validate.int_pair("grid", grid, "(Gy, Gx)")
+        _validate.boolean("per_channel", per_channel)
         kh, kw = _kernel_size(size)
-        channels = _positive_int("channels", channels) if per_channel else 1
+        channels = _validate.positive_int("channels", channels) if per_channel else 1
         layout = "(C, Gy, Gx, kh, kw)" if per_channel else "(1, Gy, Gx, kh, kw) (per_channel=False)"
         self.raw = nn.Parameter(_initial_kernels(init, (channels, *grid, kh, kw), init_sigma, layout))
 
@@ -203,9 +195,10 @@ def linear_net_kernel_sizes(size: int) -> tuple[int, ...]:
     Examples: 13 -> (7, 5, 3) (KernelGAN), 11 -> (7, 5), 9 -> (7, 3), 31 -> (7, 5, 5, 5, 5, 5, 5), 5 -> (5,).
 
     Raises:
+        TypeError: a size that is not an integer.
         ValueError: a size that is not a positive odd int (odd layers only reach odd receptive fields).
     """
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1 or size % 2 == 0:
+    if _validate.positive_int("size", size) % 2 == 0:
         raise ValueError(f"size must be a positive odd int (a stack of odd convolutions has an odd receptive "
                          f"field), got {size!r}")
     first = min(size, 7)
@@ -243,20 +236,20 @@ class LinearConvNetKernel(nn.Module):
         init_noise: standard deviation of the weight noise at initialisation (0 for an exact delta).
         generator: the source of that noise; None uses torch's global generator.
     Raises:
-        ValueError: a size that is not a positive odd int, a channels that is not a positive int, a negative or
-            non-int n_one_by_one, a negative or non-finite init_noise.
+        TypeError: size, channels or n_one_by_one not an integer, init_noise not a number, a generator that is not
+            a torch.Generator.
+        ValueError: a size that is not a positive odd int, channels below 1, a negative n_one_by_one, a negative or
+            non-finite init_noise.
     """
 
     def __init__(self, size: int, channels: int = 64, n_one_by_one: int = 3, init_noise: float = 1e-2,
                  generator: torch.Generator | None = None):
         super().__init__()
         spatial = linear_net_kernel_sizes(size)
-        channels = _positive_int("channels", channels)
-        if not isinstance(n_one_by_one, int) or isinstance(n_one_by_one, bool) or n_one_by_one < 0:
-            raise ValueError(f"n_one_by_one must be an int >= 0, got {n_one_by_one!r}")
-        if not isinstance(init_noise, (int, float)) or isinstance(init_noise, bool) or \
-                not math.isfinite(init_noise) or init_noise < 0:
-            raise ValueError(f"init_noise must be a finite number >= 0, got {init_noise!r}")
+        channels = _validate.positive_int("channels", channels)
+        n_one_by_one = _validate.nonnegative_int("n_one_by_one", n_one_by_one)
+        init_noise = _validate.real("init_noise", init_noise, 0)
+        _validate.generator("generator", generator)
         self.size = size
         self.kernel_sizes = spatial + (1,) * n_one_by_one
         depth = len(self.kernel_sizes)
@@ -329,16 +322,14 @@ class NoiseStd(nn.Module):
         init: the initial sigma, > 0.
         learnable: a parameter (True) or a fixed buffer that still follows ``.to()`` (False).
     Raises:
-        ValueError: an init that is not a finite number > 0.
-        TypeError: a learnable that is not a bool.
+        ValueError: an init that is not finite and > 0.
+        TypeError: an init that is not a number, a learnable that is not a bool.
     """
 
     def __init__(self, init: float, learnable: bool = True):
         super().__init__()
-        if not isinstance(init, (int, float)) or isinstance(init, bool) or not math.isfinite(init) or init <= 0:
-            raise ValueError(f"init must be a finite number > 0, got {init!r}")
-        if not isinstance(learnable, bool):
-            raise TypeError(f"learnable must be a bool, got {type(learnable).__name__}")
+        init = _validate.real("init", init, 0, low_open=True)
+        _validate.boolean("learnable", learnable)
         log_sigma = torch.tensor(math.log(init))
         if learnable:
             self.log_sigma = nn.Parameter(log_sigma)

@@ -13,10 +13,10 @@ and returns a () tensor: the per-kernel penalty averaged over the leading dimens
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
+
+from blindfast import _validate
 
 __all__ = ["sparsity", "centre_penalty", "sum_to_one", "gaussian_prior"]
 
@@ -35,11 +35,8 @@ def _check_kernels(k) -> None:
 def _offsets(k: Tensor, centre) -> tuple[Tensor, Tensor]:
     """Row offsets (kh,) and column offsets (kw,) from the centre, pixels, in k's dtype and device."""
     kh, kw = k.shape[-2:]
-    if centre is None:
-        centre = ((kh - 1) / 2, (kw - 1) / 2)
-    if not isinstance(centre, (tuple, list)) or len(centre) != 2 or not all(
-            isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) for c in centre):
-        raise ValueError(f"centre must be a pair (row, column) of finite numbers, got {centre!r}")
+    centre = ((kh - 1) / 2, (kw - 1) / 2) if centre is None else _validate.real_pair("centre", centre,
+                                                                                      "(row, column)")
     rows = torch.arange(kh, dtype=k.dtype, device=k.device) - centre[0]
     cols = torch.arange(kw, dtype=k.dtype, device=k.device) - centre[1]
     return rows, cols
@@ -97,7 +94,8 @@ def centre_penalty(k: Tensor, centre: tuple[float, float] | None = None) -> Tens
     Returns:
         () mean over the leading dims.
     Raises:
-        TypeError, ValueError: as :func:`sparsity`; ValueError for a centre that is not a pair of finite numbers.
+        TypeError, ValueError: as :func:`sparsity`; TypeError for a centre that is not a pair of numbers,
+            ValueError for one that is not finite.
     """
     _check_kernels(k)
     rows, cols = _offsets(k, centre)

@@ -7,21 +7,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from blindfast import _validate
 from blindfast.ops import product_conv, sv_conv
 from blindfast.ops._checks import check_tensor
 from blindfast.physics.base import LinearOperator
 from blindfast.physics.blur import padding_name
 
 __all__ = ["SpaceVaryingBlur", "ProductConvolution", "psf_at", "tent_multipliers"]
-
-
-def _check_size(name: str, size, what: str) -> tuple[int, int]:
-    """``size`` as a pair of positive ints, or ValueError naming ``what`` it should be."""
-    pair = tuple(size) if isinstance(size, (tuple, list, torch.Size)) else None
-    if pair is None or len(pair) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
-                                                 for n in pair):
-        raise ValueError(f"{name} must be {what}, a pair of positive ints, got {size!r}")
-    return pair
 
 
 def _tent(coordinate: Tensor, nodes: int, pixels: int) -> Tensor:
@@ -56,17 +48,15 @@ def tent_multipliers(grid_hw: tuple[int, int], image_hw: tuple[int, int], *, dty
     Returns:
         (Gy * Gx, H, W)
     Raises:
-        ValueError: sizes that are not pairs of positive ints, or more grid nodes than pixels along an axis.
-        TypeError: a dtype that is not floating (weights are fractions).
+        TypeError: sizes that are not pairs of integers, a dtype that is not floating (weights are fractions).
+        ValueError: sizes below 1, or more grid nodes than pixels along an axis.
     """
-    Gy, Gx = _check_size("grid_hw", grid_hw, "(Gy, Gx)")
-    H, W = _check_size("image_hw", image_hw, "(H, W)")
+    Gy, Gx = _validate.int_pair("grid_hw", grid_hw, "(Gy, Gx)")
+    H, W = _validate.int_pair("image_hw", image_hw, "(H, W)")
     if Gy > H or Gx > W:
         raise ValueError(f"grid_hw must not exceed image_hw (at most one node per pixel), got grid {(Gy, Gx)} "
                          f"on image {(H, W)}")
-    dtype = torch.get_default_dtype() if dtype is None else dtype
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    dtype = torch.get_default_dtype() if dtype is None else _validate.floating_dtype("dtype", dtype)
     rows = _tent(torch.arange(H, dtype=dtype, device=device), Gy, H)  # (H, Gy)
     cols = _tent(torch.arange(W, dtype=dtype, device=device), Gx, W)  # (W, Gx)
     return torch.einsum("ri,cj->ijrc", rows, cols).reshape(Gy * Gx, H, W)
@@ -92,9 +82,9 @@ def psf_at(psf_grid: Tensor, positions: Tensor, image_hw: tuple[int, int]) -> Te
     Returns:
         (B|1, C|1, P, kh, kw) in ``psf_grid``'s dtype and device; differentiable w.r.t. ``psf_grid``.
     Raises:
-        TypeError: non-tensor arguments, an unsupported dtype, complex positions.
-        ValueError: wrong shapes, an empty grid or kernel, more grid nodes than pixels, positions outside the image
-            or not finite.
+        TypeError: non-tensor arguments, an unsupported dtype, complex positions, image_hw not two integers.
+        ValueError: wrong shapes, an empty grid or kernel, image_hw below 1, more grid nodes than pixels, positions
+            outside the image or not finite.
     """
     check_tensor("psf_grid", psf_grid, 6, "(B|1, C|1, Gy, Gx, kh, kw)")
     if not isinstance(positions, torch.Tensor):
@@ -103,7 +93,7 @@ def psf_at(psf_grid: Tensor, positions: Tensor, image_hw: tuple[int, int]) -> Te
         raise ValueError(f"positions must have shape (P, 2) as (row, col), got {tuple(positions.shape)}")
     if positions.is_complex() or positions.dtype == torch.bool:
         raise TypeError(f"positions must be real (row, col) coordinates, got dtype {positions.dtype}")
-    H, W = _check_size("image_hw", image_hw, "(H, W)")
+    H, W = _validate.int_pair("image_hw", image_hw, "(H, W)")
     Gy, Gx, kh, kw = psf_grid.shape[2:]
     if min(Gy, Gx, kh, kw) < 1:
         raise ValueError(f"psf_grid must have a non-empty grid and kernels, got shape {tuple(psf_grid.shape)}")
@@ -191,9 +181,7 @@ class ProductConvolution(LinearOperator):
 
     def __init__(self, padding: str = "valid", mask_first: bool = True):
         self.padding = padding_name(padding)
-        if not isinstance(mask_first, bool):
-            raise TypeError(f"mask_first must be a bool, got {type(mask_first).__name__}")
-        self.mask_first = mask_first
+        self.mask_first = _validate.boolean("mask_first", mask_first)
 
     def __repr__(self) -> str:
         return f"ProductConvolution(padding={self.padding!r}, mask_first={self.mask_first})"

@@ -247,7 +247,7 @@ def test_fit_scaling_factor_constant_latents():
 
 
 def test_fit_scaling_factor_bad_batch_size():
-    with pytest.raises(ValueError, match=re.escape("batch_size must be a positive integer, got 0")):
+    with pytest.raises(ValueError, match=re.escape("batch_size must be an integer >= 1, got 0")):
         _autoencoder().fit_scaling_factor(_images(), batch_size=0)
 
 
@@ -302,7 +302,7 @@ def test_wrong_image_rank():
 
 
 def test_integer_images():
-    with pytest.raises(ValueError, match=re.escape("x must be a floating-point tensor, got torch.int64")):
+    with pytest.raises(TypeError, match=re.escape("x must have a floating-point dtype, got torch.int64")):
         _autoencoder().encode(torch.zeros(1, 3, 8, 8, dtype=torch.long))
 
 
@@ -317,12 +317,12 @@ def test_loss_size_not_divisible():
 
 
 @pytest.mark.parametrize("override, message", [
-    ({"image_channels": 0}, "image_channels must be a positive integer, got 0"),
-    ({"latent_channels": 2.0}, "latent_channels must be a positive integer, got 2.0"),
-    ({"base_channels": -8}, "base_channels must be a positive integer, got -8"),
-    ({"blocks_per_level": 0}, "blocks_per_level must be a positive integer, got 0"),
-    ({"channel_mults": ()}, "channel_mults must be a non-empty tuple of positive integers, got ()"),
-    ({"channel_mults": (1, 0)}, "channel_mults must be a non-empty tuple of positive integers, got (1, 0)"),
+    ({"image_channels": 0}, "image_channels must be an integer >= 1, got 0"),
+    ({"latent_channels": -1}, "latent_channels must be an integer >= 1, got -1"),
+    ({"base_channels": -8}, "base_channels must be an integer >= 1, got -8"),
+    ({"blocks_per_level": 0}, "blocks_per_level must be an integer >= 1, got 0"),
+    ({"channel_mults": ()}, "channel_mults must be a non-empty tuple of integers >= 1, got ()"),
+    ({"channel_mults": (1, 0)}, "channel_mults must be a non-empty tuple of integers >= 1, got (1, 0)"),
     ({"kl_weight": -1e-6}, "kl_weight must be a finite number >= 0, got -1e-06"),
     ({"kl_weight": math.inf}, "kl_weight must be a finite number >= 0, got inf"),
 ])

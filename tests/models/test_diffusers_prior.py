@@ -562,7 +562,7 @@ def test_x_t_of_a_size_the_unet_cannot_take(folders):
 
 
 def test_x_t_of_an_integer_dtype(folders):
-    with pytest.raises(ValueError, match=r"floating-point tensor, got torch.int64"):
+    with pytest.raises(TypeError, match=r"x_t must have a floating-point dtype, got torch.int64"):
         _pixel(folders).velocity(torch.zeros(1, 3, 16, 16, dtype=torch.long), 0.5)
 
 

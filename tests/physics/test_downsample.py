@@ -207,14 +207,14 @@ def test_downsample_follows_dtype_and_params():
 
 @pytest.mark.parametrize("make", [BlurDownsample, Downsample], ids=["BlurDownsample", "Downsample"])
 def test_error_factor_zero(make):
-    with pytest.raises(ValueError, match=r"factor must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"factor must be an integer >= 1, got 0"):
         make(0)
 
 
 @pytest.mark.parametrize("factor, got", [(2.0, "float"), (True, "bool"), ("2", "str")])
 @pytest.mark.parametrize("make", [BlurDownsample, Downsample], ids=["BlurDownsample", "Downsample"])
 def test_error_factor_not_int(make, factor, got):
-    with pytest.raises(TypeError, match=rf"factor must be an int, got {got}"):
+    with pytest.raises(TypeError, match=rf"factor must be an integer >= 1, got {got}"):
         make(factor)
 
 

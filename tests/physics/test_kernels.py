@@ -140,13 +140,13 @@ def test_motion_kernel_blurs_like_a_kernel():
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    (dict(batch=2.0), TypeError, r"batch must be an int, got float"),
-    (dict(batch=0), ValueError, r"batch must be >= 1, got 0"),
-    (dict(size=15.0), TypeError, r"size must be an int, got float"),
-    (dict(size=0), ValueError, r"size must be >= 1, got 0"),
-    (dict(intensity="high"), TypeError, r"intensity must be a float in \[0, 1\], got str"),
-    (dict(intensity=1.5), ValueError, r"intensity must be in \[0, 1\], got 1.5"),
-    (dict(intensity=-0.1), ValueError, r"intensity must be in \[0, 1\], got -0.1"),
+    (dict(batch=2.0), TypeError, r"batch must be an integer >= 1, got float 2.0"),
+    (dict(batch=0), ValueError, r"batch must be an integer >= 1, got 0"),
+    (dict(size=15.0), TypeError, r"size must be an integer >= 1, got float"),
+    (dict(size=0), ValueError, r"size must be an integer >= 1, got 0"),
+    (dict(intensity="high"), TypeError, r"intensity must be a finite number in \[0, 1\], got str"),
+    (dict(intensity=1.5), ValueError, r"intensity must be a finite number in \[0, 1\], got 1.5"),
+    (dict(intensity=-0.1), ValueError, r"intensity must be a finite number in \[0, 1\], got -0.1"),
 ], ids=["batch-float", "batch-0", "size-float", "size-0", "intensity-str", "intensity-high", "intensity-negative"])
 def test_motion_errors(kwargs, error, message):
     args = dict(batch=2, size=15, intensity=0.5) | kwargs
@@ -234,8 +234,8 @@ def test_gaussian_gradcheck():
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    (dict(size=0), ValueError, r"size must be >= 1, got 0"),
-    (dict(size=7.0), TypeError, r"size must be an int, got float"),
+    (dict(size=0), ValueError, r"size must be an integer >= 1, got 0"),
+    (dict(size=7.0), TypeError, r"size must be an integer >= 1, got float"),
     (dict(sigma=0.0), ValueError, r"sigma must be finite and > 0, got 0.0"),
     (dict(sigma=torch.tensor([1.0, -1.0])), ValueError, r"sigma must be finite and > 0, got \[1.0, -1.0\]"),
     (dict(sigma="1"), TypeError, r"sigma must be a float or a tensor of shape \(\) or \(B,\), got str"),
@@ -280,9 +280,9 @@ def test_gaussian_params_deterministic_per_seed():
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    (dict(batch=True), TypeError, r"batch must be an int, got bool"),
-    (dict(batch=0), ValueError, r"batch must be >= 1, got 0"),
-    (dict(size=0), ValueError, r"size must be >= 1, got 0"),
+    (dict(batch=True), TypeError, r"batch must be an integer >= 1, got bool True"),
+    (dict(batch=0), ValueError, r"batch must be an integer >= 1, got 0"),
+    (dict(size=0), ValueError, r"size must be an integer >= 1, got 0"),
     (dict(sigma_range=(0.0, 1.0)), ValueError, r"sigma_range must be \(low, high\) with 0 < low <= high, "
                                                r"got \(0.0, 1.0\)"),
     (dict(anisotropy_range=(2.0, 1.0)), ValueError, r"anisotropy_range must be \(low, high\) with 0 < low <= "

@@ -300,10 +300,10 @@ BAD_INPUTS = [
     (lambda: ZoomBlur(4).A(X, zoom=torch.tensor([1.2, 0.0])), ValueError, r"zoom must be > 0, got \[1.2.*, 0.0\]"),
     (lambda: ZoomBlur(4).A(X, zoom=torch.tensor([-1.0])), ValueError, r"zoom must be > 0, got \[-1.0\]"),
     (lambda: rotation_params(2, angle_range=(30.0, 10.0)), ValueError,
-     r"angle_range must be \(low, high\) with 0.0 <= low <= high, got \(30.0, 10.0\)"),
+     r"angle_range must be \(low, high\) with 0 <= low <= high, got \(30.0, 10.0\)"),
     (lambda: zoom_params(2, zoom_range=(0.0, 1.2)), ValueError,
      r"zoom_range must be \(low, high\) with 0 < low <= high, got \(0.0, 1.2\)"),
-    (lambda: rotation_params(2, centre_range=1.5), ValueError, r"centre_range must be in \[0, 1\].*got 1.5"),
+    (lambda: rotation_params(2, centre_range=1.5), ValueError, r"centre_range must be a finite number in \[0, 1\], got 1.5"),
     (lambda: zoom_params(0), ValueError, r"batch must be an integer >= 1, got 0"),
 ]
 

@@ -126,9 +126,14 @@ def test_error_kernels(regulariser, call, error, message):
         call(regulariser)
 
 
-@pytest.mark.parametrize("centre", [(1.0,), (1.0, float("nan")), "middle", (True, 1)])
+@pytest.mark.parametrize("centre, error, got", [
+    ((1.0,), TypeError, r"tuple \(1.0,\)"),
+    ((1.0, float("nan")), ValueError, r"\(1.0, nan\)"),
+    ("middle", TypeError, r"str 'middle'"),
+    ((True, 1), TypeError, r"tuple \(True, 1\)"),
+], ids=["one-number", "nan", "str", "bool"])
 @pytest.mark.parametrize("regulariser", [centre_penalty, gaussian_prior])
-def test_error_centre(regulariser, centre):
-    with pytest.raises(ValueError, match=r"centre must be a pair \(row, column\) of finite numbers, got"):
+def test_error_centre(regulariser, centre, error, got):
+    with pytest.raises(error, match=r"centre must be two finite numbers \(row, column\), got " + got):
         regulariser(torch.ones(3, 3), centre=centre)
 

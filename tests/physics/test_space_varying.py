@@ -248,11 +248,11 @@ def test_tent_multipliers_dtype_and_device():
 
 @pytest.mark.parametrize("grid_hw, image_hw, error, match", [
     ((6, 2), (5, 9), ValueError, r"grid_hw must not exceed image_hw .* got grid \(6, 2\) on image \(5, 9\)"),
-    ((2, 2, 2), (5, 9), ValueError, r"grid_hw must be \(Gy, Gx\), a pair of positive ints, got \(2, 2, 2\)"),
-    ((0, 2), (5, 9), ValueError, r"grid_hw must be \(Gy, Gx\), a pair of positive ints, got \(0, 2\)"),
-    ((2, 2), (5.0, 9), ValueError, r"image_hw must be \(H, W\), a pair of positive ints, got \(5.0, 9\)"),
-    ((2, True), (5, 9), ValueError, r"grid_hw must be \(Gy, Gx\), a pair of positive ints, got \(2, True\)"),
-    ((2, 2), 5, ValueError, r"image_hw must be \(H, W\), a pair of positive ints, got 5"),
+    ((2, 2, 2), (5, 9), TypeError, r"grid_hw must be two integers >= 1 \(Gy, Gx\), got tuple \(2, 2, 2\)"),
+    ((0, 2), (5, 9), ValueError, r"grid_hw must be two integers >= 1 \(Gy, Gx\), got \(0, 2\)"),
+    ((2, 2), (5.0, 9), TypeError, r"image_hw must be two integers >= 1 \(H, W\), got tuple \(5.0, 9\)"),
+    ((2, True), (5, 9), TypeError, r"grid_hw must be two integers >= 1 \(Gy, Gx\), got tuple \(2, True\)"),
+    ((2, 2), 5, TypeError, r"image_hw must be two integers >= 1 \(H, W\), got int 5"),
 ], ids=["grid-larger", "three-sizes", "zero", "float", "bool", "not-a-pair"])
 def test_tent_multipliers_bad_sizes(grid_hw, image_hw, error, match):
     with pytest.raises(error, match=match):
@@ -260,7 +260,7 @@ def test_tent_multipliers_bad_sizes(grid_hw, image_hw, error, match):
 
 
 def test_tent_multipliers_integer_dtype():
-    with pytest.raises(TypeError, match=r"dtype must be a floating torch.dtype, got torch.int64"):
+    with pytest.raises(TypeError, match=r"dtype must be a floating-point torch.dtype such as torch.float32, got torch.int64"):
         tent_multipliers((2, 2), (5, 5), dtype=torch.int64)
 
 
@@ -350,7 +350,7 @@ GRID = torch.zeros(1, 1, 3, 4, 3, 3)
     (GRID, torch.zeros(1, 2), (2, 9), ValueError, r"psf grid \(3, 4\) must not exceed image_hw \(2, 9\)"),
     (torch.zeros(1, 1, 0, 4, 3, 3), torch.zeros(1, 2), (9, 9), ValueError,
      r"psf_grid must have a non-empty grid and kernels, got shape \(1, 1, 0, 4, 3, 3\)"),
-    (GRID, torch.zeros(1, 2), (9, 0), ValueError, r"image_hw must be \(H, W\), a pair of positive ints, got \(9, 0\)"),
+    (GRID, torch.zeros(1, 2), (9, 0), ValueError, r"image_hw must be two integers >= 1 \(H, W\), got \(9, 0\)"),
 ], ids=["negative", "past-the-end", "nan", "three-coordinates", "one-dim", "list", "complex-positions",
         "grid-dims", "complex-grid", "grid-larger-than-image", "empty-grid", "bad-image-size"])
 def test_psf_at_bad_input(psf_grid, positions, image_hw, error, match):
@@ -370,7 +370,7 @@ def test_error_unknown_padding():
 
 
 def test_error_mask_first_not_bool():
-    with pytest.raises(TypeError, match=r"mask_first must be a bool, got int"):
+    with pytest.raises(TypeError, match=r"mask_first must be True or False, got int 1"):
         ProductConvolution(mask_first=1)
 
 
