@@ -15,6 +15,7 @@ Survivors are listed with their diff: each needs a test or a reason.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import random
@@ -23,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+import tokenize
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -67,14 +69,32 @@ class Mutant:
     seconds: float = 0.0
 
 
+def prose_lines(path: Path) -> set[int]:
+    """Line numbers inside Python strings spanning lines (docstrings) or C++ block comments: text, not code."""
+    text = path.read_text()
+    lines = set()
+    if path.suffix == ".py":
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type == tokenize.STRING:
+                lines.update(range(token.start[0], token.end[0] + 1))
+    else:
+        for match in re.finditer(r"/\*.*?\*/", text, flags=re.S):
+            first = text.count("\n", 0, match.start()) + 1
+            lines.update(range(first, first + match.group().count("\n") + 1))
+    return lines
+
+
 def candidates(path: Path) -> list[Mutant]:
-    """Every single-token mutation of the file's code lines (comments, includes, pragmas and asserts skipped)."""
+    """Every single-token mutation of the file's code lines (comments, docstrings, includes, pragmas and asserts
+    skipped)."""
     comment = COMMENT[path.suffix]
+    prose = prose_lines(path)
     found = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         code = line.split(comment, 1)[0]
         stripped = code.strip()
-        if not stripped or stripped.startswith(("#", "import", "from", "assert", "raise")) or '"' in code:
+        if not stripped or number in prose or stripped.startswith(("#", "import", "from", "assert", "raise")) \
+                or '"' in code:
             continue
         for pattern, replacement in MUTATIONS:
             for match in pattern.finditer(code):
