@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["print_table", "default_device", "CommandError"]
+__all__ = ["print_table", "default_device", "add_command", "CommandError"]
 
 
 class CommandError(Exception):

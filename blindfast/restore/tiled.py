@@ -6,7 +6,8 @@ field's kernels (:func:`blindfast.physics.psf_at`) at nodes spread over the tile
 full grid's and at most :data:`TILE_NODE_SPACING` pixels apart, so the tile sees its own part of the field. The
 full field is bilinear between its nodes; the tile's grid re-interpolates it between samples, exact wherever no
 node of the full grid falls between two of the tile's, and off by at most the field's kink times the spacing
-elsewhere (4x4 lens grid, 13 px kernels on 128^2: 3.4e-3 at 16 px spacing, 1.6e-3 at 4 px, 0 at 1 px). Each tile
+elsewhere (4x4 lens grid, 13 px kernels on 128^2, a 64 px tile: 4.5e-3 with 16 px spacing, 3.5e-3 with 8 px,
+1.6e-3 with 4 px, 0 with 1 px, where the blurred values are ~0.5). Each tile
 is solved with the operator's own padding at its borders, where it is wrong; the overlap (by default the kernel
 size) carries the blend past them.
 """
@@ -27,8 +28,10 @@ __all__ = ["restore_tiled", "tile_params"]
 
 Solver = Callable[[Tensor, dict], Tensor]
 
-# Node spacing of a tile's grid, pixels: a 512 px tile then holds 65x65 kernels (47 MB of 31x31 RGB float32).
-TILE_NODE_SPACING = 8
+# Node spacing of a tile's grid, pixels. sv_conv's cost grows with the node count (512^2 RGB, 13x13, forward +
+# adjoint: 12 ms with an 8x8 grid, 34 ms with 65x65 nodes, i.e. 8 px apart), while the field's error falls slowly
+# with the spacing (module docstring): 32 px gives a 512 px tile 17x17 nodes.
+TILE_NODE_SPACING = 32
 
 
 def _tile_nodes(start: int, length: int, nodes: int, pixels: int) -> Tensor:
