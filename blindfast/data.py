@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from blindfast import _validate
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "EMBEDDED_SPLITS",
@@ -231,12 +233,6 @@ def _check_images(images, name: str = "images") -> list[Tensor]:
     return images
 
 
-def _check_positive_int(name: str, value) -> int:
-    if not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 class _Region(NamedTuple):
     """Rows [top, bottom) and columns [left, right) of image ``index`` that a crop must lie inside."""
     index: int
@@ -314,8 +310,8 @@ class RandomPatches:
     def __init__(self, images: Sequence[Tensor], size: int, batch: int, *, generator: torch.Generator,
                  location_channels: bool = False, random_location_fraction: float = 0.2):
         self.images = _check_images(images)
-        self.size = _check_positive_int("size", size)
-        self.batch = _check_positive_int("batch", batch)
+        self.size = _validate.positive_int("size", size)
+        self.batch = _validate.positive_int("batch", batch)
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         if not 0 <= random_location_fraction <= 1:
@@ -565,8 +561,8 @@ def unpaired_patch_sets(images: Sequence[Tensor], operator: Callable[[Tensor], T
         :class:`UnpairedPatches` (clean, degraded, clean_origin, degraded_origin).
     """
     images = _check_images(images)
-    patch = _check_positive_int("patch", patch)
-    count = _check_positive_int("count", count)
+    patch = _validate.positive_int("patch", patch)
+    count = _validate.positive_int("count", count)
     if not callable(operator):
         raise TypeError(f"operator must be callable, got {type(operator).__name__}")
     if not isinstance(sigma, numbers.Real) or not math.isfinite(sigma) or sigma < 0:

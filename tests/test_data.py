@@ -268,7 +268,7 @@ def test_random_patches_bad_input():
         RandomPatches(_images(), 4, 2, generator=torch.Generator(), random_location_fraction=1.5)
     with pytest.raises(TypeError, match="generator must be a torch.Generator, got int"):
         RandomPatches(_images(), 4, 2, generator=0)
-    with pytest.raises(ValueError, match="batch must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="batch must be an integer >= 1, got 0"):
         RandomPatches(_images(), 4, 0, generator=torch.Generator())
 
 

@@ -13,6 +13,7 @@ import json
 import time
 from pathlib import Path
 
+from blindfast.cli.arg_types import positive_float, positive_int
 from blindfast.cli.common import CommandError, add_command, print_table
 
 SOLVERS = ("wiener", "cg", "pnp", "diffpir")
@@ -133,15 +134,9 @@ def run(args: argparse.Namespace) -> int:
     from blindfast.atomic_file import save_atomic
     from blindfast.cli.image_io import check_output_path, read_photo, write_photo
     from blindfast.restore.noise_level import estimate_noise_std, tikhonov_weight
-    from blindfast.restore.validation import check_blur_params, check_positive
+    from blindfast.restore.validation import check_blur_params
 
     start = time.perf_counter()
-    if args.sigma is not None:
-        check_positive("--sigma", args.sigma)
-    if args.lam is not None:
-        check_positive("--lam", args.lam)
-    if args.tile is not None and args.tile < 1:
-        raise CommandError(f"--tile must be a positive number of pixels, got {args.tile}")
     y, bits = read_photo(args.input)
     out = check_output_path(args.out, bits)
     reference = None
@@ -208,12 +203,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     deblur.add_argument("--solver", default="cg", choices=SOLVERS, help="wiener (uniform kernels), cg (Tikhonov), "
                                                                         "pnp (DPIR with the prior), diffpir "
                                                                         "(default: %(default)s)")
-    deblur.add_argument("--sigma", type=float, default=None, help="the noise std in [0, 1] units (default: "
+    deblur.add_argument("--sigma", type=positive_float, default=None, help="the noise std in [0, 1] units (default: "
                                                                   "estimated from the photo)")
-    deblur.add_argument("--lam", type=float, default=None, help="Tikhonov weight of wiener / cg (default: "
+    deblur.add_argument("--lam", type=positive_float, default=None, help="Tikhonov weight of wiener / cg (default: "
                                                                 "(sigma / 0.1)^2)")
-    deblur.add_argument("--iters", type=int, default=None, help="iterations (default: cg 30, pnp 16, diffpir 20)")
-    deblur.add_argument("--tile", type=int, default=None, help="restore on blended tiles of this side (bounded "
+    deblur.add_argument("--iters", type=positive_int, default=None, help="iterations (default: cg 30, pnp 16, diffpir 20)")
+    deblur.add_argument("--tile", type=positive_int, default=None, help="restore on blended tiles of this side (bounded "
                                                                "memory; at least the kernel size)")
     deblur.add_argument("--prior", default=DEFAULT_PRIOR, help="a shipped prior's name or a folder holding one, for "
                                                                "pnp / diffpir (default: %(default)s)")

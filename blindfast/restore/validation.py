@@ -5,11 +5,10 @@ Each error names what was expected and what was got, so a command line can show 
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
+from blindfast import _validate
 from blindfast.physics import Blur, LinearOperator, SpaceVaryingBlur
 
 __all__ = ["check_measurement", "check_positive", "check_blur_params"]
@@ -25,10 +24,8 @@ def check_measurement(y) -> None:
 
 
 def check_positive(name: str, value) -> float:
-    """``value`` as a float > 0 (and finite)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    """``value`` as a float > 0 (and finite): the public API's check (:func:`blindfast._validate.real`)."""
+    return _validate.real(name, value, 0, low_open=True)
 
 
 def _check_kernels(name: str, kernels: Tensor, what: str) -> None:

@@ -12,6 +12,7 @@ POSITIVE_INT, POSITIVE, NON_NEGATIVE, FRACTION = ("a positive integer", "a finit
 TRAIN = ["train-prior", "--data", "DIR", "--out", "OUT", "--kimg", "1"]
 SHIPPED = ["train-shipped-latent", "--out", "OUT", "--kimg", "1", "--ae-kimg", "1"]
 EXPORT = ["export-prior", "--checkpoint", "CKPT", "--name", "n"]
+DEBLUR = ["deblur", "--input", "IN.png", "--out", "OUT.png", "--kernel", "K.npy"]
 OPTIONS = [
     (["demo"], "--size", POSITIVE_INT), (["demo"], "--iters", POSITIVE_INT), (["demo"], "--crop", POSITIVE_INT),
     (["demo"], "--noise", NON_NEGATIVE),
@@ -21,6 +22,8 @@ OPTIONS = [
     (SHIPPED, "--lr", POSITIVE), (SHIPPED, "--snapshot-kimg", NON_NEGATIVE), (SHIPPED, "--ae-kimg", POSITIVE),
     (SHIPPED, "--ae-batch", POSITIVE_INT), (SHIPPED, "--ae-lr", POSITIVE),
     (EXPORT, "--ema-std", POSITIVE), (EXPORT, "--held-out", POSITIVE_INT),
+    (DEBLUR, "--sigma", POSITIVE), (DEBLUR, "--lam", POSITIVE), (DEBLUR, "--iters", POSITIVE_INT),
+    (DEBLUR, "--tile", POSITIVE_INT),
 ]
 BAD = {POSITIVE_INT: ["-1", "0", "2.5", "abc"], POSITIVE: ["-1", "0", "nan", "inf", "abc"],
        NON_NEGATIVE: ["-0.5", "nan", "abc"], FRACTION: ["-0.1", "1", "nan"]}
