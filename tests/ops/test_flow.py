@@ -293,6 +293,20 @@ def test_power_ema_beta_averages_with_the_power_profile(std):
     assert ((shares * (centres - mean) ** 2).sum().sqrt().item()) == pytest.approx(std, rel=1e-3)
 
 
+
+def test_streamed_out_stays_inside_a_misaligned_out_with_a_short_last_block():
+    """Outputs of 8 MB and more are written with aligned non-temporal stores after a scalar prologue up to the
+    alignment: with ``out`` one float off alignment and a last block of 3 elements, the prologue must stop at the
+    block's end. Guards on both sides of ``out`` must stay untouched, and the result equal the reference."""
+    n = 128 * 16384 + 3  # 8 MB of float32: streamed; blocks of 16384 elements (csrc/flow.cpp), the last one of 3
+    x0, x1 = randn((1, n), seed=1).float(), randn((1, n), seed=2).float()
+    buffer = torch.full((n + 2,), 7.0)
+    out = buffer[1:n + 1].view(1, n)  # 4 bytes past the allocation's (aligned) start
+    flow_interpolate(x0, x1, 0.25, out=out)
+    assert buffer[0].item() == 7.0 and buffer[-1].item() == 7.0
+    torch.testing.assert_close(out.double(), flow_interpolate_reference(x0.double(), x1.double(), 0.25))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # opcheck, compile, random shapes, layouts
 

@@ -252,6 +252,10 @@ def recentre_cases():
         "random-signed": torch.rand(7, 5, generator=g, dtype=torch.float64) - 0.3,
         "random-even": torch.rand(6, 8, generator=g, dtype=torch.float64),
         "blob": blob,
+        # the blob over a non-zero background: the centre of mass is still up and right of the centre, so the
+        # shifted read window leaves the kernel on the right, where a read past a row's end would wrap into the
+        # next row's first (non-zero) tap
+        "blob-over-background": blob + 0.05 * torch.rand(9, 8, generator=g, dtype=torch.float64),
         "corners-all-shifted-out": corners,
         "all-negative": -torch.rand(5, 5, generator=g, dtype=torch.float64),
         "single-pixel": torch.ones(1, 1, dtype=torch.float64),
