@@ -15,6 +15,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from blindfast import _validate
+
 __all__ = ["LensField"]
 
 # pixels: a narrower Gaussian is under-sampled at pixel centres (its taps stop being a smooth function of its
@@ -60,15 +62,12 @@ class LensField(nn.Module):
     def __init__(self, grid: tuple[int, int], size: int, channels: int = 3, init_sigma: float = 1.0,
                  dtype: torch.dtype = torch.float32):
         super().__init__()
-        if not isinstance(grid, (tuple, list)) or len(grid) != 2 or \
-                not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in grid):
-            raise ValueError(f"grid must be a pair (Gy, Gx) of positive ints, got {grid!r}")
-        for name, value in (("size", size), ("channels", channels)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not (isinstance(init_sigma, (int, float)) and math.isfinite(init_sigma) and init_sigma > _MIN_WIDTH):
-            raise ValueError(f"init_sigma must be a finite number of pixels > {_MIN_WIDTH}, got {init_sigma!r}")
-        self.grid, self.size, self.channels = tuple(grid), size, channels
+        self.grid = _validate.int_pair("grid", grid, "(Gy, Gx)")
+        self.size = _validate.positive_int("size", size)
+        self.channels = _validate.positive_int("channels", channels)
+        init_sigma = _validate.real("init_sigma", init_sigma, _MIN_WIDTH, low_open=True)
+        _validate.floating_dtype("dtype", dtype)
+        channels = self.channels
         zeros = lambda *shape: nn.Parameter(torch.zeros(*shape, dtype=dtype))  # noqa: E731
         self.width = nn.Parameter(torch.tensor([[init_sigma, 0.0, 0.0]] * channels, dtype=dtype))  # (C, 3): a0..a2
         self.astigmatism = zeros(2)          # g1, g2

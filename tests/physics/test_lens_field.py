@@ -70,19 +70,9 @@ def test_gradients_reach_every_parameter_and_match_finite_differences():
         assert grad.abs().sum() > 0, name
 
 
-def per_node_isotropic_fit(target: torch.Tensor) -> torch.Tensor:
-    """The best isotropic Gaussian per node and channel (width and centre by least squares), the DDM issue's
-    baseline for a lens grid: LBFGS on each kernel's three numbers."""
-    c, gy, gx, k = target.shape[1], target.shape[2], target.shape[3], target.shape[-1]
-    d = torch.arange(k, dtype=torch.float64) - k // 2
-    log_sigma = torch.zeros(c, gy, gx, 1, 1, dtype=torch.float64, requires_grad=True)
-    shift = torch.zeros(2, c, gy, gx, 1, 1, dtype=torch.float64, requires_grad=True)
-    optimiser = torch.optim.LBFGS([log_sigma, shift], max_iter=200, line_search_fn="strong_wolfe")
-
-    def render():
-        sigma = log_sigma.exp()
-        g = torch.exp(-((d[None, :] - shift[0]) ** 2 + (d[:, None] - shift[1]) ** 2) / (2 * sigma**2))
-        return (g / g.sum(dim=(-2, -1), keepdim=True))[None]
+def least_squares_fit(parameters, render, target: torch.Tensor, max_iter: int) -> torch.Tensor:
+    """LBFGS (strong Wolfe line search) on ||render() - target||^2 over ``parameters``; the fitted rendering."""
+    optimiser = torch.optim.LBFGS(parameters, max_iter=max_iter, line_search_fn="strong_wolfe")
 
     def closure():
         optimiser.zero_grad()
@@ -94,6 +84,22 @@ def per_node_isotropic_fit(target: torch.Tensor) -> torch.Tensor:
     return render().detach()
 
 
+def per_node_isotropic_fit(target: torch.Tensor) -> torch.Tensor:
+    """The best isotropic Gaussian per node and channel (width and centre by least squares), the DDM issue's
+    baseline for a lens grid: LBFGS on each kernel's three numbers."""
+    c, gy, gx, k = target.shape[1], target.shape[2], target.shape[3], target.shape[-1]
+    d = torch.arange(k, dtype=torch.float64) - k // 2
+    log_sigma = torch.zeros(c, gy, gx, 1, 1, dtype=torch.float64, requires_grad=True)
+    shift = torch.zeros(2, c, gy, gx, 1, 1, dtype=torch.float64, requires_grad=True)
+
+    def render():
+        sigma = log_sigma.exp()
+        g = torch.exp(-((d[None, :] - shift[0]) ** 2 + (d[:, None] - shift[1]) ** 2) / (2 * sigma**2))
+        return (g / g.sum(dim=(-2, -1), keepdim=True))[None]
+
+    return least_squares_fit([log_sigma, shift], render, target, max_iter=200)
+
+
 @pytest.mark.parametrize("seed, variation, decenter", [(3, 0.1, 0.05), (4, 0.2, 0.1)])
 def test_fitting_recovers_a_lens_far_better_than_isotropic_gaussians(seed, variation, decenter):
     """From the isotropic start, LBFGS on the grid's squared error reaches the lens (the field's own parameters are
@@ -101,27 +107,19 @@ def test_fitting_recovers_a_lens_far_better_than_isotropic_gaussians(seed, varia
     node stays far above (0.25)."""
     target, _ = drawn_lens(seed, variation, decenter)
     field = LensField(GRID, SIZE, 3, init_sigma=1.5, dtype=torch.float64)
-    optimiser = torch.optim.LBFGS(field.parameters(), max_iter=60, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimiser.zero_grad()
-        loss = (field() - target).square().sum()
-        loss.backward()
-        return loss
-
-    optimiser.step(closure)
-    fitted = relative_error(field().detach(), target)
+    fitted = relative_error(least_squares_fit(field.parameters(), field, target, max_iter=60), target)
     isotropic = relative_error(per_node_isotropic_fit(target), target)
     assert fitted < 0.02 and isotropic > 5 * fitted, (fitted, isotropic)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    (dict(grid=(0, 8), size=13), ValueError, r"grid must be a pair \(Gy, Gx\) of positive ints, got \(0, 8\)"),
-    (dict(grid=8, size=13), ValueError, r"grid must be a pair \(Gy, Gx\) of positive ints, got 8"),
-    (dict(grid=(8, 8), size=0), ValueError, r"size must be a positive int, got 0"),
-    (dict(grid=(8, 8), size=13, channels=2.5), ValueError, r"channels must be a positive int, got 2.5"),
+    (dict(grid=(0, 8), size=13), ValueError, r"grid must be two integers >= 1 \(Gy, Gx\), got \(0, 8\)"),
+    (dict(grid=8, size=13), TypeError, r"grid must be two integers >= 1 \(Gy, Gx\), got int 8"),
+    (dict(grid=(8, 8), size=0), ValueError, r"size must be an integer >= 1, got 0"),
+    (dict(grid=(8, 8), size=13, channels=2.5), TypeError, r"channels must be an integer >= 1, got float 2.5"),
     (dict(grid=(8, 8), size=13, init_sigma=float("nan")), ValueError,
-     r"init_sigma must be a finite number of pixels > 0.25, got nan"),
+     r"init_sigma must be a finite number > 0.25, got nan"),
+    (dict(grid=(8, 8), size=13, dtype=torch.int64), TypeError, r"dtype must be a floating"),
 ])
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
