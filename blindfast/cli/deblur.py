@@ -9,7 +9,10 @@ holds the solver, settings, times and, with ``--reference``, PSNR / SSIM.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.metadata
 import json
+import pkgutil
 import time
 from pathlib import Path
 
@@ -184,9 +187,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    from blindfast.restore.registry import load_methods
+# installed packages add methods under this entry-point group
+ENTRY_POINT_GROUP = "blindfast.deblur_methods"
 
+
+def load_methods() -> dict:
+    """Import every ``blindfast.methods`` subpackage and every :data:`ENTRY_POINT_GROUP` entry point, so each
+    registers itself (:func:`blindfast.restore.registry.register_method`); returns the registered methods by name.
+    Here, not in ``blindfast.restore``: the methods sit above restore, the command above them."""
+    from blindfast.restore.registry import registered_methods
+
+    try:
+        package = importlib.import_module("blindfast.methods")
+    except ModuleNotFoundError:
+        package = None
+    if package is not None:
+        for module in pkgutil.iter_modules(package.__path__, prefix="blindfast.methods."):
+            importlib.import_module(module.name)
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        entry_point.load()
+    return registered_methods()
+
+
+def register(commands: argparse._SubParsersAction) -> None:
     methods = load_methods()
     deblur = add_command(commands, "deblur", run, help="restore a photo given its blur: a kernel, a PSF grid, or a "
                                                        "blind method")

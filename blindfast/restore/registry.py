@@ -1,16 +1,14 @@
 """Where blind methods plug into ``blindfast deblur --method NAME``: a method registers how it finds the operator.
 
 A method module (``blindfast/methods/<name>/``, or any installed package naming it under the entry-point group
-``blindfast.deblur_methods``) calls :func:`register_method` when imported; :func:`load_methods` imports them all,
-so the command never changes when a method is added. The command then restores with the operator the method
+``blindfast.deblur_methods``) calls :func:`register_method` when imported; the command
+(:func:`blindfast.cli.deblur.load_methods`, a layer above the methods) imports them all, so it never changes when a
+method is added. The command then restores with the operator the method
 returns, exactly as with a kernel given on the command line.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,9 +16,7 @@ from torch import Tensor
 
 from blindfast.physics import LinearOperator
 
-__all__ = ["DeblurMethod", "register_method", "registered_methods", "load_methods", "ENTRY_POINT_GROUP"]
-
-ENTRY_POINT_GROUP = "blindfast.deblur_methods"
+__all__ = ["DeblurMethod", "register_method", "registered_methods"]
 
 
 @dataclass(frozen=True)
@@ -60,18 +56,3 @@ def register_method(method: DeblurMethod) -> DeblurMethod:
 def registered_methods() -> dict[str, DeblurMethod]:
     """The registered methods by name (a copy)."""
     return dict(_METHODS)
-
-
-def load_methods() -> dict[str, DeblurMethod]:
-    """Import every ``blindfast.methods`` subpackage and every ``blindfast.deblur_methods`` entry point, so each
-    registers itself; returns :func:`registered_methods`."""
-    try:
-        package = importlib.import_module("blindfast.methods")
-    except ModuleNotFoundError:
-        package = None
-    if package is not None:
-        for module in pkgutil.iter_modules(package.__path__, prefix="blindfast.methods."):
-            importlib.import_module(module.name)
-    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        entry_point.load()
-    return registered_methods()
