@@ -15,7 +15,9 @@ from blindfast.ops.reference import (
 )
 
 # (B, C, H, W, Bg, Cg, Gy, Gx, kh, kw): odd sizes, 1x1 / non-square / 8x8 grids, even, odd, 1 and non-square kernels,
-# batch and channel broadcasting, and one wide image that runs full vector strips and several row bands.
+# batch and channel broadcasting, one wide image that runs full vector strips and several row bands, and 62 rows on a
+# 3-row grid, where the first 32-row band of the PSF gradient ends one row into the second grid cell (that row's
+# small weight on the third node row must be summed too).
 CASES = [
     (1, 3, 37, 53, 1, 3, 3, 5, 3, 3),
     (2, 3, 17, 23, 1, 1, 1, 1, 4, 6),
@@ -24,6 +26,7 @@ CASES = [
     (1, 1, 9, 12, 1, 1, 2, 3, 1, 1),
     (2, 1, 45, 160, 2, 1, 8, 8, 7, 4),
     (1, 1, 34, 120, 1, 1, 2, 3, 31, 17),
+    (1, 3, 62, 40, 1, 3, 3, 2, 7, 7),
 ]
 CASE_IDS = ["x".join(map(str, c)) for c in CASES]
 

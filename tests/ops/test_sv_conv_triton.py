@@ -7,10 +7,15 @@ the CPU, the blocks cover a whole plane (one program per plane) except in the mu
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import pytest
 import torch
 
 pytest.importorskip("triton")
+
+import triton  # noqa: E402
 
 from blindfast.ops._checks import PADDING_CODES  # noqa: E402
 from blindfast.ops.reference import PADDINGS, sv_conv_adjoint_reference, sv_conv_reference  # noqa: E402
@@ -253,3 +258,17 @@ def test_grad_psf_deterministic_mode_repeats_bit_for_bit(deterministic_algorithm
     first = _run_op("grad_psf", x, g, psf, "reflect", blocks=SMALL_BLOCKS)
     for _ in range(4):
         assert torch.equal(_run_op("grad_psf", x, g, psf, "reflect", blocks=SMALL_BLOCKS), first)
+
+
+@pytest.mark.parametrize("block", [8, 16, 32])
+def test_nodes_per_tile_bounds_every_tile(block):
+    """The PSF gradient's per-tile node window: for every tile of ``block`` pixels of ``n``, at least the grid nodes
+    any pixel of it weights (pixel i at u = i (G - 1) / (n - 1) weights nodes floor(u) and, when u is not an integer,
+    floor(u) + 1), and at most the next power of two above one node more than that (the rounding margin)."""
+    for G in range(1, 10):
+        for n in range(max(G, 2), 150):
+            u = [Fraction(i * (G - 1), n - 1) for i in range(n)]
+            touched = [max(math.ceil(u[i]) for i in range(i0, min(i0 + block, n))) -
+                       min(math.floor(u[i]) for i in range(i0, min(i0 + block, n))) + 1 for i0 in range(0, n, block)]
+            bound = tk._nodes_per_tile(n, G, block)
+            assert max(touched) <= bound <= triton.next_power_of_2(max(touched) + 1), (G, n, block, touched, bound)
