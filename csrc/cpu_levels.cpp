@@ -47,7 +47,6 @@ std::vector<std::string> supported_levels() {
 }  // namespace
 
 void bind_cpu_levels(pybind11::module_& m) {
-  m.attr("level") = BLINDFAST_LEVEL;
   m.def("supported_levels", &supported_levels, "The instruction-set levels this CPU runs, lowest first.");
 }
 
