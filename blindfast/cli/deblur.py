@@ -47,20 +47,26 @@ def _operator(args: argparse.Namespace, y):
     from blindfast.physics import Blur, SpaceVaryingBlur
     from blindfast.restore.registry import registered_methods
 
+    if args.method is not None:
+        methods = registered_methods()
+        if args.method not in methods:
+            available = ", ".join(sorted(methods)) or "none is registered yet"
+            raise CommandError(f"--method: expected one of the registered blind methods ({available}), got "
+                               f"{args.method!r}")
+        return methods[args.method].estimate(y, args)
     if args.kernel is not None:
         kernel = _load_array(args.kernel, "--kernel", (2, 3), "(kh, kw) or (C, kh, kw)")
         kernel = kernel[None, None] if kernel.dim() == 2 else kernel[None]
         return Blur(padding=PADDING), {"kernel": kernel}
     if args.psf_grid is not None:
-        grid = _load_array(args.psf_grid, "--psf-grid", (4, 5), "(Gy, Gx, kh, kw) or (C, Gy, Gx, kh, kw)")
-        grid = grid[None, None] if grid.dim() == 4 else grid[None]
+        grid = _load_array(args.psf_grid, "--psf-grid", (4, 5, 6), "(Gy, Gx, kh, kw), (C, Gy, Gx, kh, kw) or "
+                                                                   "(1, C, Gy, Gx, kh, kw)")
+        if grid.dim() == 6 and grid.shape[0] != 1:
+            raise CommandError(f"--psf-grid {args.psf_grid}: a 6-d grid must be (1, C, Gy, Gx, kh, kw), got "
+                               f"{tuple(grid.shape)}")
+        grid = grid[None, None] if grid.dim() == 4 else grid[None] if grid.dim() == 5 else grid
         return SpaceVaryingBlur(padding=PADDING), {"psf_grid": grid}
-    methods = registered_methods()
-    if args.method not in methods:
-        available = ", ".join(sorted(methods)) or "none is registered yet"
-        raise CommandError(f"--method: expected one of the registered blind methods ({available}), got "
-                           f"{args.method!r}")
-    return methods[args.method].estimate(y, args)
+    raise CommandError("expected the blur: one of --kernel, --psf-grid or --method, got none of them")
 
 
 def _prior(name_or_dir: str):
@@ -217,12 +223,14 @@ def register(commands: argparse._SubParsersAction) -> None:
                                                        "RGB)")
     deblur.add_argument("--out", required=True, help="the restored photo, written with the input's bit depth; the "
                                                      "report goes beside it as <stem>.report.json")
-    blur = deblur.add_mutually_exclusive_group(required=True)
+    blur = deblur.add_mutually_exclusive_group()
     blur.add_argument("--kernel", help="a uniform blur kernel: .npy of shape (kh, kw) or (C, kh, kw)")
-    blur.add_argument("--psf-grid", help="a lens's PSF grid: .npy of shape (Gy, Gx, kh, kw) or (C, Gy, Gx, kh, kw), "
-                                         "nodes on the corner pixels (blindfast.ops.sv_conv)")
-    blur.add_argument("--method", help="a blind method that estimates the blur" + (
-                          f" ({', '.join(sorted(methods))})" if methods else " (none is installed yet)"))
+    blur.add_argument("--psf-grid", help="a lens's PSF grid: .npy of shape (Gy, Gx, kh, kw), (C, Gy, Gx, kh, kw) or "
+                                         "psf-estimate's (1, C, Gy, Gx, kh, kw), nodes on the corner pixels "
+                                         "(blindfast.ops.sv_conv)")
+    deblur.add_argument("--method", help="a blind method that estimates the blur, or restores with what it learned "
+                                         "(it may read --kernel / --psf-grid)" + (
+                            f" ({', '.join(sorted(methods))})" if methods else " (none is installed yet)"))
     deblur.add_argument("--solver", default="cg", choices=SOLVERS, help="wiener (uniform kernels), cg (Tikhonov), "
                                                                         "pnp (DPIR with the prior), diffpir "
                                                                         "(default: %(default)s)")

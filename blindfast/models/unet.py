@@ -145,6 +145,9 @@ class UNet(nn.Module):
     Args:
         image_channels: C of x_t and of the output.
         cond_channels: extra input channels concatenated to x_t (e.g. DDM's 2 location channels); 0 for none.
+        cond_embedding: also feed the cond channels' spatial mean through an MLP added to the time embedding, so
+            every block sees it (for constant maps such as DDM's patch location: given only as input channels, a
+            small network learns to ignore them); needs ``cond_channels > 0``.
         base_channels: channels of level 0; even (it is also the number of time features).
         channel_mults: one positive multiplier per level.
         blocks_per_level: residual blocks per level in the encoder (the decoder has one more).
@@ -164,6 +167,7 @@ class UNet(nn.Module):
                  image_channels: int = 3,                  # channels of x_t and of the velocity
                  cond_channels: int = 0,                   # extra input channels (DDM's location map: 2)
                  *,
+                 cond_embedding: bool = False,             # the cond channels' mean also joins the time embedding
                  base_channels: int,                       # channels of level 0, even
                  channel_mults: tuple[int, ...],           # channel multiplier of each resolution level
                  blocks_per_level: int,                    # encoder residual blocks per level
@@ -183,13 +187,22 @@ class UNet(nn.Module):
         if any(l >= levels for l in attention_levels):
             raise ValueError(f"attention_levels must be level indices in [0, {levels - 1}], got {attention_levels!r}")
         _validate.real("dropout", dropout, 0, 1, high_open=True)
-        self.image_channels, self.cond_channels = image_channels, cond_channels
+        _validate.boolean("cond_embedding", cond_embedding)
+        if cond_embedding and cond_channels == 0:
+            raise ValueError("cond_embedding=True needs cond_channels > 0, got cond_channels = 0")
+        self.image_channels, self.cond_channels, self.cond_embedding = image_channels, cond_channels, cond_embedding
         self.base_channels, self.channel_mults = base_channels, channel_mults
         self.blocks_per_level, self.attention_levels = blocks_per_level, attention_levels
         self.dropout, self.time_embedding_dim = dropout, time_embedding_dim
 
         self.time_mlp = nn.Sequential(nn.Linear(base_channels, time_embedding_dim), nn.SiLU(),
                                       nn.Linear(time_embedding_dim, time_embedding_dim))
+        if cond_embedding:
+            # last layer at zero: adding the embedding to a trained network leaves its output unchanged
+            self.cond_mlp = nn.Sequential(nn.Linear(cond_channels, time_embedding_dim), nn.SiLU(),
+                                          nn.Linear(time_embedding_dim, time_embedding_dim))
+            nn.init.zeros_(self.cond_mlp[2].weight)
+            nn.init.zeros_(self.cond_mlp[2].bias)
         self.input = nn.Conv2d(image_channels + cond_channels, base_channels, 3, padding=1)
         widths = [base_channels * m for m in channel_mults]
         skips, channels = [base_channels], base_channels  # channels of every encoder output, in order
@@ -220,7 +233,8 @@ class UNet(nn.Module):
         nn.init.zeros_(self.output.bias)
 
     @classmethod
-    def from_preset(cls, name: str, image_channels: int = 3, cond_channels: int = 0, dropout: float = 0.0) -> UNet:
+    def from_preset(cls, name: str, image_channels: int = 3, cond_channels: int = 0, dropout: float = 0.0,
+                    cond_embedding: bool = False) -> UNet:
         """The architecture ``PRESETS[name]``: "tiny" (0.27M parameters, H and W multiples of 4), "small" (4.4M,
         multiples of 8), "base" (48M, multiples of 8).
 
@@ -229,11 +243,33 @@ class UNet(nn.Module):
         """
         if name not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
-        return cls(image_channels, cond_channels, dropout=dropout, **PRESETS[name])
+        return cls(image_channels, cond_channels, dropout=dropout, cond_embedding=cond_embedding, **PRESETS[name])
+
+    def with_conditioning(self, cond_channels: int, cond_embedding: bool = True) -> UNet:
+        """A copy of this network taking ``cond_channels`` more input channels, for fine-tuning a prior into a
+        conditioned one (DDM's step 1): the new input weights and the cond embedding start at zero, so the copy's
+        output is exactly this network's whatever the cond.
+
+        Raises:
+            ValueError: this network already takes cond channels, or ``cond_channels`` < 1.
+        """
+        if self.cond_channels:
+            raise ValueError(f"this UNet already takes {self.cond_channels} cond channel(s)")
+        cond_channels = _validate.positive_int("cond_channels", cond_channels)
+        copy = UNet(**{**self.config(), "cond_channels": cond_channels, "cond_embedding": cond_embedding})
+        copy = copy.to(device=self.input.weight.device, dtype=self.input.weight.dtype)
+        state = self.state_dict()
+        weight = state["input.weight"]
+        state["input.weight"] = torch.cat([weight, weight.new_zeros(weight.shape[0], cond_channels,
+                                                                    *weight.shape[2:])], dim=1)
+        missing, unexpected = copy.load_state_dict(state, strict=False)
+        assert not unexpected and all(name.startswith("cond_mlp.") for name in missing), (missing, unexpected)
+        return copy
 
     def config(self) -> dict:
         """The constructor arguments, JSON-serialisable: ``UNet(**net.config())`` rebuilds the architecture."""
         return {"image_channels": self.image_channels, "cond_channels": self.cond_channels,
+                "cond_embedding": self.cond_embedding,
                 "base_channels": self.base_channels, "channel_mults": list(self.channel_mults),
                 "blocks_per_level": self.blocks_per_level, "attention_levels": list(self.attention_levels),
                 "dropout": self.dropout, "time_embedding_dim": self.time_embedding_dim}
@@ -279,6 +315,8 @@ class UNet(nn.Module):
         """
         self._check(x_t, t, cond)
         embedding = self.time_mlp(fourier_time_features(t.to(x_t.dtype), self.base_channels))
+        if self.cond_embedding:
+            embedding = embedding + self.cond_mlp(cond.to(x_t.dtype).mean(dim=(-2, -1)))
         h = self.input(x_t if cond is None else torch.cat([x_t, cond.to(x_t.dtype)], dim=1))
         skips = [h]
         for level, stages in enumerate(self.encoder):

@@ -82,11 +82,14 @@ class LensField(nn.Module):
         v, u = (torch.linspace(-1, 1, n, dtype=dtype) if n > 1 else torch.zeros(1, dtype=dtype) for n in (gy, gx))
         fx = (u[None, :] - self.centre[0]) / math.sqrt(2)
         fy = (v[:, None] - self.centre[1]) / math.sqrt(2)
-        r = torch.sqrt(fx**2 + fy**2)
-        # on the axis (r = 0) every term that needs a direction vanishes: any unit vector will do, and the safe
-        # divisor keeps the gradient finite there
-        on_axis = r == 0
-        safe_r = torch.where(on_axis, torch.ones_like(r), r)
+        squared = fx**2 + fy**2
+        # on the axis (r = 0) every term that needs a direction vanishes: any unit vector will do. sqrt's derivative
+        # is infinite at 0 (and 0 * inf = NaN would reach the centre's gradient), so r is taken of a safe value
+        # there and set to 0 after: the double-where that keeps the gradient finite (a 1x1 or odd grid has a node
+        # on the axis whenever the centre is)
+        on_axis = squared == 0
+        safe_r = torch.sqrt(torch.where(on_axis, torch.ones_like(squared), squared))
+        r = torch.where(on_axis, torch.zeros_like(squared), safe_r)
         e_x = torch.where(on_axis, torch.ones_like(r), fx / safe_r)
         e_y = torch.where(on_axis, torch.zeros_like(r), fy / safe_r)
         return r, e_x, e_y

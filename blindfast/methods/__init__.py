@@ -1,0 +1,1 @@
+"""The blind methods: DDM, CL-DPS, LatentDEM, each registering itself with ``blindfast deblur --method``."""

@@ -1,0 +1,381 @@
+r"""DDM step 2: learn the operator by matching the distribution of ``A_w(x) + noise`` to the blurry photos'.
+
+Meanti et al. 2025, "Unsupervised Imaging Inverse Problems with Diffusion Distribution Matching", Alg. 1 (after
+Diff-Instruct, Luo et al. 2023). The step-1 prior :math:`v_{pre}` models the blurry patches; an auxiliary flow model
+:math:`v_{aux}`, a copy of it, models :math:`y_1 = A_w(x) + \sigma n` for sharp patches x. One step each, in turn:
+
+(a) the auxiliary model's flow-matching loss on :math:`y_1` (no gradient to w);
+(b) the operator: :math:`y_t = (1 - t) y_0 + t y_1`,
+    :math:`\Delta v = v_{aux}(y_t, t) - v_{pre}(y_t, t)` without gradient, and
+    :math:`\mathcal L(w) = \mathrm{mean}(\Delta v \cdot y_1) + \text{regularisers}`.
+
+Since :math:`\nabla \log p_t = (t v - y_t) / (1 - t)` (:mod:`blindfast.models.prior`), :math:`\Delta v` is the score
+difference up to a positive weight of t, and :math:`\nabla_w \mathcal L` is the gradient of the KL divergence from
+the blurry photos' distribution to the operator's (Diff-Instruct's Eq. 3.4) under that time weighting.
+
+Beyond the paper, from what CPU-scale runs measured (see the README's DDM section):
+
+- **Stages.** The operator is first a :class:`blindfast.physics.LensField` (a few dozen lens parameters), then a
+  free :class:`blindfast.physics.PSFGrid` that starts from the lens stage's result: the distribution-matching
+  gradient is too noisy at CPU scale to place 18,000 taps from a random start, but it fits a physical lens.
+- **A twin reference** (``reference="twin"``): a second copy of the step-1 model keeps training on the blurry
+  patches, with the auxiliary model's optimiser settings, and replaces the frozen :math:`v_{pre}` in (b). Both
+  copies then carry the same fine-tuning drift, which cancels in :math:`\Delta v`; ``"frozen"`` is the paper's.
+- **Averaging**: the estimate is the mean of the operator over the second half of each stage.
+
+The networks have no dropout here and the no-gradient passes run in eval mode, so (b)'s two velocities see the
+same network function (the paper's "identical dropout masks").
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from blindfast.methods.ddm.patch_blur import blur_patches, kernels_at
+from blindfast.methods.ddm.photos import BlurryPatches, SharpPatches, location_planes, normalised_location
+from blindfast.ops import flow_interpolate, flow_matching_loss
+from blindfast.physics import LensField, PSFGrid, regularisers
+from blindfast.train.checkpoint import (flatten_optimizer, global_rng_states, load_module_state, prefixed,
+                                        read_checkpoint, restore_optimizer, set_global_rng_states, unprefixed,
+                                        write_checkpoint)
+from blindfast.train.steps import DATA_STREAM, NOISE_STREAM, run_steps, stream_seed
+
+__all__ = ["Stage", "MatchingConfig", "MatchingResult", "match_operator", "CHECKPOINT_NAME", "CURVE_NAME",
+           "REFERENCES"]
+
+CHECKPOINT_NAME = "matching.safetensors"
+CURVE_NAME = "curve.csv"
+REFERENCES = ("twin", "frozen")
+STAGE_KINDS = ("lens", "grid")
+CENTRE_LR_SCALE = 0.1
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the operator fit.
+
+    Attributes:
+        kind: "lens" (:class:`blindfast.physics.LensField`) or "grid" (a free :class:`blindfast.physics.PSFGrid`
+            starting from the previous stage's estimate, or from ``init_sigma`` Gaussians when it is the first).
+        steps: operator steps.
+        lr: the operator's Adam learning rate (lens parameters are in pixels; grid taps are about 1 / k^2).
+    """
+    kind: str
+    steps: int
+    lr: float
+
+    def __post_init__(self):
+        if self.kind not in STAGE_KINDS:
+            raise ValueError(f"stage kind must be one of {STAGE_KINDS}, got {self.kind!r}")
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"stage steps must be a positive integer, got {self.steps!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"stage lr must be a positive number, got {self.lr!r}")
+
+
+@dataclass(frozen=True)
+class MatchingConfig:
+    """Step 2's settings (all must stay the same on resume).
+
+    Attributes:
+        stages: the operator stages, in order.
+        batch: sharp patches per step.
+        lr_aux: Adam learning rate of the auxiliary model (and of the twin).
+        reference: "twin" or "frozen" (the paper's), see the module docstring.
+        time_min: operator-step times are drawn uniformly in [time_min, 1): near t = 0 the noise hides the blur.
+        centre_weight: weight of :func:`blindfast.physics.regularisers.centre_penalty` on a grid stage.
+        gaussian_weight: weight of :func:`blindfast.physics.regularisers.gaussian_prior` on a grid stage.
+        init_sigma: width of the first stage's isotropic Gaussians, pixels.
+        snapshot_steps: a checkpoint every this many steps (0: only at the end and on interrupt).
+        seed: seeds the data and noise generators.
+    """
+    stages: tuple[Stage, ...]
+    batch: int = 32
+    lr_aux: float = 1e-4
+    reference: str = "twin"
+    time_min: float = 0.2
+    centre_weight: float = 0.01
+    gaussian_weight: float = 0.01
+    init_sigma: float = 1.0
+    snapshot_steps: int = 100
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.stages:
+            raise ValueError("stages must hold at least one Stage")
+        if self.reference not in REFERENCES:
+            raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}")
+        if not 0 <= self.time_min < 1:
+            raise ValueError(f"time_min must lie in [0, 1), got {self.time_min!r}")
+
+    def to_json(self) -> dict:
+        """The settings as JSON values (tuples as lists), as the checkpoint stores them."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+class MatchingResult(NamedTuple):
+    """What :func:`match_operator` leaves.
+
+    Attributes:
+        psf_grid: (1, C, Gy, Gx, k, k) the estimate: the averaged operator of the last completed stage.
+        steps: operator steps done (all stages).
+        interrupted: True when a KeyboardInterrupt stopped the fit early (the checkpoint holds its state).
+    """
+    psf_grid: Tensor
+    steps: int
+    interrupted: bool
+
+
+def _regulariser(psf_grid: Tensor, kind: str, config: MatchingConfig) -> Tensor:
+    """The grid stage's centre and Gaussian penalties, in coordinates scaled so the window's half-width is 1 (the
+    paper's scale; our regularisers measure pixels): a penalty's weight then means the same for any kernel size."""
+    if kind == "lens":
+        return psf_grid.new_zeros(())
+    half = psf_grid.shape[-1] // 2
+    return (config.centre_weight * regularisers.centre_penalty(psf_grid)
+            + config.gaussian_weight * regularisers.gaussian_prior(psf_grid)) / half**2
+
+
+def _averaged(total: Tensor | None, count: int) -> Tensor | None:
+    return None if total is None else total / max(count, 1)
+
+
+def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *, grid: tuple[int, int],
+                   kernel_size: int, sigma: float, config: MatchingConfig, out_dir, resume: bool = False,
+                   progress: bool = True, callback: Callable[[int, Tensor], dict] | None = None) -> MatchingResult:
+    """Runs step 2: fits a (1, C, Gy, Gx, k, k) PSF grid so that blurred sharp patches look like the blurry ones.
+
+    Writes ``out_dir/matching.safetensors`` (every ``config.snapshot_steps``, at the end and on Ctrl-C; every
+    network, optimiser, generator and the stage's running average, so ``resume=True`` continues exactly) and
+    ``out_dir/curve.csv`` (per step: stage, losses; plus whatever ``callback`` returns every ``snapshot_steps``).
+
+    Args:
+        pre: the step-1 velocity network ``pre(y_t, t, cond)`` (its EMA), with 2 cond channels; not modified.
+        blurry: the blurry patches (the twin's data).
+        sharp: the sharp crops and their frame centres.
+        grid: (Gy, Gx) nodes of the estimated grid.
+        kernel_size: k, odd.
+        sigma: the blurry photos' noise std (images in [0, 1]).
+        config: the settings.
+        out_dir: folder of the checkpoint and the curve.
+        resume: continue ``out_dir``'s checkpoint.
+        progress: a progress bar.
+        callback: ``callback(step, psf_grid) -> dict`` of extra curve columns (e.g. the error against a known
+            truth), called with the current estimate every ``snapshot_steps`` and at the end of each stage.
+    Returns:
+        :class:`MatchingResult`.
+    Raises:
+        FileNotFoundError: ``resume`` without a checkpoint; FileExistsError: a fresh run over one.
+        ValueError: a checkpoint of other settings.
+    """
+    out_dir = Path(out_dir)
+    checkpoint = out_dir / CHECKPOINT_NAME
+    channels = blurry.photos.channels
+    patch = blurry.size
+    frame = blurry.frame
+    aux = _trainable_copy(pre)
+    twin = _trainable_copy(pre) if config.reference == "twin" else None
+    reference = twin if twin is not None else pre.eval()
+    aux_optimizer = torch.optim.Adam(aux.parameters(), lr=config.lr_aux, betas=(0.9, 0.99))
+    twin_optimizer = torch.optim.Adam(twin.parameters(), lr=config.lr_aux, betas=(0.9, 0.99)) if twin else None
+    generators = {"data": torch.Generator().manual_seed(stream_seed(config.seed, DATA_STREAM)),
+                  "noise": torch.Generator().manual_seed(stream_seed(config.seed, NOISE_STREAM))}
+    state = {"stage": 0, "step": 0, "average": None, "averaged": 0, "previous": None}
+
+    def build_stage(index: int, init: Tensor | None) -> tuple[nn.Module, torch.optim.Optimizer]:
+        stage = config.stages[index]
+        if stage.kind == "lens":
+            operator = LensField(grid, kernel_size, channels, init_sigma=config.init_sigma)
+            # Adam moves every parameter by about lr per step: the optical centre, in half-images, gets a tenth
+            # of the rate of the parameters in pixels (a centre 0.1 off is already 10% of the frame)
+            centre = [operator.centre]
+            rest = [p for name, p in operator.named_parameters() if name != "centre"]
+            groups = [{"params": rest, "lr": stage.lr}, {"params": centre, "lr": stage.lr * CENTRE_LR_SCALE}]
+        else:
+            operator = PSFGrid(grid, kernel_size, channels, init="gaussian" if init is None else init[0],
+                               init_sigma=config.init_sigma)
+            groups = [{"params": list(operator.parameters()), "lr": stage.lr}]
+        return operator, torch.optim.Adam(groups, lr=stage.lr)
+
+    if resume:
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"no step-2 checkpoint to resume in {out_dir} (expected {checkpoint})")
+        tensors, header = read_checkpoint(checkpoint)
+        saved, now = header.get("config", {}), config.to_json()
+        changed = {key: (saved.get(key), now[key]) for key in now if key != "snapshot_steps" and saved.get(key) != now[key]}
+        if changed:
+            listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
+            raise ValueError(f"cannot resume {checkpoint} with other step-2 settings ({listed}); only snapshot_steps "
+                             f"may change")
+        state.update({key: header[key] for key in ("stage", "step", "averaged")})
+        state["average"] = tensors.get("average")
+        state["previous"] = tensors.get("previous")
+        operator, operator_optimizer = build_stage(state["stage"], state["previous"])
+        load_module_state(operator, unprefixed("operator", tensors), "the operator", checkpoint)
+        restore_optimizer(operator_optimizer, unprefixed("operator_optimizer", tensors), header["operator_optimizer"],
+                          checkpoint)
+        load_module_state(aux, unprefixed("aux", tensors), "the auxiliary model", checkpoint)
+        restore_optimizer(aux_optimizer, unprefixed("aux_optimizer", tensors), header["aux_optimizer"], checkpoint)
+        if twin is not None:
+            load_module_state(twin, unprefixed("twin", tensors), "the twin", checkpoint)
+            restore_optimizer(twin_optimizer, unprefixed("twin_optimizer", tensors), header["twin_optimizer"],
+                              checkpoint)
+        for name, g in generators.items():
+            g.set_state(tensors[f"rng/{name}"])
+        set_global_rng_states(unprefixed("global_rng", tensors))
+    else:
+        if checkpoint.exists():
+            raise FileExistsError(f"{out_dir} already holds a step-2 checkpoint ({checkpoint}): resume it or choose "
+                                  f"another output folder")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        operator, operator_optimizer = build_stage(0, None)
+
+    stage_ends = [sum(s.steps for s in config.stages[:i + 1]) for i in range(len(config.stages))]
+    total_steps = stage_ends[-1]
+    curve = _Curve(out_dir / CURVE_NAME, state["step"], resume)
+
+    def save(_nimg: int = 0) -> None:
+        tensors = {**prefixed("operator", operator.state_dict()), **prefixed("aux", aux.state_dict()),
+                   **prefixed("rng", {name: g.get_state() for name, g in generators.items()}),
+                   **prefixed("global_rng", global_rng_states())}
+        header = {"config": config.to_json(), "stage": state["stage"], "step": state["step"],
+                  "averaged": state["averaged"]}
+        for name, optimizer in (("operator_optimizer", operator_optimizer), ("aux_optimizer", aux_optimizer),
+                                ("twin_optimizer", twin_optimizer)):
+            if optimizer is not None:
+                flat, index = flatten_optimizer(optimizer)
+                tensors.update(prefixed(name, flat))
+                header[name] = index
+        if twin is not None:
+            tensors.update(prefixed("twin", twin.state_dict()))
+        for name in ("average", "previous"):
+            if state[name] is not None:
+                tensors[name] = state[name].contiguous()
+        write_checkpoint(checkpoint, tensors, header)
+
+    def step(_nimg: int) -> float:
+        nonlocal operator, operator_optimizer
+        index = state["stage"]
+        kind = config.stages[index].kind
+        crops, centres = sharp(config.batch, generators["data"])
+        cond = location_planes(normalised_location(centres, frame), patch)
+        psf_grid = operator()
+        noise = torch.randn(config.batch, channels, patch, patch, generator=generators["noise"])
+        y1 = blur_patches(crops, kernels_at(psf_grid, centres, frame)) + 2 * sigma * noise   # images in [-1, 1]
+
+        # (a) the auxiliary model learns the distribution of y1
+        _flow_gradients(aux, y1.detach(), cond, generators["noise"])
+        # the twin keeps learning the blurry photos' distribution, as the auxiliary model learns y1's
+        if twin is not None:
+            blurry_patches, blurry_cond = blurry(config.batch, generators["data"])
+            _flow_gradients(twin, blurry_patches, blurry_cond, generators["noise"])
+
+        # (b) the operator: mean(dv * y1), dv the velocity difference without gradient
+        y0 = torch.randn(y1.shape, generator=generators["noise"])
+        t = config.time_min + (1 - config.time_min) * torch.rand(config.batch, generator=generators["noise"])
+        y_t = flow_interpolate(y0, y1.detach(), t)
+        with torch.no_grad():
+            aux.eval()
+            reference.eval()
+            dv = aux(y_t, t, cond) - reference(y_t, t, cond)
+        loss = (dv * y1).mean() + _regulariser(psf_grid, kind, config)
+        loss.backward()
+        return loss.item()
+
+    def commit(_nimg: int) -> float:
+        nonlocal operator, operator_optimizer
+        index = state["stage"]
+        for optimizer in (aux_optimizer, twin_optimizer, operator_optimizer):
+            if optimizer is not None:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        state["step"] += 1
+        # running mean of the operator over the second half of the stage
+        start = (stage_ends[index - 1] if index else 0)
+        if state["step"] > start + config.stages[index].steps // 2:
+            current = operator().detach()
+            state["average"] = current if state["average"] is None else state["average"] + current
+            state["averaged"] += 1
+        if state["step"] == stage_ends[index] and index + 1 < len(config.stages):
+            state["previous"] = _averaged(state["average"], state["averaged"])
+            state["average"], state["averaged"] = None, 0
+            state["stage"] = index + 1
+            operator, operator_optimizer = build_stage(index + 1, state["previous"])
+        return config.stages[state["stage"]].lr
+
+    def after_step(nimg: int, loss: float) -> None:
+        extra = {}
+        if callback is not None and (state["step"] % max(config.snapshot_steps, 1) == 0
+                                     or state["step"] in stage_ends):
+            extra = callback(state["step"], _estimate())
+        curve.write(state["step"], config.stages[min(state["stage"], len(config.stages) - 1)].kind, loss, extra)
+
+    def _estimate() -> Tensor:
+        average = _averaged(state["average"], state["averaged"])
+        if average is not None:
+            return average
+        return operator().detach()
+
+    steps = run_steps(nimg=state["step"] * config.batch, total_nimg=total_steps * config.batch, batch=config.batch,
+                      step=step, commit=commit, save=save, generators=generators, log_path=None, resume=resume,
+                      snapshot_nimg=config.snapshot_steps * config.batch, callback=after_step, progress=progress)
+    curve.close()
+    if steps.unsaved or steps.interrupted:
+        save()
+    return MatchingResult(_estimate(), state["step"], steps.interrupted)
+
+
+def _trainable_copy(net: nn.Module) -> nn.Module:
+    import copy
+    return copy.deepcopy(net).train().requires_grad_(True)
+
+
+def _flow_gradients(net: nn.Module, x1: Tensor, cond: Tensor, generator: torch.Generator) -> float:
+    """Accumulates the gradient of the flow-matching loss on data ``x1`` (logit-normal times, as step 1 trains)."""
+    net.train()
+    x0 = torch.randn(x1.shape, generator=generator)
+    t = torch.sigmoid(torch.randn(x1.shape[0], generator=generator))
+    loss = flow_matching_loss(net(flow_interpolate(x0, x1, t), t, cond), x0, x1)
+    loss.backward()
+    return loss.item()
+
+
+class _Curve:
+    """``curve.csv``: one row per operator step (step, stage, loss, then the callback's columns when given)."""
+
+    def __init__(self, path: Path, step: int, resume: bool):
+        rows = []
+        if resume and path.exists():
+            with open(path, newline="") as f:
+                rows = [row for row in csv.DictReader(f) if row.get("step", "").isdigit() and int(row["step"]) <= step]
+        self.path, self.rows = path, rows
+        self.file = open(path, "w", newline="")
+        self._write_all()
+
+    def _write_all(self) -> None:
+        columns = ["step", "stage", "loss"] + sorted({k for row in self.rows for k in row} - {"step", "stage", "loss"})
+        self.file.seek(0)
+        self.file.truncate()
+        writer = csv.DictWriter(self.file, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        self.file.flush()
+
+    def write(self, step: int, stage: str, loss: float, extra: dict) -> None:
+        row = {"step": str(step), "stage": stage, "loss": repr(loss), **{k: repr(float(v)) for k, v in extra.items()}}
+        self.rows.append(row)
+        if extra or len(self.rows) % 50 == 0:
+            self._write_all()
+
+    def close(self) -> None:
+        self._write_all()
+        self.file.close()

@@ -1,0 +1,73 @@
+"""DDM's presets: a fixed budget each, and settings chosen for stated reasons, not tuned to the embedded photos.
+
+- ``demo``: the README's main job, steps 1-3 in under 10 minutes on 2 CPU cores: 32-pixel patches (a tiny U-Net
+  trains at ~200 patches/s on 2 cores; the lens' widest PSF, about 17 pixels, still fits well inside), step 1 a
+  fine-tune of ~36k patches (~3 min), step 2 a lens-field fit only (a free grid needs far more steps than the
+  budget allows to improve on it).
+- ``quality``: the 60-minute budget where the quality goals are measured: step 1 ~4x longer (the location
+  conditioning is what the short fine-tune learns last: the loss with wrong locations must rise), a longer lens fit,
+  then a free grid refining from it.
+- ``paper``: Meanti et al.'s settings for GPUs (``configs/exp/step1_nonuniform.yaml``, ``step2_nonuniform.yaml``):
+  64-pixel patches, batch 512 and 33 Mi patches in step 1 (lr 1e-2 there is for EDM2's magnitude-preserving layers,
+  which our U-Net does not have: we keep our Adam rate), batch 128, 3 Mi patches in step 2, the frozen reference, a
+  free grid (from Gaussian kernels; the paper draws random ones), aux lr 1e-5, kernel lr 4e-5, regularisers centre 0.01, Gaussian 0.01.
+
+Learning rates: step 1 and the auxiliary model use the shipped prior's training rate (2e-4, its manifest) on the CPU
+presets, where a few thousand steps must move the network; the lens stage's 0.01 moves a width by ~1 pixel in 100
+Adam steps (Adam steps are ~lr per parameter); a free grid's taps are ~1/k^2 ~ 4e-3, so 2e-4 changes a tap by ~5%
+per step at most.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from blindfast.methods.ddm.corrupted_prior import EMA_STD
+from blindfast.methods.ddm.matching import MatchingConfig, Stage
+from blindfast.train import TrainConfig
+
+__all__ = ["Preset", "PRESETS", "preset"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Attributes:
+        name: the preset's name.
+        patch: patch side, pixels (steps 1 and 2).
+        step1: the corrupted prior's training settings.
+        step2: the operator fit's settings.
+    """
+    name: str
+    patch: int
+    step1: TrainConfig
+    step2: MatchingConfig
+
+
+def _step1(total_nimg: int, batch: int, lr: float, seed: int) -> TrainConfig:
+    return TrainConfig(total_nimg=total_nimg, batch=batch, lr=lr, ema_stds=(EMA_STD,),
+                       snapshot_nimg=max(total_nimg // 8, batch), seed=seed)
+
+
+def preset(name: str, seed: int = 0) -> Preset:
+    """The preset ``name`` ("demo", "quality" or "paper") with its generators seeded by ``seed``.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if name == "demo":
+        return Preset("demo", 32, _step1(36_000, 32, 2e-4, seed),
+                      MatchingConfig(stages=(Stage("lens", 300, 1e-2),), batch=32, lr_aux=2e-4, snapshot_steps=50,
+                                     seed=seed))
+    if name == "quality":
+        return Preset("quality", 32, _step1(160_000, 32, 2e-4, seed),
+                      MatchingConfig(stages=(Stage("lens", 1500, 1e-2), Stage("grid", 1500, 2e-4)), batch=32,
+                                     lr_aux=2e-4, snapshot_steps=100, seed=seed))
+    if name == "paper":
+        return Preset("paper", 64, _step1(33 * 2**20, 512, 2e-4, seed),
+                      MatchingConfig(stages=(Stage("grid", 3 * 2**20 // 128, 4e-5),), batch=128, lr_aux=1e-5,
+                                     reference="frozen", centre_weight=0.01, gaussian_weight=0.01,
+                                     snapshot_steps=4096, seed=seed))
+    raise ValueError(f"preset must be one of {PRESETS}, got {name!r}")
+
+
+PRESETS = ("demo", "quality", "paper")
