@@ -102,13 +102,14 @@ def resolve_padding(padding, owner: str, documented_default: str, refused: dict[
     caller passed none (``None``), ``owner``'s documented default.
 
     While that default is not yet :data:`DEFAULT_PADDING`, using it emits a FutureWarning that names both and how
-    to keep today's behaviour; the warning points at the caller of ``owner`` (two frames up).
+    to keep today's behaviour; the warning points at the caller of ``owner`` (two frames up). Not while
+    ``torch.compile`` traces: Dynamo cannot trace ``warnings.warn``, and a ``fullgraph=True`` call would fail.
 
     Raises:
         ValueError: as :func:`padding_name`.
     """
     if padding is None:
-        if documented_default != DEFAULT_PADDING:
+        if documented_default != DEFAULT_PADDING and not torch.compiler.is_compiling():
             warnings.warn(f"{owner}'s default padding will change from {documented_default!r} to "
                           f"{DEFAULT_PADDING!r}, the one default of every blindfast operator; pass "
                           f"padding={documented_default!r} to keep today's boundary (or padding={DEFAULT_PADDING!r}) "

@@ -185,6 +185,13 @@ def test_every_default_becomes_the_same():
     assert DEFAULT_PADDING == "reflect"
 
 
+def test_default_traces_under_fullgraph_compile():
+    """torch.compile cannot trace warnings.warn: while tracing, the old default is used without the warning, so a
+    fullgraph compile of a call without padding still works (the eager call warns)."""
+    compiled = torch.compile(lambda x, psf_grid: sv_conv(x, psf_grid), fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(X, PSF_GRID), _explicit(CALLS["sv_conv"], "zeros"), rtol=0, atol=0)
+
+
 def test_downsample_without_filter_reads_no_border_and_does_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
