@@ -33,7 +33,7 @@ def inputs():
 
 def operation(impl, x, kernels, multipliers, mask_first):
     if impl == "blindfast":
-        return lambda: product_conv(x, kernels, multipliers, mask_first=mask_first, padding=PADDING)
+        return lambda: product_conv(x, kernels=kernels, multipliers=multipliers, mask_first=mask_first, padding=PADDING)
     deepinv_functional = pytest.importorskip("deepinv.physics.functional")
     return lambda: deepinv_functional.product_convolution2d(x, multipliers, kernels, padding=PADDING,
                                                             mask_first=mask_first)

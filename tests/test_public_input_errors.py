@@ -185,7 +185,7 @@ PHYSICS = {
                                      TypeError, ["dtype must be a floating-point", "torch.int64"]),
     "psf_at image_hw=(-8, 8)": (lambda: physics.psf_at(GRID, torch.zeros(1, 2), (-8, 8)), ValueError,
                                 ["image_hw must be two integers >= 1 (H, W)", "got (-8, 8)"]),
-    "as_deepinv_physics kernel=3": (lambda: physics.as_deepinv_physics(physics.Blur(), kernel=3), TypeError,
+    "as_deepinv_physics kernel=3": (lambda: physics.as_deepinv_physics(physics.Blur("circular"), kernel=3), TypeError,
                                     ["kernel must be a torch.Tensor", "got int"]),
 }
 

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import torch
 
+# The boundary vocabulary, defined here once (README, "Boundaries"). Canonical names, what the raw ops take:
 PADDINGS = ("valid", "zeros", "replicate", "reflect", "circular")
 PADDING_CODES = {name: code for code, name in enumerate(PADDINGS)}  # same codes as csrc/padding.h
+# Other libraries' names for the same boundaries (deepinv's and F.pad's "constant", grid_sample's "border" and
+# "reflection"); every public op and operator accepts them and works with the canonical name.
+PADDING_ALIASES = {"constant": "zeros", "border": "replicate", "reflection": "reflect"}
+# The one default of every op and operator (README, "Boundaries"): photos continue past their edges, so a
+# deconvolution should neither darken the border ("zeros"), wrap the opposite edge in ("circular"), nor shrink the
+# image ("valid"). An operator whose documented default is still another name warns until it changes.
+DEFAULT_PADDING = "reflect"
 
 CPU_DTYPES = (torch.float32, torch.float64)
 GPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -62,8 +71,51 @@ def check_shape(name: str, t: torch.Tensor, shape, what: str) -> None:
 
 
 def check_padding(padding) -> None:
+    """A canonical padding name, what the raw ops take (the public functions normalise aliases first)."""
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+
+
+def padding_name(padding, owner: str, refused: dict[str, str] | None = None) -> str:
+    """``padding``, a canonical name or an alias, as its canonical name.
+
+    Args:
+        padding: a name of :data:`PADDINGS` or a key of :data:`PADDING_ALIASES`.
+        owner: the op or operator, named in error messages.
+        refused: canonical names ``owner`` cannot do, each with the reason.
+    Raises:
+        ValueError: an unknown name, or one that ``owner`` refuses.
+    """
+    refused = refused or {}
+    supported = tuple(name for name in PADDINGS if name not in refused)
+    canonical = PADDING_ALIASES.get(padding, padding) if isinstance(padding, str) else padding
+    if canonical not in PADDINGS:
+        aliases = ", ".join(f"{alias!r} for {name!r}" for alias, name in PADDING_ALIASES.items() if name in supported)
+        raise ValueError(f"{owner}: padding must be one of {supported} or an alias ({aliases}), got {padding!r}")
+    if canonical in refused:
+        raise ValueError(f"{owner}: padding must be one of {supported}, got {padding!r}: {refused[canonical]}")
+    return canonical
+
+
+def resolve_padding(padding, owner: str, documented_default: str, refused: dict[str, str] | None = None) -> str:
+    """The canonical padding an op or operator uses: ``padding`` normalised by :func:`padding_name`, or, when the
+    caller passed none (``None``), ``owner``'s documented default.
+
+    While that default is not yet :data:`DEFAULT_PADDING`, using it emits a FutureWarning that names both and how
+    to keep today's behaviour; the warning points at the caller of ``owner`` (two frames up). Not while
+    ``torch.compile`` traces: Dynamo cannot trace ``warnings.warn``, and a ``fullgraph=True`` call would fail.
+
+    Raises:
+        ValueError: as :func:`padding_name`.
+    """
+    if padding is None:
+        if documented_default != DEFAULT_PADDING and not torch.compiler.is_compiling():
+            warnings.warn(f"{owner}'s default padding will change from {documented_default!r} to "
+                          f"{DEFAULT_PADDING!r}, the one default of every blindfast operator; pass "
+                          f"padding={documented_default!r} to keep today's boundary (or padding={DEFAULT_PADDING!r}) "
+                          f"and silence this warning", FutureWarning, stacklevel=3)
+        padding = documented_default
+    return padding_name(padding, owner, refused)
 
 
 def check_broadcast(name: str, size: int, target: int, what: str) -> None:

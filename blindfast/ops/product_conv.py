@@ -13,6 +13,7 @@ and runs on any device torch runs on.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from blindfast.ops._checks import check_broadcast, check_padding, check_same, check_tensor
+from blindfast.ops._checks import check_broadcast, check_padding, check_same, check_tensor, resolve_padding
 
 __all__ = ["product_conv"]
 
@@ -466,8 +467,33 @@ def _check(x, kernels, multipliers, padding: str, mask_first: bool, adjoint: boo
     return H, W
 
 
-def product_conv(x: Tensor, kernels: Tensor, multipliers: Tensor, *, mask_first: bool = True,
-                 padding: str = "valid", adjoint: bool = False) -> Tensor:
+def _keyword_operands(positional: tuple, kernels, multipliers) -> tuple[Tensor, Tensor]:
+    """``kernels`` and ``multipliers`` of a call that may still pass them by position (deprecated, with a
+    FutureWarning: deepinv's ``product_convolution2d`` takes them in the other order, so a position is ambiguous).
+
+    Raises:
+        TypeError: more than two positional operands, one given twice, or one missing.
+    """
+    if positional:
+        if len(positional) > 2:
+            raise TypeError(f"product_conv takes x and the keywords kernels=, multipliers=, got {len(positional) + 1} "
+                            f"positional arguments")
+        warnings.warn("product_conv(x, kernels, multipliers) by position is deprecated: pass kernels= and "
+                      "multipliers= by keyword (deepinv's product_convolution2d takes them in the other order, "
+                      "(x, multipliers, kernels))", FutureWarning, stacklevel=3)
+        keywords = (kernels, multipliers)
+        for name, given in zip(("kernels", "multipliers"), keywords[:len(positional)]):
+            if given is not None:
+                raise TypeError(f"product_conv got {name} both by position and by keyword")
+        kernels, multipliers = (*positional, *keywords[len(positional):])
+    for name, value in (("kernels", kernels), ("multipliers", multipliers)):
+        if value is None:
+            raise TypeError(f"product_conv needs {name}= (a tensor), got none")
+    return kernels, multipliers
+
+
+def product_conv(x: Tensor, *positional: Tensor, kernels: Tensor | None = None, multipliers: Tensor | None = None,
+                 mask_first: bool = True, padding: str | None = None, adjoint: bool = False) -> Tensor:
     r"""Product convolution, a sum of convolutions masked by multiplier maps: deepinv's ``product_convolution2d``.
 
     .. math:: y = \sum_{k=1}^K h_k \ast \operatorname{pad}(w_k \odot x) \quad (\text{mask_first}), \qquad
@@ -490,24 +516,30 @@ def product_conv(x: Tensor, kernels: Tensor, multipliers: Tensor, *, mask_first:
 
     Args:
         x: (B, C, H, W) image; with ``adjoint=True``, (B, C, Ho, Wo) on the output grid.
+        *positional: deprecated. ``product_conv(x, kernels, multipliers)`` still works, with a FutureWarning; the
+            operands are keyword-only, as deepinv's ``product_convolution2d(x, multipliers, kernels)`` takes them in
+            the other order.
         kernels: (B|1, C|1, K, kh, kw) filters :math:`h_k`, with ``kh <= H`` and ``kw <= W``.
         multipliers: (B|1, C|1, K, H, W) maps :math:`w_k` on the image grid; with ``mask_first=False`` they live on
             the output grid, which is (B|1, C|1, K, H - kh + 1, W - kw + 1) for ``padding="valid"``.
         mask_first: multiply before (True, deepinv's default) or after (False) convolving.
-        padding: "valid", "zeros" (alias "constant"), "replicate", "reflect" or "circular".
+        padding: the boundary (README, "Boundaries"): "valid", "zeros" (alias "constant"), "replicate" ("border"),
+            "reflect" ("reflection") or "circular". Not given: "valid" (deepinv's default), with a FutureWarning,
+            as the default becomes "reflect", every operator's default.
         adjoint: apply the exact adjoint (transpose) of the operator instead, as deepinv's
             ``product_convolution2d_adjoint`` does.
     Returns:
         (B, C, H, W); (B, C, H - kh + 1, W - kw + 1) for "valid". With ``adjoint=True``, the image
         (B, C, H, W), where for "valid" ``(H, W) = (Ho + kh - 1, Wo + kw - 1)``.
     Raises:
-        TypeError: a non-tensor argument, a dtype that is not floating (float32 / float64 on the CPU), mixed dtypes.
+        TypeError: a non-tensor argument, a dtype that is not floating (float32 / float64 on the CPU), mixed dtypes,
+            an operand missing or given twice.
         ValueError: wrong number of dimensions, mixed devices, unknown padding, b / c that do not broadcast to
             B / C, K differing between kernels and multipliers, multipliers of the wrong spatial size, a kernel
             larger than the image.
     """
-    if padding == "constant":
-        padding = "zeros"
+    kernels, multipliers = _keyword_operands(positional, kernels, multipliers)
+    padding = resolve_padding(padding, "product_conv", "valid")
     image_hw = _check(x, kernels, multipliers, padding, bool(mask_first), bool(adjoint))
     # without autograd, the batches share one input buffer and products are written in place
     reuse = not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, kernels, multipliers)))

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from blindfast.ops import _backend
 from blindfast.ops._checks import (PADDING_CODES, check_broadcast, check_padding, check_same, check_shape,
-                                   check_tensor)
+                                   check_tensor, resolve_padding)
 
 __all__ = ["sv_conv", "output_size", "image_size"]
 
@@ -177,7 +177,7 @@ _sv_conv_adjoint.register_autograd(_sv_conv_adjoint_backward, setup_context=_set
 _sv_conv_grad_psf.register_autograd(_sv_conv_grad_psf_backward, setup_context=_setup)
 
 
-def sv_conv(x: Tensor, psf_grid: Tensor, *, padding: str = "zeros", adjoint: bool = False) -> Tensor:
+def sv_conv(x: Tensor, psf_grid: Tensor, *, padding: str | None = None, adjoint: bool = False) -> Tensor:
     r"""Convolution with a space-varying PSF bilinearly interpolated from a grid of kernels.
 
     .. math:: y_{ij} = \sum_{a,e} K_{ij}[a, e]\, x_p[i + k_h - 1 - a,\ j + k_w - 1 - e], \qquad
@@ -192,11 +192,14 @@ def sv_conv(x: Tensor, psf_grid: Tensor, *, padding: str = "zeros", adjoint: boo
     Args:
         x: (B, C, H, W) image; with ``adjoint=True``, (B, C, Ho, Wo) on the output grid.
         psf_grid: (B|1, C|1, Gy, Gx, kh, kw) kernels at the grid nodes (row-major, node (0, 0) top-left).
-        padding: "valid", "zeros", "replicate", "reflect" or "circular".
+        padding: the boundary (README, "Boundaries"): "valid", "zeros" (alias "constant"), "replicate" ("border"),
+            "reflect" ("reflection") or "circular". Not given: "zeros", with a FutureWarning, as the default
+            becomes "reflect", every operator's default.
         adjoint: apply the exact adjoint (transpose) for the same padding instead.
     Returns:
         (B, C, H, W); (B, C, H - kh + 1, W - kw + 1) for "valid". With ``adjoint=True``, the image-grid shape.
     """
+    padding = resolve_padding(padding, "sv_conv", "zeros")
     _check(x, psf_grid, padding, adjoint)
     if adjoint:
         return _sv_conv_adjoint(x, psf_grid, padding)

@@ -2,8 +2,9 @@
 
 An operator holds only configuration (padding, factor, ...); everything a method may estimate or differentiate
 (kernels, PSF grids, angles, noise levels) is passed at each call as a keyword tensor, as in deepinv:
-``Blur().A(x, kernel=k)``. Each operator names the keywords it reads in ``params``; a composition hands each
-member the keywords it names, so ``Composition(Blur(), Downsample(2)).A(x, kernel=k)`` works.
+``Blur("reflect").A(x, kernel=k)``. Each operator names the keywords it reads in ``params``; a composition hands
+each member the keywords it names, so ``Composition(Blur("reflect"), Downsample(2, padding="reflect")).A(x, kernel=k)``
+works.
 """
 
 from __future__ import annotations

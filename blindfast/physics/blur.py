@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from blindfast.ops import sv_conv
-from blindfast.ops._checks import PADDINGS, check_broadcast, check_same, check_tensor
+from blindfast.ops._checks import check_broadcast, check_same, check_tensor, resolve_padding
 from blindfast.ops.sv_conv import image_size
 from blindfast.physics.base import LinearOperator
 
@@ -17,20 +17,6 @@ __all__ = ["Blur"]
 # 7x7 0.61 vs 1.55 ms, 11x11 1.15 vs 1.61 ms, 13x13 1.54 vs 1.53 ms, 15x15 1.76 vs 1.51 ms, 19x19 3.06 vs 1.17 ms.
 # The FFT cost does not grow with the kernel while the direct cost grows with kh * kw: they cross at 13x13.
 FFT_MIN_TAPS = 169
-
-
-def padding_name(padding) -> str:
-    """``padding`` as one of :data:`blindfast.ops._checks.PADDINGS`, accepting deepinv's alias "constant" for
-    "zeros".
-
-    Raises:
-        ValueError: an unknown padding.
-    """
-    if padding == "constant":
-        return "zeros"
-    if padding not in PADDINGS:
-        raise ValueError(f"padding must be one of {PADDINGS} (or 'constant' for 'zeros'), got {padding!r}")
-    return padding
 
 
 def kernel_4d(kernel: Tensor, x: Tensor, name_x: str) -> Tensor:
@@ -110,7 +96,9 @@ class Blur(LinearOperator):
     with the kernel. Both are differentiable w.r.t. ``x`` and ``kernel``.
 
     Args:
-        padding: "circular" (default), "zeros" (alias "constant"), "replicate", "reflect" or "valid".
+        padding: the boundary (README, "Boundaries"): "circular", "zeros" (alias "constant"), "replicate"
+            ("border"), "reflect" ("reflection") or "valid". Not given: "circular", with a FutureWarning, as the
+            default becomes "reflect", every operator's default.
         fft: True forces the FFT path (needs "circular"), False the direct path; None takes the FFT path for
             circular padding and kernels of at least :data:`FFT_MIN_TAPS` taps.
     Raises:
@@ -120,8 +108,8 @@ class Blur(LinearOperator):
 
     params = ("kernel",)
 
-    def __init__(self, padding: str = "circular", fft: bool | None = None):
-        self.padding = padding_name(padding)
+    def __init__(self, padding: str | None = None, fft: bool | None = None):
+        self.padding = resolve_padding(padding, "Blur", "circular")
         if fft is not None and not isinstance(fft, bool):
             raise TypeError(f"fft must be True, False or None, got {type(fft).__name__}")
         if fft and self.padding != "circular":

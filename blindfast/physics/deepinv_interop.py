@@ -33,7 +33,8 @@ def as_deepinv_physics(operator: Operator, **params):
     deepinv's default noise model (none).
 
     Args:
-        operator: a :class:`blindfast.physics.base.LinearOperator` (e.g. ``Blur()``, ``Composition`` of linear ones).
+        operator: a :class:`blindfast.physics.base.LinearOperator` (e.g. ``Blur("reflect")``, a ``Composition`` of
+            linear ones).
         **params: the parameters the operator reads (names from ``operator.params``): every required one, e.g.
             ``kernel=k`` with the shapes the operator documents, and any optional one to fix.
     Returns:

@@ -6,10 +6,10 @@ import torch
 from torch import Tensor
 
 from blindfast import _validate
-from blindfast.ops._checks import check_tensor
+from blindfast.ops._checks import DEFAULT_PADDING, check_tensor, resolve_padding
 from blindfast.ops.sv_conv import output_size
 from blindfast.physics.base import LinearOperator
-from blindfast.physics.blur import Blur, check_kernel_fits, kernel_4d, padding_name
+from blindfast.physics.blur import Blur, check_kernel_fits, kernel_4d
 
 __all__ = ["Downsample", "BlurDownsample"]
 
@@ -59,7 +59,9 @@ class BlurDownsample(LinearOperator):
 
     Args:
         factor: decimation factor f >= 1.
-        padding: "circular" (default), "zeros" (alias "constant"), "replicate", "reflect" or "valid".
+        padding: the boundary (README, "Boundaries"): "circular", "zeros" (alias "constant"), "replicate"
+            ("border"), "reflect" ("reflection") or "valid". Not given: "circular", with a FutureWarning, as the
+            default becomes "reflect", every operator's default.
     Raises:
         TypeError: a factor that is not an int.
         ValueError: a factor < 1, an unknown padding.
@@ -67,10 +69,10 @@ class BlurDownsample(LinearOperator):
 
     params = ("kernel",)
 
-    def __init__(self, factor: int, padding: str = "circular"):
+    def __init__(self, factor: int, padding: str | None = None):
         self.factor = _validate.positive_int("factor", factor)
-        self.blur = Blur(padding_name(padding))
-        self.padding = self.blur.padding
+        self.padding = resolve_padding(padding, "BlurDownsample", "circular")
+        self.blur = Blur(self.padding)
 
     def __repr__(self) -> str:
         return f"BlurDownsample(factor={self.factor}, padding={self.padding!r})"
@@ -121,8 +123,10 @@ class Downsample(LinearOperator):
     Args:
         factor: decimation factor f >= 1.
         filter: "box" (default) or None.
-        padding: the box's padding: "circular" (default), "zeros" (alias "constant"), "replicate", "reflect" or
-            "valid"; unused without a filter.
+        padding: the box's boundary (README, "Boundaries"): "circular", "zeros" (alias "constant"), "replicate"
+            ("border"), "reflect" ("reflection") or "valid"; unused without a filter. Not given: "circular", with a
+            FutureWarning, as the default becomes "reflect", every operator's default (without a filter, "reflect"
+            and no warning: nothing changes).
     Raises:
         TypeError: a factor that is not an int.
         ValueError: a factor < 1, an unknown filter or padding.
@@ -130,13 +134,15 @@ class Downsample(LinearOperator):
 
     params = ()
 
-    def __init__(self, factor: int, filter: str | None = "box", padding: str = "circular"):
+    def __init__(self, factor: int, filter: str | None = "box", padding: str | None = None):
         self.factor = _validate.positive_int("factor", factor)
         if filter not in ("box", None):
             raise ValueError(f"filter must be 'box' or None, got {filter!r}")
         self.filter = filter
-        self.blur_downsample = BlurDownsample(factor, padding)
-        self.padding = self.blur_downsample.padding
+        if filter is None and padding is None:
+            padding = DEFAULT_PADDING
+        self.padding = resolve_padding(padding, "Downsample", "circular")
+        self.blur_downsample = BlurDownsample(factor, self.padding)
 
     def __repr__(self) -> str:
         return f"Downsample(factor={self.factor}, filter={self.filter!r}, padding={self.padding!r})"

@@ -31,11 +31,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from blindfast import _validate
+from blindfast.ops._checks import resolve_padding
 from blindfast.physics.base import LinearOperator
 
 __all__ = ["RotationBlur", "ZoomBlur", "rotation_params", "zoom_params"]
 
-_PADDINGS = ("zeros", "border", "reflection")
+# The boundaries grid_sample reads as the vocabulary means them; "reflect" and "circular" are made exact by folding
+# the sample points into the image first (_fold_into_image), then sampled with "border".
+_GRID_SAMPLE_MODE = {"zeros": "zeros", "replicate": "border", "reflect": "border", "circular": "border"}
+_REFUSED = {"valid": "a warp keeps the image size, so there is no smaller 'valid' output grid"}
 
 
 def _check_image(x: Tensor) -> None:
@@ -98,6 +102,40 @@ def _path_fractions(samples: int, like: Tensor) -> Tensor:
     return torch.linspace(0, 1, samples, dtype=like.dtype, device=like.device)
 
 
+def _fold_into_image(x: Tensor, grid: Tensor, padding: str) -> tuple[Tensor, Tensor]:
+    r"""Sample points moved into the image so that bilinear sampling with ``"border"`` reads the extension of ``x``
+    that ``padding`` names, exactly.
+
+    Along an axis of n pixels, in pixel units :math:`u = ((g + 1) n - 1) / 2` (pixel centres at 0 .. n - 1):
+
+    - "reflect": :math:`u` goes to the point of [0, n - 1] that the mirrors at the pixel centres 0 and n - 1 send it
+      to (period 2 (n - 1)). That is F.pad's "reflect" extension ``x[-k] = x[k]``: between two nodes its bilinear
+      interpolant is the line through the same two values as at the folded point.
+    - "circular": :math:`u \bmod n`, in [0, n); a point between pixel n - 1 and pixel 0 needs pixel 0 again after
+      the last one, so ``x`` is padded circularly by one row and one column and the points are normalised to that.
+
+    Args:
+        x: (B, C, H, W) image.
+        grid: (B, S H, W, 2) normalised (x, y) sample points (``align_corners=False``), any range.
+        padding: "reflect" or "circular".
+    Returns:
+        ``x`` ((B, C, H + 1, W + 1) for "circular"), and (B, S H, W, 2) the folded points in its normalised
+        coordinates.
+    """
+    sizes = x.new_tensor([x.shape[-1], x.shape[-2]])                                    # (W, H): grid's (x, y) order
+    pixels = ((grid + 1) * sizes - 1) / 2
+    if padding == "reflect":
+        period = 2 * (sizes - 1)
+        folded = torch.remainder(pixels, period.clamp_min(1))
+        # a 1-pixel axis mirrors onto its only pixel
+        pixels = torch.where(sizes > 1, torch.minimum(folded, period - folded), torch.zeros_like(folded))
+    else:
+        pixels = torch.remainder(pixels, sizes)
+        x = F.pad(x, (0, 1, 0, 1), mode="circular")
+        sizes = sizes + 1
+    return x, (2 * pixels + 1) / sizes - 1
+
+
 def _average_of_warps(x: Tensor, centre: Tensor, pixel_matrices: Tensor, weights: Tensor, padding: str) -> Tensor:
     r"""``y = sum_s w_s x(c + P_s (p - c))``: x sampled bilinearly at each output pixel ``p`` mapped back by ``P_s``.
 
@@ -110,7 +148,7 @@ def _average_of_warps(x: Tensor, centre: Tensor, pixel_matrices: Tensor, weights
         centre: (B|1, 2) warp centre in normalised (x, y).
         pixel_matrices: (B|1, S, 2, 2) output-to-input maps of pixel displacements.
         weights: (B|1, S) weights summing to 1 over S.
-        padding: ``grid_sample`` padding mode.
+        padding: a canonical name of the vocabulary other than "valid".
     Returns:
         (B, C, H, W) the weighted average of the S warped images.
     """
@@ -125,7 +163,9 @@ def _average_of_warps(x: Tensor, centre: Tensor, pixel_matrices: Tensor, weights
     grid = F.affine_grid(theta, [batch * samples, channels, height, width], align_corners=False)
     # Stacking the S grids along the height samples every warp in one call without copying x S times.
     grid = grid.reshape(batch, samples * height, width, 2)
-    warped = F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+    if padding in ("reflect", "circular"):
+        x, grid = _fold_into_image(x, grid, padding)
+    warped = F.grid_sample(x, grid, mode="bilinear", padding_mode=_GRID_SAMPLE_MODE[padding], align_corners=False)
     warped = warped.reshape(batch, channels, samples, height, width)
     return torch.einsum("bcshw,bs->bchw", warped, weights.expand(batch, -1))
 
@@ -135,12 +175,9 @@ class _PathBlur(LinearOperator):
     adjoint as the exact pullback of A in x. A subclass gives the path's (B|1, S, 2, 2) matrices in
     :meth:`_path_matrices`."""
 
-    def __init__(self, samples: int = 16, padding: str = "border"):
-        samples = _validate.positive_int("samples", samples)
-        if padding not in _PADDINGS:
-            raise ValueError(f"padding must be one of {_PADDINGS}, got {padding!r}")
-        self.samples = samples
-        self.padding = padding
+    def __init__(self, samples: int = 16, padding: str | None = None):
+        self.samples = _validate.positive_int("samples", samples)
+        self.padding = resolve_padding(padding, type(self).__name__, "replicate", _REFUSED)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(samples={self.samples}, padding={self.padding!r})"
@@ -174,12 +211,16 @@ class RotationBlur(_PathBlur):
 
     Args:
         samples: S, the number of rotations along the arc.
-        padding: how points outside the image are read: ``"border"`` (default) repeats the edge pixels, as a camera
-            sees more scene beyond the frame, and leaves no black wedges that give the angle away; ``"zeros"`` and
-            ``"reflection"`` as in ``grid_sample``.
+        padding: how points outside the image are read (README, "Boundaries"): "replicate" (alias "border")
+            repeats the edge pixels, "reflect" ("reflection") mirrors the image about its edge pixels, "circular"
+            wraps around, "zeros" ("constant") reads 0. A camera sees more scene beyond the frame, which the first
+            three imitate without the black wedges that give the angle away. Not given: "replicate", with a
+            FutureWarning, as the default becomes "reflect", every operator's default. "valid" is refused: a warp
+            keeps the image size. (Before the shared vocabulary, "reflection" was ``grid_sample``'s mirror about the
+            image border, which repeats the edge pixel; now it is "reflect", as everywhere.)
     Raises:
         TypeError: samples not an integer.
-        ValueError: samples < 1 or an unknown padding.
+        ValueError: samples < 1, an unknown padding or "valid".
     """
 
     params = ("centre", "angle", "weights")
@@ -238,11 +279,11 @@ class ZoomBlur(_PathBlur):
 
     Args:
         samples: S, the number of magnifications along the path.
-        padding: ``"border"`` (default), ``"zeros"`` or ``"reflection"``, as for :class:`RotationBlur`; it matters
-            only when zooming out.
+        padding: as for :class:`RotationBlur` (not given: "replicate", with a FutureWarning); it matters only when
+            zooming out.
     Raises:
         TypeError: samples not an integer.
-        ValueError: samples < 1 or an unknown padding.
+        ValueError: samples < 1, an unknown padding or "valid".
     """
 
     params = ("centre", "zoom", "weights")

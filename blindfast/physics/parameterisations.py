@@ -1,5 +1,5 @@
 """Trainable parameterisations of blur operators: ``nn.Module``\\ s whose forward pass returns a kernel, a PSF grid or
-a noise level, ready to be passed to the stateless operators (``Blur().A(x, kernel=module())``).
+a noise level, ready to be passed to the stateless operators (``Blur("reflect").A(x, kernel=module())``).
 
 - :class:`DirectKernel`: one non-negative kernel per channel that sums to 1 (DDM's "direct" kernel, Meanti et al.
   2025, "Unsupervised Imaging Inverse Problems with Diffusion Distribution Matching").
@@ -134,7 +134,7 @@ class DirectKernel(nn.Module):
         """The kernels.
 
         Returns:
-            (1, C, kh, kw) non-negative, each channel summing to 1: ``Blur().A(x, kernel=module())``.
+            (1, C, kh, kw) non-negative, each channel summing to 1: ``Blur("reflect").A(x, kernel=module())``.
         """
         return normalise_kernels(self.raw).unsqueeze(0)
 

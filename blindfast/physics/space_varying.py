@@ -9,9 +9,8 @@ from torch import Tensor
 
 from blindfast import _validate
 from blindfast.ops import product_conv, sv_conv
-from blindfast.ops._checks import check_tensor
+from blindfast.ops._checks import check_tensor, resolve_padding
 from blindfast.physics.base import LinearOperator
-from blindfast.physics.blur import padding_name
 
 __all__ = ["SpaceVaryingBlur", "ProductConvolution", "psf_at", "tent_multipliers"]
 
@@ -122,15 +121,17 @@ class SpaceVaryingBlur(LinearOperator):
     kernels and the tent multipliers. Differentiable w.r.t. ``x`` and ``psf_grid``.
 
     Args:
-        padding: "zeros" (default, alias "constant"), "valid", "replicate", "reflect" or "circular".
+        padding: the boundary (README, "Boundaries"): "zeros" (alias "constant"), "valid", "replicate" ("border"),
+            "reflect" ("reflection") or "circular". Not given: "zeros", with a FutureWarning, as the default
+            becomes "reflect", every operator's default.
     Raises:
         ValueError: an unknown padding.
     """
 
     params = ("psf_grid",)
 
-    def __init__(self, padding: str = "zeros"):
-        self.padding = padding_name(padding)
+    def __init__(self, padding: str | None = None):
+        self.padding = resolve_padding(padding, "SpaceVaryingBlur", "zeros")
 
     def __repr__(self) -> str:
         return f"SpaceVaryingBlur(padding={self.padding!r})"
@@ -170,7 +171,9 @@ class ProductConvolution(LinearOperator):
               y = \sum_k w_k \odot \big(h_k \ast \operatorname{pad}(x)\big) \quad (\text{otherwise})
 
     Args:
-        padding: "valid" (default), "zeros" (alias "constant"), "replicate", "reflect" or "circular".
+        padding: the boundary (README, "Boundaries"): "valid", "zeros" (alias "constant"), "replicate" ("border"),
+            "reflect" ("reflection") or "circular". Not given: "valid" (deepinv's default), with a FutureWarning,
+            as the default becomes "reflect", every operator's default.
         mask_first: multiply by the multipliers before (True, deepinv's default) or after convolving.
     Raises:
         ValueError: an unknown padding.
@@ -179,8 +182,8 @@ class ProductConvolution(LinearOperator):
 
     params = ("kernels", "multipliers")
 
-    def __init__(self, padding: str = "valid", mask_first: bool = True):
-        self.padding = padding_name(padding)
+    def __init__(self, padding: str | None = None, mask_first: bool = True):
+        self.padding = resolve_padding(padding, "ProductConvolution", "valid")
         self.mask_first = _validate.boolean("mask_first", mask_first)
 
     def __repr__(self) -> str:
@@ -199,7 +202,8 @@ class ProductConvolution(LinearOperator):
         Raises:
             TypeError, ValueError: as :func:`blindfast.ops.product_conv`.
         """
-        return product_conv(x, kernels, multipliers, mask_first=self.mask_first, padding=self.padding)
+        return product_conv(x, kernels=kernels, multipliers=multipliers, mask_first=self.mask_first,
+                            padding=self.padding)
 
     def A_adjoint(self, y: Tensor, *, kernels: Tensor, multipliers: Tensor) -> Tensor:
         """Exact transpose of :meth:`A`.
@@ -213,5 +217,5 @@ class ProductConvolution(LinearOperator):
         Raises:
             TypeError, ValueError: as :func:`blindfast.ops.product_conv`.
         """
-        return product_conv(y, kernels, multipliers, mask_first=self.mask_first, padding=self.padding,
-                            adjoint=True)
+        return product_conv(y, kernels=kernels, multipliers=multipliers, mask_first=self.mask_first,
+                            padding=self.padding, adjoint=True)

@@ -125,7 +125,7 @@ def rel_err(a, b):
 @pytest.mark.parametrize("padding", PADDINGS)
 def test_forward_matches_deepinv_float64(padding, mask_first, kernel_hw, kind):
     x, kernels, multipliers = make_case(padding, mask_first, kernel_hw, kind)
-    y = product_conv(x, kernels, multipliers, mask_first=mask_first, padding=padding)
+    y = product_conv(x, kernels=kernels, multipliers=multipliers, mask_first=mask_first, padding=padding)
     expected = product_convolution2d(x, multipliers, kernels, padding=padding, mask_first=mask_first)
     assert y.shape == expected.shape
     assert rel_err(y, expected) < 1e-13
@@ -143,7 +143,7 @@ def test_forward_float32(padding, mask_first, kind):
     ref64 = product_conv_reference(x, kernels, multipliers, mask_first=mask_first, padding=padding)
     args32 = (x.float(), kernels.float(), multipliers.float())
     ref32 = product_conv_reference(*args32, mask_first=mask_first, padding=padding)
-    y32 = product_conv(*args32, mask_first=mask_first, padding=padding)
+    y32 = product_conv(args32[0], kernels=args32[1], multipliers=args32[2], mask_first=mask_first, padding=padding)
     deepinv32 = product_convolution2d(args32[0], args32[2], args32[1], padding=padding, mask_first=mask_first)
     assert y32.dtype == torch.float32
     budget = 4 * (ref32.double() - ref64).abs().max().item()
@@ -163,11 +163,12 @@ def test_forward_float32(padding, mask_first, kind):
 @pytest.mark.parametrize("padding", ["valid", "reflect", "circular"])
 def test_broadcasting(padding, mask_first, shapes):
     x, kernels, multipliers = make_case(padding, mask_first, (5, 4), "partition", H=23, W=19, **shapes)
-    y = product_conv(x, kernels, multipliers, mask_first=mask_first, padding=padding)
+    y = product_conv(x, kernels=kernels, multipliers=multipliers, mask_first=mask_first, padding=padding)
     expected = product_convolution2d(x, multipliers, kernels, padding=padding, mask_first=mask_first)
     assert rel_err(y, expected) < 1e-13
     yt = torch.randn_like(y)
-    xt = product_conv(yt, kernels, multipliers, mask_first=mask_first, padding=padding, adjoint=True)
+    xt = product_conv(yt, kernels=kernels, multipliers=multipliers,
+                      mask_first=mask_first, padding=padding, adjoint=True)
     expected_t = product_convolution2d_adjoint(yt, multipliers, kernels, padding=padding, mask_first=mask_first)
     assert rel_err(xt, expected_t) < 1e-13
 
@@ -183,7 +184,7 @@ def test_adjoint_matches_deepinv_float64(padding, mask_first, kernel_hw, kind):
     x, kernels, multipliers = make_case(padding, mask_first, kernel_hw, kind, seed=2)
     H, W = x.shape[-2:]
     y = torch.randn_like(product_conv_reference(x, kernels, multipliers, mask_first=mask_first, padding=padding))
-    xt = product_conv(y, kernels, multipliers, mask_first=mask_first, padding=padding, adjoint=True)
+    xt = product_conv(y, kernels=kernels, multipliers=multipliers, mask_first=mask_first, padding=padding, adjoint=True)
     assert xt.shape == x.shape
     assert rel_err(xt, reference_adjoint(y, kernels, multipliers, mask_first, padding, (H, W))) < 1e-13
     if deepinv_adjoint_is_sound(padding, kernel_hw):
@@ -200,9 +201,10 @@ def test_adjoint_matches_deepinv_float64(padding, mask_first, kernel_hw, kind):
 def test_dot_product(padding, mask_first, kernel_hw, kind):
     """<A x, y> = <x, A^T y>."""
     x, kernels, multipliers = make_case(padding, mask_first, kernel_hw, kind, B=2, H=29, W=31, seed=3)
-    y_of_x = product_conv(x, kernels, multipliers, mask_first=mask_first, padding=padding)
+    y_of_x = product_conv(x, kernels=kernels, multipliers=multipliers, mask_first=mask_first, padding=padding)
     y = torch.randn_like(y_of_x)
-    x_of_y = product_conv(y, kernels, multipliers, mask_first=mask_first, padding=padding, adjoint=True)
+    x_of_y = product_conv(y, kernels=kernels, multipliers=multipliers,
+                          mask_first=mask_first, padding=padding, adjoint=True)
     lhs, rhs = (y_of_x * y).sum(), (x * x_of_y).sum()
     assert abs(lhs - rhs) <= 1e-12 * (y_of_x.abs() * y.abs()).sum()
 
@@ -220,7 +222,9 @@ def test_gradcheck(padding, mask_first, adjoint):
     if adjoint:
         x = torch.randn_like(product_conv_reference(x, kernels, multipliers, mask_first=mask_first, padding=padding))
     args = tuple(t.clone().requires_grad_() for t in (x, kernels, multipliers))
-    fn = lambda a, b, c: product_conv(a, b, c, mask_first=mask_first, padding=padding, adjoint=adjoint)  # noqa: E731
+
+    def fn(a, b, c):
+        return product_conv(a, kernels=b, multipliers=c, mask_first=mask_first, padding=padding, adjoint=adjoint)
     assert torch.autograd.gradcheck(fn, args)
 
 
@@ -231,13 +235,16 @@ def test_gradients_sparse_path(mask_first):
     xs, ks = x.clone().requires_grad_(), kernels.clone().requires_grad_()
     xr, kr = x.clone().requires_grad_(), kernels.clone().requires_grad_()
     g = torch.randn(1, 3, 21, 26, dtype=torch.float64)
-    (product_conv(xs, ks, multipliers, mask_first=mask_first, padding="reflect") * g).sum().backward()
+    (product_conv(xs, kernels=ks, multipliers=multipliers,
+                  mask_first=mask_first, padding="reflect") * g).sum().backward()
     (product_conv_reference(xr, kr, multipliers, mask_first=mask_first, padding="reflect") * g).sum().backward()
     assert rel_err(xs.grad, xr.grad) < 1e-13
     assert rel_err(ks.grad, kr.grad) < 1e-13
     # and gradcheck, on a tiny case
     x, kernels, multipliers = make_case("circular", mask_first, (3, 2), "tent2x2", C=1, H=7, W=8, seed=6)
-    fn = lambda a, b: product_conv(a, b, multipliers, mask_first=mask_first, padding="circular")  # noqa: E731
+
+    def fn(a, b):
+        return product_conv(a, kernels=b, multipliers=multipliers, mask_first=mask_first, padding="circular")
     assert torch.autograd.gradcheck(fn, (x.requires_grad_(), kernels.requires_grad_()))
 
 
@@ -254,10 +261,11 @@ def test_batching_and_box_splitting_limits(monkeypatch, padding, mask_first):
     monkeypatch.setattr(pc_module, "_MAX_BATCH_ELEMS", 1)
     monkeypatch.setattr(pc_module, "_MAX_RUNS", 2)
     monkeypatch.setattr(pc_module, "_BATCH_WASTE", 10.0)
-    y = product_conv(x, kernels, multipliers, mask_first=mask_first, padding=padding)
+    y = product_conv(x, kernels=kernels, multipliers=multipliers, mask_first=mask_first, padding=padding)
     assert rel_err(y, expected) < 1e-13
     yt = torch.randn_like(y)
-    xt = product_conv(yt, kernels, multipliers, mask_first=mask_first, padding=padding, adjoint=True)
+    xt = product_conv(yt, kernels=kernels, multipliers=multipliers,
+                      mask_first=mask_first, padding=padding, adjoint=True)
     assert rel_err(xt, reference_adjoint(yt, kernels, multipliers, mask_first, padding, x.shape[-2:])) < 1e-13
 
 
@@ -275,11 +283,12 @@ def test_supports_at_the_border(padding, mask_first):
         multipliers[:, :, k, r0:r1, c0:c1] = torch.rand(2, r1 - r0, c1 - c0, dtype=torch.float64) + 0.5
     x = torch.randn(1, 2, H, W, dtype=torch.float64)
     kernels = torch.randn(1, 2, len(boxes), kh, kw, dtype=torch.float64)
-    y = product_conv(x, kernels, multipliers, mask_first=mask_first, padding=padding)
+    y = product_conv(x, kernels=kernels, multipliers=multipliers, mask_first=mask_first, padding=padding)
     expected = product_convolution2d(x, multipliers, kernels, padding=padding, mask_first=mask_first)
     assert rel_err(y, expected) < 1e-13
     yt = torch.randn_like(y)
-    xt = product_conv(yt, kernels, multipliers, mask_first=mask_first, padding=padding, adjoint=True)
+    xt = product_conv(yt, kernels=kernels, multipliers=multipliers,
+                      mask_first=mask_first, padding=padding, adjoint=True)
     assert rel_err(xt, reference_adjoint(yt, kernels, multipliers, mask_first, padding, (H, W))) < 1e-13
 
 
@@ -301,26 +310,29 @@ def test_only_the_support_is_convolved(padding, mask_first):
 
 def test_constant_is_zeros():
     x, kernels, multipliers = make_case("zeros", True, (5, 5), "tent3x5")
-    y = product_conv(x, kernels, multipliers, padding="constant")
-    assert torch.equal(y, product_conv(x, kernels, multipliers, padding="zeros"))
+    y = product_conv(x, kernels=kernels, multipliers=multipliers, padding="constant")
+    assert torch.equal(y, product_conv(x, kernels=kernels, multipliers=multipliers, padding="zeros"))
     expected = product_convolution2d(x, multipliers, kernels, padding="constant")
     assert rel_err(y, expected) < 1e-13
 
 
 def test_defaults_are_deepinvs():
-    """mask_first=True and padding="valid" by default, as deepinv's product_convolution2d."""
+    """mask_first=True and padding="valid" by default, as deepinv's product_convolution2d; the padding's default
+    warns that it becomes "reflect", every operator's default."""
     x, kernels, multipliers = make_case("valid", True, (3, 5), "partition")
-    assert rel_err(product_conv(x, kernels, multipliers), product_convolution2d(x, multipliers, kernels)) < 1e-13
+    with pytest.warns(FutureWarning, match="from 'valid' to 'reflect'"):
+        y = product_conv(x, kernels=kernels, multipliers=multipliers)
+    assert rel_err(y, product_convolution2d(x, multipliers, kernels)) < 1e-13
 
 
 @MASK_FIRST
 def test_kernel_as_large_as_the_image(mask_first):
     x, kernels, multipliers = make_case("valid", mask_first, (9, 11), "tent1x1", H=9, W=11)
-    y = product_conv(x, kernels, multipliers, mask_first=mask_first)
+    y = product_conv(x, kernels=kernels, multipliers=multipliers, mask_first=mask_first, padding="valid")
     assert y.shape == (1, 3, 1, 1)
     assert rel_err(y, product_convolution2d(x, multipliers, kernels, mask_first=mask_first)) < 1e-13
     x, kernels, multipliers = make_case("reflect", mask_first, (9, 11), "tent3x5", H=9, W=11)
-    y = product_conv(x, kernels, multipliers, mask_first=mask_first, padding="reflect")
+    y = product_conv(x, kernels=kernels, multipliers=multipliers, mask_first=mask_first, padding="reflect")
     expected = product_convolution2d(x, multipliers, kernels, padding="reflect", mask_first=mask_first)
     assert rel_err(y, expected) < 1e-13
 
@@ -330,13 +342,14 @@ def test_zero_multipliers_empty_k_empty_batch():
     multipliers[:, :, [0, 4, 7]] = 0  # some maps are all zero: nothing to convolve for them
     multipliers[:, :, 5] = -0.0
     expected = product_conv_reference(x, kernels, multipliers, mask_first=True, padding="reflect")
-    assert rel_err(product_conv(x, kernels, multipliers, padding="reflect"), expected) < 1e-13
-    y = product_conv(x, kernels, multipliers * 0, padding="reflect")
+    assert rel_err(product_conv(x, kernels=kernels, multipliers=multipliers, padding="reflect"), expected) < 1e-13
+    y = product_conv(x, kernels=kernels, multipliers=multipliers * 0, padding="reflect")
     assert y.shape == x.shape and not y.any()
-    y = product_conv(x, kernels[:, :, :0], multipliers[:, :, :0], padding="valid")  # K = 0: the zero operator
+    y = product_conv(x, kernels=kernels[:, :, :0], multipliers=multipliers[:, :, :0], padding="valid")  # K = 0: zero
     assert y.shape == (1, 3, 35, 51) and not y.any()
     for adjoint in (False, True):  # an empty batch
-        assert product_conv(x[:0], kernels, multipliers, padding="reflect", adjoint=adjoint).shape == (0, 3, 37, 53)
+        y = product_conv(x[:0], kernels=kernels, multipliers=multipliers, padding="reflect", adjoint=adjoint)
+        assert y.shape == (0, 3, 37, 53)
 
 
 def test_non_contiguous_inputs():
@@ -344,7 +357,7 @@ def test_non_contiguous_inputs():
     xt = x.transpose(-1, -2).contiguous().transpose(-1, -2)  # same values, column-major
     kt = kernels.flip(-1).contiguous().flip(-1)  # negative strides are not allowed; a flipped copy, flipped back
     mt = multipliers[:, :1].expand(1, 3, *multipliers.shape[2:])  # a stride-0 channel dimension
-    y = product_conv(xt, kt, mt, mask_first=False, padding="circular")
+    y = product_conv(xt, kernels=kt, multipliers=mt, mask_first=False, padding="circular")
     expected = product_convolution2d(x, mt.contiguous(), kernels, padding="circular", mask_first=False)
     assert rel_err(y, expected) < 1e-13
 
@@ -354,7 +367,7 @@ def test_nan_outside_the_support_is_not_read():
     x, kernels, multipliers = make_case("valid", True, (3, 3), "dense", H=12, W=12, K=2)
     multipliers[..., 6:, :] = 0
     x[..., 10:, :] = math.nan
-    y = product_conv(x, kernels, multipliers)
+    y = product_conv(x, kernels=kernels, multipliers=multipliers, padding="valid")
     assert torch.isfinite(y).all()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -407,12 +420,12 @@ def bad_cases():
 def test_bad_input(case):
     (x, k, m, kwargs), error, fragments = bad_cases()[case]
     with pytest.raises(error) as info:
-        product_conv(x, k, m, **kwargs)
+        product_conv(x, kernels=k, multipliers=m, **{"padding": "valid", **kwargs})
     for fragment in fragments:
         assert fragment in str(info.value), (fragment, str(info.value))
 
 
 def test_good_input_passes():
     x, k, m = good()
-    product_conv(x, k, m)
-    product_conv(x, k, m[..., 1:-1, 1:-1], mask_first=False)
+    product_conv(x, kernels=k, multipliers=m, padding="valid")
+    product_conv(x, kernels=k, multipliers=m[..., 1:-1, 1:-1], mask_first=False, padding="valid")

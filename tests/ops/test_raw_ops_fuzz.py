@@ -354,8 +354,8 @@ def test_empty_batch_loss_and_ema():
 
 
 @pytest.mark.parametrize("public, raw", [
-    (lambda: sv_conv(rand(1, 1, 4, 4), rand(1, 1, 1, 1, 5, 3)), lambda: OPS.sv_conv(rand(1, 1, 4, 4),
-                                                                                    rand(1, 1, 1, 1, 5, 3), "zeros")),
+    (lambda: sv_conv(rand(1, 1, 4, 4), rand(1, 1, 1, 1, 5, 3), padding="zeros"),
+     lambda: OPS.sv_conv(rand(1, 1, 4, 4), rand(1, 1, 1, 1, 5, 3), "zeros")),
     (lambda: sv_conv(rand(1, 1, 4, 4), rand(1, 1, 5, 5, 3, 3), adjoint=True, padding="valid"),
      lambda: OPS.sv_conv_adjoint(rand(1, 1, 4, 4), rand(1, 1, 5, 5, 3, 3), "valid")),
     (lambda: flow_interpolate(rand(2, 3), rand(2, 4), rand(2)), lambda: OPS.flow_interpolate(rand(2, 3), rand(2, 4),

@@ -123,7 +123,7 @@ def test_params_reach_real_operators():
     """Blur reads the kernel, Downsample reads nothing (it would raise on an unexpected keyword), GaussianNoise
     reads sigma and the generator."""
     x, kernel = _rand(2, 3, 16, 16), torch.rand(5, 5, dtype=F64)
-    blur, down, noise = Blur(), Downsample(2), GaussianNoise()
+    blur, down, noise = Blur("circular"), Downsample(2, padding="circular"), GaussianNoise()
     chain = Composition(blur, down, noise)
     y = chain.A(x, kernel=kernel, sigma=0.1, generator=torch.Generator().manual_seed(4))
     expected = noise.A(down.A(blur.A(x, kernel=kernel)), sigma=0.1, generator=torch.Generator().manual_seed(4))
@@ -132,7 +132,7 @@ def test_params_reach_real_operators():
 
 def test_shared_param_goes_to_every_member_that_reads_it():
     x, kernel = _rand(1, 1, 12, 12), torch.rand(3, 3, dtype=F64)
-    blur = Blur()
+    blur = Blur("circular")
     twice = Composition(blur, blur)
     assert twice.params == ("kernel",)
     torch.testing.assert_close(twice.A(x, kernel=kernel), blur.A(blur.A(x, kernel=kernel), kernel=kernel),
@@ -140,7 +140,7 @@ def test_shared_param_goes_to_every_member_that_reads_it():
 
 
 def test_unknown_param_names_it_and_the_known_ones():
-    chain = Composition(Blur(), Downsample(2))
+    chain = Composition(Blur("circular"), Downsample(2, padding="circular"))
     x = _rand(1, 1, 8, 8)
     with pytest.raises(TypeError, match=r"unknown parameter\(s\) \['kernal'\]: the composition reads \['kernel'\]"):
         chain.A(x, kernal=torch.ones(3, 3, dtype=F64))
@@ -151,7 +151,7 @@ def test_unknown_param_names_it_and_the_known_ones():
 def _blur_then_downsample(dtype, seed=5):
     x = _rand(2, 3, 16, 20, seed=seed, dtype=dtype)
     kernel = torch.rand(2, 1, 5, 4, generator=torch.Generator().manual_seed(seed + 1), dtype=dtype)
-    return Composition(Blur("reflect"), Downsample(2)), x, kernel
+    return Composition(Blur("reflect"), Downsample(2, padding="circular")), x, kernel
 
 
 def test_linear_composition_adjoint_is_the_reversed_chain():
@@ -188,7 +188,7 @@ def test_a_adjoint_a():
 
 
 def test_composition_with_a_nonlinear_member_is_not_linear():
-    for chain in (Composition(MatrixOp(), AddBias()), Composition(Blur(), GaussianNoise()),
+    for chain in (Composition(MatrixOp(), AddBias()), Composition(Blur("circular"), GaussianNoise()),
                   AddBias() @ Composition(Scale(), MatrixOp())):
         assert not chain.linear
         assert not isinstance(chain, LinearOperator)
@@ -196,8 +196,9 @@ def test_composition_with_a_nonlinear_member_is_not_linear():
 
 
 def test_repr():
-    assert repr(Composition(Blur(), Downsample(2))) == ("Composition(Blur(padding='circular', fft=None), "
-                                                         "Downsample(factor=2, filter='box', padding='circular'))")
+    chain = Composition(Blur("circular"), Downsample(2, padding="circular"))
+    assert repr(chain) == ("Composition(Blur(padding='circular', fft=None), "
+                           "Downsample(factor=2, filter='box', padding='circular'))")
 
 
 def test_error_empty_composition():
@@ -206,7 +207,7 @@ def test_error_empty_composition():
 
 
 @pytest.mark.parametrize("members, message", [
-    ((Blur(), torch.ones(3, 3)), r"Composition member 1 must be a blindfast Operator, got Tensor"),
+    ((Blur("circular"), torch.ones(3, 3)), r"Composition member 1 must be a blindfast Operator, got Tensor"),
     ((lambda x: x,), r"Composition member 0 must be a blindfast Operator, got function"),
 ], ids=["tensor", "function"])
 def test_error_non_operator_member(members, message):
@@ -216,4 +217,4 @@ def test_error_non_operator_member(members, message):
 
 def test_error_matmul_with_a_non_operator():
     with pytest.raises(TypeError, match=r"Composition member 0 must be a blindfast Operator, got Tensor"):
-        Blur() @ torch.ones(3, 3)
+        Blur("circular") @ torch.ones(3, 3)

@@ -131,17 +131,17 @@ def test_error_fft_without_circular():
 
 def test_error_fft_not_bool():
     with pytest.raises(TypeError, match=r"fft must be True, False or None, got str"):
-        Blur(fft="yes")
+        Blur("circular", fft="yes")
 
 
 def test_error_kernel_not_tensor():
     with pytest.raises(TypeError, match=r"kernel must be a torch.Tensor .* got list"):
-        Blur().A(torch.zeros(1, 1, 8, 8), kernel=[[1.0]])
+        Blur("circular").A(torch.zeros(1, 1, 8, 8), kernel=[[1.0]])
 
 
 def test_error_kernel_shape():
     with pytest.raises(ValueError, match=r"kernel must be \(B\|1, C\|1, kh, kw\) or \(kh, kw\), got shape \(1, 3, 3\)"):
-        Blur().A(torch.zeros(1, 1, 8, 8), kernel=torch.ones(1, 3, 3))
+        Blur("circular").A(torch.zeros(1, 1, 8, 8), kernel=torch.ones(1, 3, 3))
 
 
 @pytest.mark.parametrize("padding, fft", PATHS, ids=PATH_IDS)
@@ -152,14 +152,14 @@ def test_error_kernel_larger_than_image(padding, fft):
 
 def test_error_kernel_batch_does_not_broadcast():
     with pytest.raises(ValueError, match=r"kernel batch dimension must be 1 or 2, got 3"):
-        Blur().A(torch.zeros(2, 1, 8, 8), kernel=torch.ones(3, 1, 3, 3))
+        Blur("circular").A(torch.zeros(2, 1, 8, 8), kernel=torch.ones(3, 1, 3, 3))
 
 
 def test_error_mixed_dtypes():
     with pytest.raises(TypeError, match=r"x, kernel must have one dtype, got x torch.float32, kernel torch.float64"):
-        Blur().A(torch.zeros(1, 1, 8, 8), kernel=torch.ones(3, 3, dtype=torch.float64))
+        Blur("circular").A(torch.zeros(1, 1, 8, 8), kernel=torch.ones(3, 3, dtype=torch.float64))
 
 
 def test_error_image_dims():
     with pytest.raises(ValueError, match=r"x must have shape \(B, C, H, W\) \(4 dims\), got 3 dims"):
-        Blur().A(torch.zeros(1, 8, 8), kernel=torch.ones(3, 3))
+        Blur("circular").A(torch.zeros(1, 8, 8), kernel=torch.ones(3, 3))

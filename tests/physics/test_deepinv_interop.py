@@ -122,7 +122,7 @@ def test_composition_and_parameter_free_operators():
     chain = Composition(Blur("zeros"), Downsample(2, filter=None))
     torch.testing.assert_close(as_deepinv_physics(chain, kernel=kernel).A(x), chain.A(x, kernel=kernel),
                                rtol=0, atol=0)
-    box = Downsample(2)
+    box = Downsample(2, padding="circular")
     y = torch.randn(1, 2, 6, 5, generator=g, dtype=torch.float64)
     torch.testing.assert_close(as_deepinv_physics(box).A_adjoint(y), box.A_adjoint(y), rtol=0, atol=0)
 
@@ -154,9 +154,9 @@ def test_call_keyword_replaces_bound_kernel():
     g = torch.Generator().manual_seed(8)
     k1, k2 = (torch.rand(3, 3, generator=g, dtype=torch.float64) for _ in range(2))
     x = torch.randn(1, 1, 9, 9, generator=g, dtype=torch.float64)
-    physics = as_deepinv_physics(Blur(), kernel=k1)
-    torch.testing.assert_close(physics.A(x, kernel=k2), Blur().A(x, kernel=k2), rtol=0, atol=0)
-    torch.testing.assert_close(physics.A(x), Blur().A(x, kernel=k1), rtol=0, atol=0)
+    physics = as_deepinv_physics(Blur("circular"), kernel=k1)
+    torch.testing.assert_close(physics.A(x, kernel=k2), Blur("circular").A(x, kernel=k2), rtol=0, atol=0)
+    torch.testing.assert_close(physics.A(x), Blur("circular").A(x, kernel=k1), rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -170,7 +170,7 @@ def test_error_non_linear_operator():
 
 def test_error_non_linear_composition():
     with pytest.raises(TypeError, match=r"got non-linear Composition"):
-        as_deepinv_physics(Composition(Blur(), GaussianNoise()), kernel=torch.ones(3, 3), sigma=0.1)
+        as_deepinv_physics(Composition(Blur("circular"), GaussianNoise()), kernel=torch.ones(3, 3), sigma=0.1)
 
 
 def test_error_not_a_blindfast_operator():
@@ -181,19 +181,19 @@ def test_error_not_a_blindfast_operator():
 def test_error_missing_parameter():
     with pytest.raises(TypeError, match=r"required parameters \['kernel'\] .*got \[\] \(missing \['kernel'\], "
                                         r"unknown \[\]\)"):
-        as_deepinv_physics(Blur())
+        as_deepinv_physics(Blur("circular"))
 
 
 def test_error_unknown_parameter():
     with pytest.raises(TypeError, match=r"accepts only \['kernel'\], got \['filter', 'kernel'\] \(missing \[\], "
                                         r"unknown \['filter'\]\)"):
-        as_deepinv_physics(Blur(), kernel=torch.ones(3, 3), filter=torch.ones(3, 3))
+        as_deepinv_physics(Blur("circular"), kernel=torch.ones(3, 3), filter=torch.ones(3, 3))
 
 
 def test_error_deepinv_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "deepinv", None)  # what an uninstalled package looks like to `import`
     with pytest.raises(ImportError, match=r"as_deepinv_physics needs deepinv: pip install blindfast\[deepinv\]"):
-        as_deepinv_physics(Blur(), kernel=torch.ones(3, 3))
+        as_deepinv_physics(Blur("circular"), kernel=torch.ones(3, 3))
 
 
 def test_module_imports_without_deepinv(monkeypatch):

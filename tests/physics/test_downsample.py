@@ -124,12 +124,13 @@ def test_composition_of_blur_and_decimation_is_blur_downsample(factor, padding):
     torch.testing.assert_close(chain.A_adjoint(v, kernel=kernel), op.A_adjoint(v, kernel=kernel), rtol=0, atol=0)
 
 
-def test_default_padding_composition():
-    """The defaults agree: Blur() and BlurDownsample(2) are both circular."""
-    x, kernel = make_inputs(2, (3, 3), "circular", torch.float64, seed=5)
-    assert BlurDownsample(2).padding == "circular"
-    torch.testing.assert_close(Composition(Blur(), Downsample(2, filter=None)).A(x, kernel=kernel),
-                               BlurDownsample(2).A(x, kernel=kernel), rtol=0, atol=0)
+@pytest.mark.parametrize("padding", ["circular", "reflect"])
+def test_blur_then_decimation_is_blur_downsample(padding):
+    """A Blur followed by a plain decimation is BlurDownsample with the same padding (their defaults are one too:
+    tests/physics/test_padding_vocabulary.py)."""
+    x, kernel = make_inputs(2, (3, 3), padding, torch.float64, seed=5)
+    torch.testing.assert_close(Composition(Blur(padding), Downsample(2, filter=None)).A(x, kernel=kernel),
+                               BlurDownsample(2, padding).A(x, kernel=kernel), rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -195,9 +196,9 @@ def test_plain_decimation_gradcheck():
 
 def test_downsample_follows_dtype_and_params():
     x, _ = make_inputs(2, (2, 2), "circular", torch.float32, seed=11)
-    assert Downsample(2).A(x).dtype == torch.float32
+    assert Downsample(2, padding="circular").A(x).dtype == torch.float32
     assert Downsample.params == () and BlurDownsample.params == ("kernel",)
-    assert (Downsample(2).filter, Downsample(2).padding) == ("box", "circular")
+    assert (Downsample(2, padding="circular").filter, Downsample(2, padding="circular").padding) == ("box", "circular")
     assert Downsample(2, padding="constant").padding == "zeros"
 
 
@@ -232,7 +233,7 @@ def test_error_unknown_padding(make):
 
 @pytest.mark.parametrize("op, params, match", [
     (Downsample(2, filter=None), {}, r"image size \(H, W\) must be divisible by factor 2, got \(9, 12\)"),
-    (Downsample(2), {}, r"image size \(H, W\) must be divisible by factor 2, got \(9, 12\)"),
+    (Downsample(2, padding="circular"), {}, r"image size \(H, W\) must be divisible by factor 2, got \(9, 12\)"),
     (BlurDownsample(2, "zeros"), {"kernel": torch.ones(3, 3)},
      r"image size \(H, W\) must be divisible by factor 2, got \(9, 12\)"),
     (BlurDownsample(2, "valid"), {"kernel": torch.ones(3, 3)},
@@ -246,11 +247,11 @@ def test_error_size_not_divisible(op, params, match):
 
 def test_error_kernel_larger_than_image():
     with pytest.raises(ValueError, match=r"kernel size \(9, 3\) must fit in the image, got image size \(8, 8\)"):
-        BlurDownsample(2).A(torch.zeros(1, 1, 8, 8), kernel=torch.ones(9, 3))
+        BlurDownsample(2, "circular").A(torch.zeros(1, 1, 8, 8), kernel=torch.ones(9, 3))
 
 
-@pytest.mark.parametrize("op, params", [(BlurDownsample(2), {"kernel": torch.ones(3, 3)}),
-                                        (Downsample(2), {}), (Downsample(2, filter=None), {})],
+@pytest.mark.parametrize("op, params", [(BlurDownsample(2, "circular"), {"kernel": torch.ones(3, 3)}),
+                                        (Downsample(2, padding="circular"), {}), (Downsample(2, filter=None), {})],
                          ids=["BlurDownsample", "box", "decimation"])
 def test_error_measurement_dims(op, params):
     with pytest.raises(ValueError, match=r"y must have shape \(B, C, h, w\) \(4 dims\), got 3 dims"):
@@ -259,4 +260,4 @@ def test_error_measurement_dims(op, params):
 
 def test_error_image_dtype():
     with pytest.raises(TypeError, match=r"x must have dtype in \(float32, float64\) on cpu, got torch.int64"):
-        Downsample(2).A(torch.zeros(1, 1, 4, 4, dtype=torch.int64))
+        Downsample(2, padding="circular").A(torch.zeros(1, 1, 4, 4, dtype=torch.int64))

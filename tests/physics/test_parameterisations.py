@@ -89,8 +89,8 @@ def test_delta_init_receives_gradients_off_centre():
     """torch.abs and relu have derivative 0 at 0: a delta init would then never widen. Ours has +1 there."""
     module = DirectKernel(5, 1)
     x = torch.rand(1, 1, 16, 16, generator=_gen(4))
-    target = Blur().A(x, kernel=torch.full((5, 5), 1 / 25))
-    (Blur().A(x, kernel=module()) - target).square().sum().backward()
+    target = Blur("circular").A(x, kernel=torch.full((5, 5), 1 / 25))
+    (Blur("circular").A(x, kernel=module()) - target).square().sum().backward()
     off_centre = torch.ones(5, 5, dtype=torch.bool)
     off_centre[2, 2] = False
     assert (module.raw.grad[0][off_centre] != 0).all()

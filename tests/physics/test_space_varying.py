@@ -102,7 +102,7 @@ def test_space_varying_blur_equals_deepinv(x_shape, grid_shape, padding):
 
 def test_space_varying_blur_defaults_and_constant_alias():
     x, psf_grid = make_inputs((1, 1, 12, 13), (1, 1, 2, 3, 3, 3), torch.float64, seed=1)
-    assert SpaceVaryingBlur().padding == "zeros"
+    assert SpaceVaryingBlur("zeros").padding == "zeros"
     assert SpaceVaryingBlur("constant").padding == "zeros"
     assert SpaceVaryingBlur.params == ("psf_grid",)
     torch.testing.assert_close(SpaceVaryingBlur("constant").A(x, psf_grid=psf_grid),
@@ -158,7 +158,7 @@ def test_product_convolution_equals_deepinv(padding, mask_first):
 
 
 def test_product_convolution_defaults_are_deepinvs():
-    op = ProductConvolution()
+    op = ProductConvolution("valid")
     assert (op.padding, op.mask_first) == ("valid", True)
     assert ProductConvolution.params == ("kernels", "multipliers")
     assert ProductConvolution("constant").padding == "zeros"
@@ -371,7 +371,7 @@ def test_error_unknown_padding():
 
 def test_error_mask_first_not_bool():
     with pytest.raises(TypeError, match=r"mask_first must be True or False, got int 1"):
-        ProductConvolution(mask_first=1)
+        ProductConvolution("valid", mask_first=1)
 
 
 def test_error_space_varying_grid_larger_than_output():
@@ -381,18 +381,18 @@ def test_error_space_varying_grid_larger_than_output():
 
 def test_error_space_varying_grid_dims():
     with pytest.raises(ValueError, match=r"psf_grid must have shape \(B\|1, C\|1, Gy, Gx, kh, kw\) \(6 dims\), got 4"):
-        SpaceVaryingBlur().A(torch.zeros(1, 1, 10, 12), psf_grid=torch.zeros(1, 1, 3, 3))
+        SpaceVaryingBlur("zeros").A(torch.zeros(1, 1, 10, 12), psf_grid=torch.zeros(1, 1, 3, 3))
 
 
 def test_error_space_varying_mixed_dtypes():
     with pytest.raises(TypeError, match=r"y, psf_grid must have one dtype, got y torch.float32, psf_grid "
                                         r"torch.float64"):
-        SpaceVaryingBlur().A_adjoint(torch.zeros(1, 1, 10, 12), psf_grid=torch.zeros(1, 1, 2, 2, 3, 3).double())
+        SpaceVaryingBlur("zeros").A_adjoint(torch.zeros(1, 1, 10, 12), psf_grid=torch.zeros(1, 1, 2, 2, 3, 3).double())
 
 
 def test_error_product_convolution_k_mismatch():
     with pytest.raises(ValueError, match=r"same K .*got K=3 for kernels and K=2 for multipliers"):
-        ProductConvolution().A(torch.zeros(1, 1, 10, 12), kernels=torch.zeros(1, 1, 3, 3, 3),
+        ProductConvolution("valid").A(torch.zeros(1, 1, 10, 12), kernels=torch.zeros(1, 1, 3, 3, 3),
                                multipliers=torch.zeros(1, 1, 2, 10, 12))
 
 

@@ -50,8 +50,8 @@ def test_cg_stops_on_relative_residual():
     g = torch.Generator().manual_seed(3)
     y = torch.rand(1, 1, 16, 16, generator=g, dtype=torch.float64)
     kernel = torch.full((1, 1, 3, 3), 1 / 9, dtype=torch.float64)
-    loose = cg_tikhonov(y, Blur(), {"kernel": kernel}, lam=0.1, iters=1000, rtol=1e-2)
-    tight = cg_tikhonov(y, Blur(), {"kernel": kernel}, lam=0.1, iters=1000, rtol=1e-12)
+    loose = cg_tikhonov(y, Blur("circular"), {"kernel": kernel}, lam=0.1, iters=1000, rtol=1e-2)
+    tight = cg_tikhonov(y, Blur("circular"), {"kernel": kernel}, lam=0.1, iters=1000, rtol=1e-12)
     assert 1e-8 < (loose - tight).abs().max() < 0.1
 
 
@@ -71,10 +71,10 @@ def test_gradient_adjoint_and_normal_match_their_definition():
 def test_cg_rejects_a_psf_grid_whose_channels_do_not_match():
     y = torch.rand(1, 3, 32, 32)
     with pytest.raises(ValueError, match="psf_grid must have 1 or 3 channels \\(the image's\\), got 2"):
-        cg_tikhonov(y, SpaceVaryingBlur(), {"psf_grid": torch.ones(1, 2, 2, 2, 3, 3) / 9}, lam=0.01)
+        cg_tikhonov(y, SpaceVaryingBlur("zeros"), {"psf_grid": torch.ones(1, 2, 2, 2, 3, 3) / 9}, lam=0.01)
 
 
 @pytest.mark.parametrize("lam", [0.0, -0.1])
 def test_cg_rejects_non_positive_lam(lam):
     with pytest.raises(ValueError, match="lam must be a finite number > 0, got"):
-        cg_tikhonov(torch.rand(1, 1, 8, 8), Blur(), {"kernel": torch.ones(1, 1, 3, 3) / 9}, lam=lam)
+        cg_tikhonov(torch.rand(1, 1, 8, 8), Blur("circular"), {"kernel": torch.ones(1, 1, 3, 3) / 9}, lam=lam)

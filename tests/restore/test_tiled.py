@@ -28,7 +28,7 @@ def test_tile_params_keep_the_psf_field_of_absolute_positions():
     psf_grid = _lens((4, 4), 13, torch.Generator().manual_seed(0))
     full = sv_conv(x, psf_grid, padding="reflect")
     rows, cols = slice(40, 104), slice(24, 88)
-    tile = sv_conv(x[..., rows, cols].contiguous(), tile_params(SpaceVaryingBlur(), {"psf_grid": psf_grid},
+    tile = sv_conv(x[..., rows, cols].contiguous(), tile_params(SpaceVaryingBlur("zeros"), {"psf_grid": psf_grid},
                                                                  (128, 128), rows, cols)["psf_grid"],
                    padding="reflect")
     core = (..., slice(6, -6), slice(6, -6))
@@ -37,7 +37,7 @@ def test_tile_params_keep_the_psf_field_of_absolute_positions():
     # 4.5e-3 measured where the blur's values are ~0.5; the same tile given another part of the field (the
     # image's corner) is off by 0.1.
     assert error < 5e-3, error
-    shifted = sv_conv(x[..., rows, cols].contiguous(), tile_params(SpaceVaryingBlur(), {"psf_grid": psf_grid},
+    shifted = sv_conv(x[..., rows, cols].contiguous(), tile_params(SpaceVaryingBlur("zeros"), {"psf_grid": psf_grid},
                                                                     (128, 128), slice(0, 64), slice(0, 64))["psf_grid"],
                       padding="reflect")
     assert (shifted[core] - full[..., rows, cols][core]).abs().max() > 10 * error
@@ -68,4 +68,4 @@ def test_tiled_linear_solver_equals_untiled(case):
 def test_tile_smaller_than_the_kernel_is_refused():
     y = torch.rand(1, 3, 64, 64)
     with pytest.raises(ValueError, match="tile must be an int at least the kernel size 31, got 16"):
-        restore_tiled(lambda y, p: y, y, Blur(), {"kernel": torch.ones(1, 1, 31, 31) / 961}, tile=16)
+        restore_tiled(lambda y, p: y, y, Blur("circular"), {"kernel": torch.ones(1, 1, 31, 31) / 961}, tile=16)

@@ -59,17 +59,17 @@ def _case():
 def test_wiener_rejects_bad_kernels(kernel, message):
     y, _ = _case()
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        wiener(y, Blur(), {"kernel": kernel}, lam=0.01)
+        wiener(y, Blur("circular"), {"kernel": kernel}, lam=0.01)
 
 
 @pytest.mark.parametrize("lam", [0.0, -1.0, float("nan")])
 def test_wiener_rejects_non_positive_lam(lam):
     y, params = _case()
     with pytest.raises(ValueError, match="lam must be a finite number > 0"):
-        wiener(y, Blur(), params, lam=lam)
+        wiener(y, Blur("circular"), params, lam=lam)
 
 
 def test_wiener_needs_a_uniform_blur():
     y, _ = _case()
     with pytest.raises(TypeError, match="wiener needs a uniform blur.*got SpaceVaryingBlur"):
-        wiener(y, SpaceVaryingBlur(), {"psf_grid": torch.ones(1, 1, 2, 2, 3, 3) / 9}, lam=0.01)
+        wiener(y, SpaceVaryingBlur("zeros"), {"psf_grid": torch.ones(1, 1, 2, 2, 3, 3) / 9}, lam=0.01)
