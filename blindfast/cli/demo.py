@@ -19,8 +19,9 @@ def run(args: argparse.Namespace) -> int:
         return 130
     except FileExistsError as err:
         raise CommandError(f"{err} (add --resume, or choose another --out)") from None
-    rows = [("preset", report["preset"]), ("noise (true / estimated)",
-                                           f"{report['noise']} / {report['noise_estimated']:.4f}")]
+    rows = [("preset", report["preset"]), ("noise (true / estimated / learned)",
+                                           f"{report['noise']} / {report['noise_estimated']:.4f} / "
+                                           f"{report['noise_learned']:.4f}")]
     for name, scores in report["kernels"].items():
         rows.append((f"PSF grid {name}", f"relative error {scores['relative_error']:.3f}   NCC {scores['ncc']:.3f}"))
     for name, values in report["psnr"].items():

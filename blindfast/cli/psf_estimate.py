@@ -7,7 +7,7 @@ import argparse
 import re
 
 from blindfast.cli.arg_types import positive_int
-from blindfast.cli.common import CommandError, add_command, print_table
+from blindfast.cli.common import CommandError, add_command, default_device, print_table
 
 
 def grid_shape(text: str) -> tuple[int, int]:
@@ -31,14 +31,15 @@ def run(args: argparse.Namespace) -> int:
     grid = (1, 1) if args.uniform else args.grid
     try:
         report = estimate_psf(sharp, blurry, args.out, grid=grid, kernel_size=args.ksize,
-                              preset=preset(args.preset, args.seed), resume=args.resume, progress=not args.quiet)
+                              preset=preset(args.preset, args.seed), resume=args.resume,
+                              device=default_device(args.device), progress=not args.quiet)
     except KeyboardInterrupt:
         print(f"interrupted: the checkpoints in {args.out} are saved; rerun with --resume to continue")
         return 130
     except FileExistsError as err:
         raise CommandError(f"{err} (add --resume)") from None
-    print_table([(key, report[key]) for key in ("preset", "grid", "kernel_size", "channels", "frame", "noise_std",
-                                                "step1_s", "step2_s")])
+    print_table([(key, report[key]) for key in ("preset", "grid", "kernel_size", "channels", "frame",
+                                                "noise_std_estimated", "noise_std_learned", "step1_s", "step2_s")])
     print("wrote:")
     for name in OUTPUT_FILES:
         print(f"  {args.out}/{name}")
@@ -63,4 +64,5 @@ def register(commands: argparse._SubParsersAction) -> None:
                          help="budget: demo (minutes on a CPU), quality (an hour on a CPU), paper (GPUs)")
     command.add_argument("--seed", type=int, default=0, help="seeds patches and noise (default: %(default)s)")
     command.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    command.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     command.add_argument("--quiet", action="store_true", help="no progress bars")

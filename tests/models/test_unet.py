@@ -229,7 +229,7 @@ def test_preset_parameter_counts(name, target):
 def test_presets_are_the_documented_configs():
     for name, config in PRESETS.items():
         net = UNet.from_preset(name, image_channels=1, cond_channels=2, dropout=0.1)
-        assert net.config() == {"image_channels": 1, "cond_channels": 2, "dropout": 0.1,
+        assert net.config() == {"image_channels": 1, "cond_channels": 2, "dropout": 0.1, "cond_embedding": False,
                                 **{key: list(v) if isinstance(v, tuple) else v for key, v in config.items()}}
 
 
@@ -246,6 +246,34 @@ def test_config_round_trip(make):
     rebuilt.eval()
     x, t, cond = _inputs(2, net.image_channels, 8, 12, net.cond_channels, dtype=torch.float32)
     assert torch.equal(rebuilt(x, t, cond), net(x, t, cond))
+
+
+def test_with_conditioning_starts_as_the_network_whatever_the_cond():
+    net = _randomise(UNet.from_preset("tiny").double())
+    conditioned = net.with_conditioning(2)
+    assert conditioned.config() == {**net.config(), "cond_channels": 2, "cond_embedding": True}
+    x, t, cond = _inputs(cond_channels=2)
+    reference = net(x, t)
+    assert torch.equal(conditioned(x, t, cond), reference)
+    assert torch.equal(conditioned(x, t, 5 * cond), reference)
+    with pytest.raises(ValueError, match="already takes 2 cond channel"):
+        conditioned.with_conditioning(2)
+
+
+def test_cond_embedding_carries_the_cond_mean_to_every_block():
+    # with the cond's input weights at zero, only the embedding path can carry the cond: it must, once trained
+    net = _randomise(UNet.from_preset("tiny", cond_channels=2, cond_embedding=True).double())
+    with torch.no_grad():
+        net.input.weight[:, 3:] = 0
+    x, t, cond = _inputs(cond_channels=2)
+    shifted = cond + torch.tensor([0.3, -0.2], dtype=F64)[None, :, None, None]
+    assert bool(((net(x, t, cond) - net(x, t, shifted)).abs().amax(dim=(1, 2, 3)) > 1e-6).all())
+    # the embedding sees the spatial mean only: a zero-mean change of the cond changes nothing
+    wiggle = torch.randn(cond.shape, generator=torch.Generator().manual_seed(3), dtype=F64)
+    wiggle -= wiggle.mean(dim=(-2, -1), keepdim=True)
+    torch.testing.assert_close(net(x, t, cond + wiggle), net(x, t, cond), rtol=0, atol=F64_REORDER)
+    with pytest.raises(ValueError, match="cond_embedding=True needs cond_channels > 0"):
+        UNet.from_preset("tiny", cond_embedding=True)
 
 
 def test_network_attributes():

@@ -23,7 +23,7 @@ from torch import Tensor
 from blindfast import _validate
 from blindfast.atomic_file import save_atomic
 from blindfast.figures import curves_figure, psf_grid_image
-from blindfast.methods.ddm.corrupted_prior import train_corrupted_prior
+from blindfast.methods.ddm.corrupted_prior import location_check, train_corrupted_prior
 from blindfast.methods.ddm.matching import CURVE_NAME, match_operator
 from blindfast.methods.ddm.photos import BlurryPatches, PhotoSet, SharpPatches
 from blindfast.methods.ddm.presets import Preset
@@ -42,7 +42,7 @@ def noise_level(blurry: PhotoSet) -> float:
 
 
 def estimate_psf(sharp: PhotoSet, blurry: PhotoSet, out_dir, *, grid: tuple[int, int], kernel_size: int,
-                 preset: Preset, resume: bool = False, progress: bool = True,
+                 preset: Preset, resume: bool = False, device=None, progress: bool = True,
                  callback: Callable[[int, Tensor], dict] | None = None) -> dict:
     """Learns the blurry photos' PSF grid with DDM and writes the outputs (module docstring).
 
@@ -53,6 +53,7 @@ def estimate_psf(sharp: PhotoSet, blurry: PhotoSet, out_dir, *, grid: tuple[int,
         kernel_size: k, odd.
         preset: the settings (:func:`blindfast.methods.ddm.presets.preset`).
         resume: continue an interrupted run in ``out_dir``.
+        device: where the networks train (default: the CPU).
         progress: progress bars.
         callback: ``callback(step, psf_grid) -> dict`` of extra curve columns, see
             :func:`blindfast.methods.ddm.matching.match_operator`.
@@ -80,11 +81,14 @@ def estimate_psf(sharp: PhotoSet, blurry: PhotoSet, out_dir, *, grid: tuple[int,
     sharp_patches = SharpPatches(sharp, preset.patch, kernel_size, frame)
     sigma = noise_level(blurry)
 
-    prior = train_corrupted_prior(blurry_patches, out_dir / "step1", preset.step1, resume=resume, progress=progress)
+    prior = train_corrupted_prior(blurry_patches, out_dir / "step1", preset.step1, resume=resume, device=device,
+                                  progress=progress)
     step1_s = time.perf_counter() - start
+    uses_location = location_check(prior, blurry_patches)
     fit = match_operator(prior, blurry_patches, sharp_patches, grid=grid, kernel_size=kernel_size, sigma=sigma,
                          config=preset.step2, out_dir=out_dir / "step2",
-                         resume=resume and (out_dir / "step2").is_dir(), progress=progress, callback=callback)
+                         resume=resume and (out_dir / "step2").is_dir(), device=device, progress=progress,
+                         callback=callback)
     if fit.interrupted:
         raise KeyboardInterrupt
     step2_s = time.perf_counter() - start - step1_s
@@ -98,9 +102,11 @@ def estimate_psf(sharp: PhotoSet, blurry: PhotoSet, out_dir, *, grid: tuple[int,
     report = {
         "method": "ddm", "preset": preset.name, "grid": list(grid), "kernel_size": kernel_size,
         "channels": blurry.channels, "frame": list(frame), "sharp_photos": len(sharp.photos),
-        "blurry_photos": len(blurry.photos), "noise_std": sigma, "patch": preset.patch,
-        "step1": preset.step1.to_json(), "step2": preset.step2.to_json(), "step2_steps": fit.steps,
+        "blurry_photos": len(blurry.photos), "noise_std_estimated": sigma, "patch": preset.patch,
+        "step1_location_check": uses_location, "step1": preset.step1.to_json(), "step2": preset.step2.to_json(),
+        "step2_steps": fit.steps, "noise_std_learned": fit.noise_std,
         "step1_s": step1_s, "step2_s": step2_s, "threads": torch.get_num_threads(),
+        "device": str(next(prior.parameters()).device),
     }
     save_atomic(out_dir / "report.json", lambda f: f.write(json.dumps(report, indent=2).encode()))
     return report

@@ -23,6 +23,10 @@ Beyond the paper, from what CPU-scale runs measured (see the README's DDM sectio
   copies then carry the same fine-tuning drift, which cancels in :math:`\Delta v`; ``"frozen"`` is the paper's.
 - **Averaging**: the estimate is the mean of the operator over the second half of each stage.
 
+The noise std of :math:`y_1` is learnt with the operator (``learn_noise``; the paper does so for its chromatic lens,
+``learn_output_noise``), from the caller's estimate: an overestimated noise level is matched by blurring more (the
+operator must then remove the extra high-frequency energy), so a fixed, biased estimate biases the PSF wider.
+
 The networks have no dropout here and the no-gradient passes run in eval mode, so (b)'s two velocities see the
 same network function (the paper's "identical dropout masks").
 """
@@ -43,7 +47,7 @@ from torch import Tensor, nn
 from blindfast.methods.ddm.patch_blur import blur_patches, kernels_at
 from blindfast.methods.ddm.photos import BlurryPatches, SharpPatches, location_planes, normalised_location
 from blindfast.ops import flow_interpolate, flow_matching_loss
-from blindfast.physics import LensField, PSFGrid, regularisers
+from blindfast.physics import LensField, NoiseStd, PSFGrid, regularisers
 from blindfast.train.checkpoint import (flatten_optimizer, global_rng_states, load_module_state, prefixed,
                                         read_checkpoint, restore_optimizer, set_global_rng_states, unprefixed,
                                         write_checkpoint)
@@ -95,6 +99,8 @@ class MatchingConfig:
         centre_weight: weight of :func:`blindfast.physics.regularisers.centre_penalty` on a grid stage.
         gaussian_weight: weight of :func:`blindfast.physics.regularisers.gaussian_prior` on a grid stage.
         init_sigma: width of the first stage's isotropic Gaussians, pixels.
+        learn_noise: learn the noise std of y1 with the operator (log-parameterised), from the given sigma.
+        noise_lr: Adam learning rate of the log noise std (0.01: about 1% per step).
         snapshot_steps: a checkpoint every this many steps (0: only at the end and on interrupt).
         seed: seeds the data and noise generators.
     """
@@ -106,6 +112,8 @@ class MatchingConfig:
     centre_weight: float = 0.01
     gaussian_weight: float = 0.01
     init_sigma: float = 1.0
+    learn_noise: bool = True
+    noise_lr: float = 0.01
     snapshot_steps: int = 100
     seed: int = 0
 
@@ -128,10 +136,12 @@ class MatchingResult(NamedTuple):
     Attributes:
         psf_grid: (1, C, Gy, Gx, k, k) the estimate: the averaged operator of the last completed stage.
         steps: operator steps done (all stages).
+        noise_std: the noise std of y1 at the end (learnt, or the given one), images in [0, 1].
         interrupted: True when a KeyboardInterrupt stopped the fit early (the checkpoint holds its state).
     """
     psf_grid: Tensor
     steps: int
+    noise_std: float
     interrupted: bool
 
 
@@ -151,7 +161,8 @@ def _averaged(total: Tensor | None, count: int) -> Tensor | None:
 
 def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *, grid: tuple[int, int],
                    kernel_size: int, sigma: float, config: MatchingConfig, out_dir, resume: bool = False,
-                   progress: bool = True, callback: Callable[[int, Tensor], dict] | None = None) -> MatchingResult:
+                   device=None, progress: bool = True,
+                   callback: Callable[[int, Tensor], dict] | None = None) -> MatchingResult:
     """Runs step 2: fits a (1, C, Gy, Gx, k, k) PSF grid so that blurred sharp patches look like the blurry ones.
 
     Writes ``out_dir/matching.safetensors`` (every ``config.snapshot_steps``, at the end and on Ctrl-C; every
@@ -168,6 +179,7 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
         config: the settings.
         out_dir: folder of the checkpoint and the curve.
         resume: continue ``out_dir``'s checkpoint.
+        device: where the networks and the operator run (default: ``pre``'s device); patches are cut on the CPU.
         progress: a progress bar.
         callback: ``callback(step, psf_grid) -> dict`` of extra curve columns (e.g. the error against a known
             truth), called with the current estimate every ``snapshot_steps`` and at the end of each stage.
@@ -182,19 +194,22 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
     channels = blurry.photos.channels
     patch = blurry.size
     frame = blurry.frame
+    device = torch.device(device) if device is not None else next(pre.parameters()).device
+    pre = pre.to(device)
     aux = _trainable_copy(pre)
     twin = _trainable_copy(pre) if config.reference == "twin" else None
     reference = twin if twin is not None else pre.eval()
     aux_optimizer = torch.optim.Adam(aux.parameters(), lr=config.lr_aux, betas=(0.9, 0.99))
     twin_optimizer = torch.optim.Adam(twin.parameters(), lr=config.lr_aux, betas=(0.9, 0.99)) if twin else None
     generators = {"data": torch.Generator().manual_seed(stream_seed(config.seed, DATA_STREAM)),
-                  "noise": torch.Generator().manual_seed(stream_seed(config.seed, NOISE_STREAM))}
+                  "noise": torch.Generator(device).manual_seed(stream_seed(config.seed, NOISE_STREAM))}
     state = {"stage": 0, "step": 0, "average": None, "averaged": 0, "previous": None}
+    noise = NoiseStd(sigma, learnable=config.learn_noise).to(device)
 
     def build_stage(index: int, init: Tensor | None) -> tuple[nn.Module, torch.optim.Optimizer]:
         stage = config.stages[index]
         if stage.kind == "lens":
-            operator = LensField(grid, kernel_size, channels, init_sigma=config.init_sigma)
+            operator = LensField(grid, kernel_size, channels, init_sigma=config.init_sigma).to(device)
             # Adam moves every parameter by about lr per step: the optical centre, in half-images, gets a tenth
             # of the rate of the parameters in pixels (a centre 0.1 off is already 10% of the frame)
             centre = [operator.centre]
@@ -202,8 +217,10 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
             groups = [{"params": rest, "lr": stage.lr}, {"params": centre, "lr": stage.lr * CENTRE_LR_SCALE}]
         else:
             operator = PSFGrid(grid, kernel_size, channels, init="gaussian" if init is None else init[0],
-                               init_sigma=config.init_sigma)
+                               init_sigma=config.init_sigma).to(device)
             groups = [{"params": list(operator.parameters()), "lr": stage.lr}]
+        if config.learn_noise:
+            groups.append({"params": list(noise.parameters()), "lr": config.noise_lr})
         return operator, torch.optim.Adam(groups, lr=stage.lr)
 
     if resume:
@@ -217,10 +234,11 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
             raise ValueError(f"cannot resume {checkpoint} with other step-2 settings ({listed}); only snapshot_steps "
                              f"may change")
         state.update({key: header[key] for key in ("stage", "step", "averaged")})
-        state["average"] = tensors.get("average")
-        state["previous"] = tensors.get("previous")
+        state["average"], state["previous"] = (None if tensors.get(name) is None else tensors[name].to(device)
+                                               for name in ("average", "previous"))
         operator, operator_optimizer = build_stage(state["stage"], state["previous"])
         load_module_state(operator, unprefixed("operator", tensors), "the operator", checkpoint)
+        load_module_state(noise, unprefixed("noise", tensors), "the noise std", checkpoint)
         restore_optimizer(operator_optimizer, unprefixed("operator_optimizer", tensors), header["operator_optimizer"],
                           checkpoint)
         load_module_state(aux, unprefixed("aux", tensors), "the auxiliary model", checkpoint)
@@ -244,7 +262,8 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
     curve = _Curve(out_dir / CURVE_NAME, state["step"], resume)
 
     def save(_nimg: int = 0) -> None:
-        tensors = {**prefixed("operator", operator.state_dict()), **prefixed("aux", aux.state_dict()),
+        tensors = {**prefixed("operator", operator.state_dict()), **prefixed("noise", noise.state_dict()),
+                   **prefixed("aux", aux.state_dict()),
                    **prefixed("rng", {name: g.get_state() for name, g in generators.items()}),
                    **prefixed("global_rng", global_rng_states())}
         header = {"config": config.to_json(), "stage": state["stage"], "step": state["step"],
@@ -267,21 +286,23 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
         index = state["stage"]
         kind = config.stages[index].kind
         crops, centres = sharp(config.batch, generators["data"])
-        cond = location_planes(normalised_location(centres, frame), patch)
+        crops = crops.to(device)
+        cond = location_planes(normalised_location(centres, frame), patch).to(device)
         psf_grid = operator()
-        noise = torch.randn(config.batch, channels, patch, patch, generator=generators["noise"])
-        y1 = blur_patches(crops, kernels_at(psf_grid, centres, frame)) + 2 * sigma * noise   # images in [-1, 1]
+        draw = torch.randn(config.batch, channels, patch, patch, generator=generators["noise"], device=device)
+        y1 = blur_patches(crops, kernels_at(psf_grid, centres, frame)) + 2 * noise() * draw   # images in [-1, 1]
 
         # (a) the auxiliary model learns the distribution of y1
         _flow_gradients(aux, y1.detach(), cond, generators["noise"])
         # the twin keeps learning the blurry photos' distribution, as the auxiliary model learns y1's
         if twin is not None:
             blurry_patches, blurry_cond = blurry(config.batch, generators["data"])
-            _flow_gradients(twin, blurry_patches, blurry_cond, generators["noise"])
+            _flow_gradients(twin, blurry_patches.to(device), blurry_cond.to(device), generators["noise"])
 
         # (b) the operator: mean(dv * y1), dv the velocity difference without gradient
-        y0 = torch.randn(y1.shape, generator=generators["noise"])
-        t = config.time_min + (1 - config.time_min) * torch.rand(config.batch, generator=generators["noise"])
+        y0 = torch.randn(y1.shape, generator=generators["noise"], device=device)
+        t = config.time_min + (1 - config.time_min) * torch.rand(config.batch, generator=generators["noise"],
+                                                                 device=device)
         y_t = flow_interpolate(y0, y1.detach(), t)
         with torch.no_grad():
             aux.eval()
@@ -316,8 +337,9 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
         extra = {}
         if callback is not None and (state["step"] % max(config.snapshot_steps, 1) == 0
                                      or state["step"] in stage_ends):
-            extra = callback(state["step"], _estimate())
-        curve.write(state["step"], config.stages[min(state["stage"], len(config.stages) - 1)].kind, loss, extra)
+            extra = callback(state["step"], _estimate().cpu())
+        curve.write(state["step"], config.stages[min(state["stage"], len(config.stages) - 1)].kind, loss,
+                    {"noise_std": noise().item(), **extra} if extra else {})
 
     def _estimate() -> Tensor:
         average = _averaged(state["average"], state["averaged"])
@@ -331,7 +353,7 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
     curve.close()
     if steps.unsaved or steps.interrupted:
         save()
-    return MatchingResult(_estimate(), state["step"], steps.interrupted)
+    return MatchingResult(_estimate().cpu(), state["step"], noise().item(), steps.interrupted)
 
 
 def _trainable_copy(net: nn.Module) -> nn.Module:
@@ -342,8 +364,8 @@ def _trainable_copy(net: nn.Module) -> nn.Module:
 def _flow_gradients(net: nn.Module, x1: Tensor, cond: Tensor, generator: torch.Generator) -> float:
     """Accumulates the gradient of the flow-matching loss on data ``x1`` (logit-normal times, as step 1 trains)."""
     net.train()
-    x0 = torch.randn(x1.shape, generator=generator)
-    t = torch.sigmoid(torch.randn(x1.shape[0], generator=generator))
+    x0 = torch.randn(x1.shape, generator=generator, device=x1.device)
+    t = torch.sigmoid(torch.randn(x1.shape[0], generator=generator, device=x1.device))
     loss = flow_matching_loss(net(flow_interpolate(x0, x1, t), t, cond), x0, x1)
     loss.backward()
     return loss.item()
