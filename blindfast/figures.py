@@ -7,7 +7,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-__all__ = ["before_after_image", "psf_grid_image", "curves_figure"]
+__all__ = ["before_after_image", "psf_grid_image", "labelled_row", "curves_figure"]
 
 
 def before_after_image(panels: list[tuple], zoom: int = 4) -> Image.Image:
@@ -15,15 +15,19 @@ def before_after_image(panels: list[tuple], zoom: int = 4) -> Image.Image:
     ``zoom``-times enlarged top-left corner (outlined above), where the lens blurs most."""
     h, w = panels[0][0].shape[:2]
     crop = min(h, w) // zoom
-    gap, bar = 8, 36
-    font = ImageFont.load_default(size=20)
+    gap = 8
+    font_size = max(10, min(20, w // 14))      # a caption line of ~28 characters fits the panel
+    font = ImageFont.load_default(size=font_size)
+    bar = 2 * font_size + 12                   # two lines: the title, then the scores
     size = (len(panels) * (w + gap) + gap, bar + h + crop * zoom + 3 * gap)
     canvas = Image.new("RGB", size, (24, 24, 24))
     draw = ImageDraw.Draw(canvas)
     for k, (img, title, *score) in enumerate(panels):
         left, top = gap + k * (w + gap), gap + bar
-        caption = f"{title}   PSNR {score[0]:.2f} dB   SSIM {score[1]:.3f}" if score else title
-        draw.text((left + w // 2, gap + bar // 2), caption, fill=(235, 235, 235), font=font, anchor="mm")
+        lines = [title] + ([f"PSNR {score[0]:.2f} dB  SSIM {score[1]:.3f}"] if score else [])
+        for row, line in enumerate(lines):
+            draw.text((left + w // 2, gap + font_size // 2 + row * (font_size + 4)), line, fill=(235, 235, 235),
+                      font=font, anchor="mt")
         photo = Image.fromarray((img * 255).round().astype(np.uint8))
         canvas.paste(photo, (left, top))
         detail = photo.crop((0, 0, crop, crop)).resize((crop * zoom, crop * zoom), Image.NEAREST)
@@ -42,6 +46,21 @@ def psf_grid_image(psf_grid: Tensor, zoom: int = 4, gap: int = 2) -> Image.Image
     pixels = (mosaic.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     image = Image.fromarray(pixels)
     return image.resize((image.width * zoom, image.height * zoom), Image.NEAREST)
+
+
+def labelled_row(images: list[Image.Image], labels: list[str], gap: int = 16) -> Image.Image:
+    """Images side by side on white, each under its label."""
+    font = ImageFont.load_default(size=22)
+    bar = 36
+    width = sum(i.width for i in images) + gap * (len(images) - 1)
+    canvas = Image.new("RGB", (width, bar + max(i.height for i in images)), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    left = 0
+    for image, label in zip(images, labels):
+        draw.text((left + image.width // 2, bar // 2), label, fill=(0, 0, 0), font=font, anchor="mm")
+        canvas.paste(image, (left, bar))
+        left += image.width + gap
+    return canvas
 
 
 def curves_figure(steps: list[float], series: dict[str, list[float]], *, xlabel: str = "step",

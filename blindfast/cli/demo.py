@@ -23,7 +23,9 @@ def run(args: argparse.Namespace) -> int:
                                            f"{report['noise']} / {report['noise_estimated']:.4f} / "
                                            f"{report['noise_learned']:.4f}")]
     for name, scores in report["kernels"].items():
-        rows.append((f"PSF grid {name}", f"relative error {scores['relative_error']:.3f}   NCC {scores['ncc']:.3f}"))
+        rows.append((f"PSF grid {name}", f"relative error {scores['relative_error']:.3f}   NCC {scores['ncc']:.3f}   "
+                                         f"per-node NCC {scores['ncc_per_node_mean']:.3f} (min "
+                                         f"{scores['ncc_per_node_min']:.3f})"))
     for name, values in report["psnr"].items():
         rows.append((f"PSNR {name}", "  ".join(f"{v:.2f}" for v in values) + " dB   (coffee, chelsea)"))
     rows += [(f"time {key[:-2]}", f"{report[key]:.0f} s") for key in ("step1_s", "step2_s", "restore_s", "total_s")]

@@ -21,6 +21,8 @@ Beyond the paper, from what CPU-scale runs measured (see the README's DDM sectio
 - **A twin reference** (``reference="twin"``): a second copy of the step-1 model keeps training on the blurry
   patches, with the auxiliary model's optimiser settings, and replaces the frozen :math:`v_{pre}` in (b). Both
   copies then carry the same fine-tuning drift, which cancels in :math:`\Delta v`; ``"frozen"`` is the paper's.
+  Like the auxiliary model's, the twin's patches always carry their true locations (step 1's random replacement
+  would teach it a mixture over locations, which the operator would then match: a blur averaged over the field).
 - **Averaging**: the estimate is the mean of the operator over the second half of each stage.
 
 The noise std of :math:`y_1` is learnt with the operator (``learn_noise``; the paper does so for its chromatic lens,
@@ -33,6 +35,7 @@ same network function (the paper's "identical dropout masks").
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -171,7 +174,7 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
 
     Args:
         pre: the step-1 velocity network ``pre(y_t, t, cond)`` (its EMA), with 2 cond channels; not modified.
-        blurry: the blurry patches (the twin's data).
+        blurry: the blurry patches (the twin's data, without location replacement).
         sharp: the sharp crops and their frame centres.
         grid: (Gy, Gx) nodes of the estimated grid.
         kernel_size: k, odd.
@@ -198,6 +201,7 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
     pre = pre.to(device)
     aux = _trainable_copy(pre)
     twin = _trainable_copy(pre) if config.reference == "twin" else None
+    twin_data = BlurryPatches(blurry.photos, blurry.size, random_location_fraction=0.0)
     reference = twin if twin is not None else pre.eval()
     aux_optimizer = torch.optim.Adam(aux.parameters(), lr=config.lr_aux, betas=(0.9, 0.99))
     twin_optimizer = torch.optim.Adam(twin.parameters(), lr=config.lr_aux, betas=(0.9, 0.99)) if twin else None
@@ -228,7 +232,8 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
             raise FileNotFoundError(f"no step-2 checkpoint to resume in {out_dir} (expected {checkpoint})")
         tensors, header = read_checkpoint(checkpoint)
         saved, now = header.get("config", {}), config.to_json()
-        changed = {key: (saved.get(key), now[key]) for key in now if key != "snapshot_steps" and saved.get(key) != now[key]}
+        changed = {key: (saved.get(key), now[key]) for key in now
+                   if key != "snapshot_steps" and saved.get(key) != now[key]}
         if changed:
             listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
             raise ValueError(f"cannot resume {checkpoint} with other step-2 settings ({listed}); only snapshot_steps "
@@ -282,7 +287,6 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
         write_checkpoint(checkpoint, tensors, header)
 
     def step(_nimg: int) -> float:
-        nonlocal operator, operator_optimizer
         index = state["stage"]
         kind = config.stages[index].kind
         crops, centres = sharp(config.batch, generators["data"])
@@ -296,7 +300,7 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
         _flow_gradients(aux, y1.detach(), cond, generators["noise"])
         # the twin keeps learning the blurry photos' distribution, as the auxiliary model learns y1's
         if twin is not None:
-            blurry_patches, blurry_cond = blurry(config.batch, generators["data"])
+            blurry_patches, blurry_cond = twin_data(config.batch, generators["data"])
             _flow_gradients(twin, blurry_patches.to(device), blurry_cond.to(device), generators["noise"])
 
         # (b) the operator: mean(dv * y1), dv the velocity difference without gradient
@@ -357,7 +361,6 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
 
 
 def _trainable_copy(net: nn.Module) -> nn.Module:
-    import copy
     return copy.deepcopy(net).train().requires_grad_(True)
 
 

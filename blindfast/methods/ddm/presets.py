@@ -10,7 +10,8 @@
 - ``paper``: Meanti et al.'s settings for GPUs (``configs/exp/step1_nonuniform.yaml``, ``step2_nonuniform.yaml``):
   64-pixel patches, batch 512 and 33 Mi patches in step 1 (lr 1e-2 there is for EDM2's magnitude-preserving layers,
   which our U-Net does not have: we keep our Adam rate), batch 128, 3 Mi patches in step 2, the frozen reference, a
-  free grid (from Gaussian kernels; the paper draws random ones), aux lr 1e-5, kernel lr 4e-5, regularisers centre 0.01, Gaussian 0.01.
+  free grid (from Gaussian kernels; the paper draws random ones), aux lr 1e-5, kernel lr 4e-5, regularisers centre
+  0.01, Gaussian 0.01, the noise std fixed (that config does not learn it).
 
 Learning rates: step 1 and the auxiliary model use the shipped prior's training rate (2e-4, its manifest) on the CPU
 presets, where a few thousand steps must move the network; the lens stage's 0.01 moves a width by ~1 pixel in 100
@@ -66,7 +67,7 @@ def preset(name: str, seed: int = 0) -> Preset:
         return Preset("paper", 64, _step1(33 * 2**20, 512, 2e-4, seed),
                       MatchingConfig(stages=(Stage("grid", 3 * 2**20 // 128, 4e-5),), batch=128, lr_aux=1e-5,
                                      reference="frozen", centre_weight=0.01, gaussian_weight=0.01,
-                                     snapshot_steps=4096, seed=seed))
+                                     learn_noise=False, snapshot_steps=4096, seed=seed))
     raise ValueError(f"preset must be one of {PRESETS}, got {name!r}")
 
 
