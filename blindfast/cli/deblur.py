@@ -53,7 +53,12 @@ def _operator(args: argparse.Namespace, y):
             available = ", ".join(sorted(methods)) or "none is registered yet"
             raise CommandError(f"--method: expected one of the registered blind methods ({available}), got "
                                f"{args.method!r}")
-        return methods[args.method].estimate(y, args)
+        method = methods[args.method]
+        for option in ("kernel", "psf_grid"):
+            if getattr(args, option) is not None and option not in method.reads:
+                reads = " or ".join(f"--{o.replace('_', '-')}" for o in method.reads) or "no blur option"
+                raise CommandError(f"--method {method.name} reads {reads}, got --{option.replace('_', '-')}")
+        return method.estimate(y, args)
     if args.kernel is not None:
         kernel = _load_array(args.kernel, "--kernel", (2, 3), "(kh, kw) or (C, kh, kw)")
         kernel = kernel[None, None] if kernel.dim() == 2 else kernel[None]

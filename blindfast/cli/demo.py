@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from blindfast.cli.arg_types import non_negative_int
 from blindfast.cli.common import CommandError, add_command, print_table
 
 
@@ -45,6 +46,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--out", default="outputs/demo", help="output folder (default: %(default)s)")
     demo.add_argument("--preset", choices=PRESETS, default="demo",
                       help="demo: <= 10 minutes on 2 cores; quality: <= 60 minutes (default: %(default)s)")
-    demo.add_argument("--seed", type=int, default=0, help="seeds the lens, the noise and DDM (default: %(default)s)")
+    demo.add_argument("--seed", type=non_negative_int, default=0,
+                      help="seeds the lens, the noise and DDM (default: %(default)s)")
     demo.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")

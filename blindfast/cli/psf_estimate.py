@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from blindfast.cli.arg_types import positive_int
+from blindfast.cli.arg_types import non_negative_int, positive_int
 from blindfast.cli.common import CommandError, add_command, default_device, print_table
 
 
@@ -62,7 +62,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                                                                           "(default: %(default)s)")
     command.add_argument("--preset", choices=PRESETS, default="demo",
                          help="budget: demo (minutes on a CPU), quality (an hour on a CPU), paper (GPUs)")
-    command.add_argument("--seed", type=int, default=0, help="seeds patches and noise (default: %(default)s)")
+    command.add_argument("--seed", type=non_negative_int, default=0,
+                         help="seeds patches and noise (default: %(default)s)")
     command.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     command.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     command.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -29,12 +29,15 @@ class DeblurMethod:
         estimate: ``estimate(y, options) -> (op, params)``: the operator and its parameters found from the
             (1, C, H, W) measurement ``y`` in [0, 1]; ``options`` is the command's parsed arguments.
         add_arguments: optional ``add_arguments(group)``, adding the method's own options to an argparse group.
+        reads: the command's blur options the method reads ("kernel", "psf_grid"): e.g. DDM restores with the grid
+            ``psf-estimate`` learned, given by ``--psf-grid``; the command refuses the others next to ``--method``.
     """
 
     name: str
     help: str
     estimate: Callable[[Tensor, object], tuple[LinearOperator, dict]]
     add_arguments: Callable[[object], None] | None = None
+    reads: tuple[str, ...] = ()
 
 
 _METHODS: dict[str, DeblurMethod] = {}

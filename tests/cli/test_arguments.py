@@ -9,13 +9,15 @@ from blindfast.cli import export_prior
 # (command with its required options, option, the converter's wording)
 POSITIVE_INT, POSITIVE, NON_NEGATIVE, FRACTION = ("a positive integer", "a finite number > 0",
                                                   "a finite number >= 0", "a number in [0, 1)")
+NON_NEGATIVE_INT = "an integer >= 0"
 TRAIN = ["train-prior", "--data", "DIR", "--out", "OUT", "--kimg", "1"]
 SHIPPED = ["train-shipped-latent", "--out", "OUT", "--kimg", "1", "--ae-kimg", "1"]
 EXPORT = ["export-prior", "--checkpoint", "CKPT", "--name", "n"]
 DEBLUR = ["deblur", "--input", "IN.png", "--out", "OUT.png", "--kernel", "K.npy"]
+PSF = ["psf-estimate", "--sharp", "S", "--blurry", "B", "--out", "O"]
 OPTIONS = [
-    (["demo"], "--size", POSITIVE_INT), (["demo"], "--iters", POSITIVE_INT), (["demo"], "--crop", POSITIVE_INT),
-    (["demo"], "--noise", NON_NEGATIVE),
+    (["demo"], "--seed", NON_NEGATIVE_INT), (PSF, "--ksize", POSITIVE_INT), (PSF, "--channels", POSITIVE_INT),
+    (PSF, "--seed", NON_NEGATIVE_INT),
     (TRAIN, "--patch", POSITIVE_INT), (TRAIN, "--batch", POSITIVE_INT), (TRAIN, "--micro-batch", POSITIVE_INT),
     (TRAIN, "--lr", POSITIVE), (TRAIN, "--dropout", FRACTION), (TRAIN, "--snapshot-kimg", NON_NEGATIVE),
     (SHIPPED, "--kimg", POSITIVE), (SHIPPED, "--patch", POSITIVE_INT), (SHIPPED, "--batch", POSITIVE_INT),
@@ -26,7 +28,7 @@ OPTIONS = [
     (DEBLUR, "--tile", POSITIVE_INT),
 ]
 BAD = {POSITIVE_INT: ["-1", "0", "2.5", "abc"], POSITIVE: ["-1", "0", "nan", "inf", "abc"],
-       NON_NEGATIVE: ["-0.5", "nan", "abc"], FRACTION: ["-0.1", "1", "nan"]}
+       NON_NEGATIVE: ["-0.5", "nan", "abc"], FRACTION: ["-0.1", "1", "nan"], NON_NEGATIVE_INT: ["-1", "2.5", "abc"]}
 
 
 @pytest.mark.parametrize("command, option, wording", OPTIONS, ids=[f"{c[0]}{o}" for c, o, _ in OPTIONS])

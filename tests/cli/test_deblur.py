@@ -154,7 +154,10 @@ def _bad_inputs(files):
          "argument --sigma: must be a finite number > 0, got '-0.1'"),
         (["--input", inp, "--kernel", kernel, "--tile", "5"], "--tile must be at least the kernel size 9, got 5"),
         (["--input", inp, "--psf-grid", kernel], "expected a float array of shape (Gy, Gx, kh, kw)"),
-        (["--input", inp, "--kernel", kernel, "--method", "x"], "not allowed with argument"),
+        (["--input", inp, "--kernel", kernel, "--psf-grid", kernel], "not allowed with argument"),
+        (["--input", inp, "--method", "x"], "expected one of the registered blind methods"),
+        (["--input", inp], "expected the blur: one of --kernel, --psf-grid or --method, got none of them"),
+        (["--input", inp, "--kernel", kernel, "--method", "ddm"], "--method ddm reads --psf-grid, got --kernel"),
     ]
 
 

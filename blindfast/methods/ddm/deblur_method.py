@@ -30,4 +30,4 @@ def _estimate(y, options):
 
 
 register_method(DeblurMethod("ddm", "the PSF grid learned by `blindfast psf-estimate` (DDM), given by --psf-grid",
-                             _estimate))
+                             _estimate, reads=("psf_grid",)))
