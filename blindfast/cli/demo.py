@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
                                          f"{scores['ncc_per_node_min']:.3f})"))
     for name, values in report["psnr"].items():
         rows.append((f"PSNR {name}", "  ".join(f"{v:.2f}" for v in values) + " dB   (coffee, chelsea)"))
+    check = report["step1_location_check"]
+    rows.append(("step 1: loss with shuffled locations", f"{100 * check['relative_increase']:+.2f}%"))
     rows += [(f"time {key[:-2]}", f"{report[key]:.0f} s") for key in ("step1_s", "step2_s", "restore_s", "total_s")]
     print_table(rows)
     print("wrote:")

@@ -106,7 +106,7 @@ def run_demo(out_dir, *, preset: str = "demo", seed: int = 0, resume: bool = Fal
     report = {
         "preset": preset, "seed": seed, "lens": {"grid": list(GRID), "kernel_size": KERNEL_SIZE, **DEMO_LENS},
         "frame": FRAME, "noise": NOISE, "noise_estimated": ddm["noise_std_estimated"],
-        "noise_learned": ddm["noise_std_learned"],
+        "noise_learned": ddm["noise_std_learned"], "step1_location_check": ddm["step1_location_check"],
         "kernels": {name: _grid_scores(g, lens) for name, g in grids.items() if name != "true"},
         "psnr": {name: psnr(img.clamp(0, 1), sharp).tolist() for name, img in images.items()},
         "ssim": {name: ssim(img.clamp(0, 1), sharp).tolist() for name, img in images.items()},
