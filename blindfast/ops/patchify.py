@@ -12,8 +12,9 @@ import numbers
 import torch
 from torch import Tensor
 
+from blindfast import _validate
 from blindfast.ops import _backend
-from blindfast.ops._checks import check_int, check_no_autograd, check_out, check_tensor
+from blindfast.ops._checks import check_no_autograd, check_out, check_tensor
 
 __all__ = ["overlap_add", "patch_centres", "patch_grid", "patchify"]
 
@@ -40,8 +41,8 @@ def _grid(height: int, width: int, size: int, stride: int) -> tuple[int, int]:
 
 def _check_grid(height: int, width: int, size: int, stride: int) -> None:
     """size and stride are ints >= 1, size <= min(H, W) (no int() on H, W: they may be SymInts)."""
-    check_int("size", size, 1)
-    check_int("stride", stride, 1)
+    _validate.positive_int("size", size)
+    _validate.positive_int("stride", stride)
     if size > height or size > width:
         raise ValueError(f"patch size {size} must fit in the image (size <= min(H, W)), got image size "
                          f"({height}, {width})")
@@ -171,8 +172,8 @@ def _check_overlap_add(patches: Tensor, height: int, width: int, stride: int, st
     N, C, size, size_x = patches.shape
     if size != size_x:
         raise ValueError(f"patches must be square, shape (B * L, C, size, size), got shape {tuple(patches.shape)}")
-    check_int("height", height, 1)
-    check_int("width", width, 1)
+    _validate.positive_int("height", height)
+    _validate.positive_int("width", width)
     _check_grid(height, width, size, stride)
     ly, lx = _grid(height, width, size, stride)
     if N % (ly * lx) != 0:
