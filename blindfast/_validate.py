@@ -81,6 +81,9 @@ def int_or_pair(name: str, value, layout: str, least: int = 1) -> tuple[int, int
     """
     if isinstance(value, (tuple, list, torch.Size)):
         return int_pair(name, value, layout, least)
+    if not _is_integer(value):
+        raise TypeError(f"{name} must be an integer >= {least} or two of them {layout}, got {type(value).__name__} "
+                        f"{value!r}")
     value = integer(name, value, least)
     return value, value
 

@@ -1,7 +1,10 @@
 """Images for training and evaluation: folders of files, random patches, tiled processing, the photos shipped with
 scikit-image, and unpaired clean/degraded patch sets.
 
-Images are float tensors (C, H, W) in [0, 1]; all randomness comes from an explicit ``torch.Generator``.
+Images are float tensors (C, H, W) in [0, 1]; all randomness comes from an explicit ``torch.Generator``. Every
+public function and class checks its arguments first (:mod:`blindfast._validate`): TypeError for a wrong type (a
+bool or a float where an int is expected, a str for a number, an integer image), ValueError for a wrong value (a
+size below 1, NaN or inf, a wrong rank), each message naming the argument, what was expected and what was got.
 """
 
 from __future__ import annotations

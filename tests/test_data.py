@@ -344,7 +344,7 @@ def test_apply_tiled_blends_with_the_window_weights():
 def test_tiling_bad_input():
     with pytest.raises(ValueError, match=r"0 <= overlap <= tile // 2, got tile \(8, 8\) and overlap \(5, 5\)"):
         tile_slices((20, 20), 8, 5)
-    with pytest.raises(TypeError, match="overlap must be an integer >= 0, got str 'a'"):
+    with pytest.raises(TypeError, match=r"overlap must be an integer >= 0 or two of them \(oh, ow\), got str 'a'"):
         blend_window(8, "a")
     with pytest.raises(ValueError, match=r"x must have shape \(B, C, H, W\) with H, W >= 1, got \(3, 8, 8\)"):
         apply_tiled(lambda t: t, torch.rand(3, 8, 8), 4, 1)

@@ -7,8 +7,6 @@ flows back through the overlap-add in one pass.
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import Tensor
 
@@ -21,17 +19,6 @@ __all__ = ["overlap_add", "patch_centres", "patch_grid", "patchify"]
 
 # ---------------------------------------------------------------------------------------------------------------
 # Geometry
-
-
-def _image_hw(image_size) -> tuple[int, int]:
-    """An int (square) or an (H, W) pair as (H, W)."""
-    if isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool):
-        image_size = (image_size, image_size)
-    try:
-        height, width = (int(s) for s in image_size)
-    except (TypeError, ValueError):
-        raise TypeError(f"image_size must be an int or an (H, W) pair of ints, got {image_size!r}") from None
-    return height, width
 
 
 def _grid(height: int, width: int, size: int, stride: int) -> tuple[int, int]:
@@ -58,7 +45,7 @@ def patch_grid(image_size, size: int, stride: int) -> tuple[int, int]:
     Returns:
         (Ly, Lx); L = Ly * Lx patches per image.
     """
-    height, width = _image_hw(image_size)
+    height, width = _validate.int_or_pair("image_size", image_size, "(H, W)")
     _check_grid(height, width, size, stride)
     return _grid(height, width, size, stride)
 
@@ -343,7 +330,7 @@ def overlap_add(patches: Tensor, image_size, stride: int, *, std=None) -> Tensor
     Returns:
         (B, C, H, W) image.
     """
-    height, width = _image_hw(image_size)
+    height, width = _validate.int_or_pair("image_size", image_size, "(H, W)")
     _check_overlap_add(patches, height, width, stride, None)
     std = _per_channel("std", std, patches, patches.shape[1], positive=True)
     return _overlap_add(patches, height, width, int(stride), std)

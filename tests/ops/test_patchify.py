@@ -334,6 +334,8 @@ def test_bad_out(args, kwargs, error, words):
         ((P, (16, 20), 0), {}, ValueError, ["stride must be an integer >= 1", "got 0"]),
         ((P, (3, 20), 4), {}, ValueError, ["size 4", "(3, 20)"]),
         ((P, "16x20", 4), {}, TypeError, ["image_size", "(H, W)", "'16x20'"]),
+        ((P, (16.5, 20), 4), {}, TypeError, ["image_size must be two integers >= 1 (H, W)", "(16.5, 20)"]),
+        ((P, True, 4), {}, TypeError, ["image_size must be an integer >= 1 or two of them (H, W)", "bool True"]),
         ((P, (16, 20), 4), {"std": [1.0, 1.0]}, ValueError, ["std", "(3)", "got 2"]),
         ((P, (16, 20), 4), {"std": [1.0, float("nan"), 1.0]}, ValueError, ["std must be > 0", "nan"]),
     ],
