@@ -365,8 +365,8 @@ def _check_tiling(tile, overlap) -> tuple[tuple[int, int], tuple[int, int]]:
     overlap = _validate.int_or_pair("overlap", overlap, "(oh, ow)", least=0)
     for t, o in zip(tile, overlap):
         if 2 * o > t:
-            raise ValueError(f"tile must be positive and 0 <= overlap <= tile // 2, got tile {tile} and overlap "
-                             f"{overlap}")
+            raise ValueError(f"overlap must be at most half the tile, 0 <= overlap <= tile // 2, got tile {tile} and "
+                             f"overlap {overlap}")
     return tile, overlap
 
 

@@ -218,6 +218,18 @@ def test_torch_compile_fullgraph():
     torch.testing.assert_close(score_then_adjoint(x), expected)
 
 
+def test_torch_compile_dynamic_shapes():
+    """Traced with dynamic shapes, the checkers get the sizes as torch.SymInt; the shared scalar checks
+    (blindfast._validate) take them as integers."""
+    @torch.compile(fullgraph=True, dynamic=True, backend="eager")
+    def patch_and_back(a):
+        return overlap_add(patchify(a, 5, 3), a.shape[-2:], 3)
+
+    for shape in ((2, 3, 21, 26), (1, 3, 17, 23)):
+        x = make_image(shape, torch.float32, seed=10)
+        torch.testing.assert_close(patch_and_back(x), overlap_add(patchify(x, 5, 3), shape[-2:], 3))
+
+
 def test_non_contiguous_inputs():
     x = make_image((2, 3, 30, 41), torch.float64, seed=9)
     x_t = x.transpose(-1, -2).contiguous().transpose(-1, -2)  # same values, column-major strides
