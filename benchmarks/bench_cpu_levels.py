@@ -3,6 +3,7 @@
 The native module is built here (cmake, into build-native/) on first use. Goal: the level dispatch picks on this
 machine within 5% of native.
 Run: python -m pytest benchmarks/bench_cpu_levels.py --benchmark-columns=median,rounds --benchmark-group-by=group
+(a 5% difference wants more than the default rounds: BLINDFAST_BENCH_ROUNDS=7 gives every build 7)
 """
 
 import functools
@@ -17,7 +18,6 @@ from conftest import record, record_bandwidth
 from blindfast.ops import _backend, flow_matching_loss, hqs_kernel_update, info_nce, patchify, sv_conv
 
 ROOT = Path(__file__).resolve().parents[1]
-ROUNDS = 7
 
 
 @functools.cache
@@ -72,7 +72,7 @@ def test_sv_conv_levels(benchmark, machine, use_build, build, op):
             p = psf.detach().requires_grad_(True)
             return torch.autograd.grad((sv_conv(x, p, padding="reflect") * weights).sum(), p)[0]
     flops = 8 * 13 * 13 * 3 * 1024 * 1024 * (2 if op == "grad_psf" else 1)
-    record(benchmark, fn, "cpu", machine, flops, ROUNDS, x.numel() * 4)
+    record(benchmark, fn, "cpu", machine, flops, x.numel() * 4)
 
 
 @pytest.mark.parametrize("build", BUILDS)
@@ -86,7 +86,7 @@ def test_info_nce_levels(benchmark, machine, use_build, build):
     def fn():
         qg = q.detach().requires_grad_(True)
         return torch.autograd.grad(info_nce(qg, k_pos, queue, 0.07), qg)[0]
-    record(benchmark, fn, "cpu", machine, 4 * 2 * 4096 * 4097 * 128, ROUNDS, q.numel() * 4)
+    record(benchmark, fn, "cpu", machine, 4 * 2 * 4096 * 4097 * 128, q.numel() * 4)
 
 
 @pytest.mark.parametrize("build", BUILDS)
@@ -97,7 +97,7 @@ def test_hqs_levels(benchmark, machine, use_build, build):
     benchmark.group = "levels-hqs-512x512-k33"
     fn = lambda: hqs_kernel_update(x_hat, y, kernel / kernel.sum(), sigma=0.05, delta=5e6, iters=20)  # noqa: E731
     # the per-iteration step is a (kh kw)^2 matrix-vector product: 2 (33^2)^2 FLOPs, 20 times
-    record(benchmark, fn, "cpu", machine, 20 * 2 * 33**4, ROUNDS, x_hat.numel() * 4)
+    record(benchmark, fn, "cpu", machine, 20 * 2 * 33**4, x_hat.numel() * 4)
 
 
 @pytest.mark.parametrize("build", BUILDS)
@@ -106,7 +106,7 @@ def test_flow_loss_levels(benchmark, machine, use_build, build):
     use_build(build)
     v, x0, x1 = _inputs(*[(8, 3, 512, 512)] * 3)
     benchmark.group = "levels-flow_matching_loss-8x3x512x512"
-    record_bandwidth(benchmark, lambda: flow_matching_loss(v, x0, x1), "cpu", machine, 4 * v.numel() * 4, ROUNDS)
+    record_bandwidth(benchmark, lambda: flow_matching_loss(v, x0, x1), "cpu", machine, 4 * v.numel() * 4)
 
 
 @pytest.mark.parametrize("build", BUILDS)
@@ -116,5 +116,5 @@ def test_patchify_levels(benchmark, machine, use_build, build):
     (x,) = _inputs((4, 3, 512, 512))
     benchmark.group = "levels-patchify-4x3x512x512-p64-s32"
     out_numel = 4 * 15 * 15 * 3 * 64 * 64
-    record_bandwidth(benchmark, lambda: patchify(x, 64, 32), "cpu", machine, (x.numel() + out_numel) * 4, ROUNDS)
+    record_bandwidth(benchmark, lambda: patchify(x, 64, 32), "cpu", machine, (x.numel() + out_numel) * 4)
 

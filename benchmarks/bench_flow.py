@@ -30,10 +30,6 @@ def tensors(shape, count, device):
     return [torch.randn(shape, generator=g).to(device) for _ in range(count)]
 
 
-def rounds_for(shape):
-    return 20 if torch.Size(shape).numel() < 2**24 else 5
-
-
 # "_out" variants write into a preallocated tensor: a fresh output's pages fault in on first write, which for the
 # large tensors costs more than the arithmetic (the allocation is the caller's to avoid, e.g. by reusing a buffer).
 @pytest.mark.parametrize("impl", ["blindfast", "blindfast_out", "torch_lerp", "torch_lerp_out", "reference"])
@@ -47,7 +43,7 @@ def test_flow_interpolate(benchmark, machine, device, shape, impl):
           "torch_lerp_out": lambda: torch.lerp(x0, x1, t.view(-1, 1, 1, 1), out=out),
           "reference": lambda: flow_interpolate_reference(x0, x1, t)}[impl]
     benchmark.group = f"flow_interpolate-{'x'.join(map(str, shape))}"
-    record_bandwidth(benchmark, fn, device, machine, 3 * x0.nbytes, rounds_for(shape))
+    record_bandwidth(benchmark, fn, device, machine, 3 * x0.nbytes)
 
 
 @pytest.mark.parametrize("impl", ["blindfast", "reference"])
@@ -63,7 +59,7 @@ def test_flow_matching_loss_forward_backward(benchmark, machine, device, shape, 
 
     benchmark.group = f"flow_matching_loss-{'x'.join(map(str, shape))}"
     # Minimum traffic: v, x0, x1 read, v.grad written.
-    record_bandwidth(benchmark, step, device, machine, 4 * v.nbytes, rounds_for(shape))
+    record_bandwidth(benchmark, step, device, machine, 4 * v.nbytes)
 
 
 @pytest.mark.parametrize("impl", ["blindfast", "blindfast_out", "reference"])
@@ -76,7 +72,7 @@ def test_ddim_step_guided(benchmark, machine, device, shape, impl):
           "blindfast_out": lambda: ddim_step(x, eps, 0.4, 0.5, out=out, **step),
           "reference": lambda: ddim_step_reference(x, eps, 0.4, 0.5, 0.5, z, grad, 0.1, (-1.0, 1.0))}[impl]
     benchmark.group = f"ddim_step-{'x'.join(map(str, shape))}"
-    record_bandwidth(benchmark, fn, device, machine, 5 * x.nbytes, rounds_for(shape))
+    record_bandwidth(benchmark, fn, device, machine, 5 * x.nbytes)
 
 
 @pytest.mark.parametrize("impl", ["blindfast", "foreach_lerp", "unfused"])
@@ -96,4 +92,4 @@ def test_power_ema_update(benchmark, machine, device, case, impl):
           "unfused": unfused}[impl]
     benchmark.group = f"power_ema_update-{case}"
     # ema read and written, weights read.
-    record_bandwidth(benchmark, fn, device, machine, 3 * 4 * sum(sizes), 5)
+    record_bandwidth(benchmark, fn, device, machine, 3 * 4 * sum(sizes))

@@ -50,9 +50,8 @@ def test_info_nce(benchmark, device, machine, op, N, impl):
     q, k_pos, queue = make_inputs(device, N)
     benchmark.group = f"info_nce-{op}-N{N}-D{D}-K{K}"
     flops = 2 * N * K * D * (2 if op == "forward_backward" else 1)
-    rounds = 5 if impl == "blindfast" else 3
     input_bytes = sum(t.numel() * t.element_size() for t in (q, k_pos, queue))
-    record(benchmark, operation(IMPLS[impl], op, q, k_pos, queue), device, machine, flops, rounds, input_bytes)
+    record(benchmark, operation(IMPLS[impl], op, q, k_pos, queue), device, machine, flops, input_bytes)
 
 
 @pytest.mark.parametrize("chunk_rows", [32, 64, 128, 256, 512, 1024])
@@ -66,5 +65,5 @@ def test_chunk_rows(benchmark, device, machine, chunk_rows):
     benchmark.extra_info["default"] = chunk_rows * K == DEFAULT_CHUNK_ELEMENTS
     loss_fn = lambda *args: info_nce(*args, chunk_elements=chunk_rows * K)  # noqa: E731
     input_bytes = sum(t.numel() * t.element_size() for t in (q, k_pos, queue))
-    record(benchmark, operation(loss_fn, "forward_backward", q, k_pos, queue), device, machine, 4 * N * K * D, 5,
+    record(benchmark, operation(loss_fn, "forward_backward", q, k_pos, queue), device, machine, 4 * N * K * D,
            input_bytes)

@@ -20,7 +20,6 @@ STD = [0.229, 0.224, 0.225]
 # of small images with heavily overlapping patches (ceil(size / stride)^2 = 16 per pixel; 33 MB).
 CONFIGS = [(8, 3, 256, 256, 64, 16), (1, 3, 1024, 1024, 64, 32), (16, 3, 128, 128, 32, 8)]
 CONFIG_IDS = ["{}x{}x{}x{}-k{}s{}".format(*c) for c in CONFIGS]
-ROUNDS = 10
 
 
 def make_inputs(device, config):
@@ -41,7 +40,7 @@ def test_patchify(benchmark, device, machine, config, impl):
           "blindfast_out": lambda: patchify(x, size, stride, mean=MEAN, std=STD, out=out),
           "reference": lambda: patchify_reference(x, size, stride, MEAN, STD)}[impl]
     benchmark.group = f"patchify-{CONFIG_IDS[CONFIGS.index(config)]}"
-    record_bandwidth(benchmark, fn, device, machine, x.nbytes + patches.nbytes, ROUNDS)
+    record_bandwidth(benchmark, fn, device, machine, x.nbytes + patches.nbytes)
 
 
 @pytest.mark.parametrize("impl", ["blindfast", "reference"])
@@ -52,4 +51,4 @@ def test_overlap_add(benchmark, device, machine, config, impl):
     fn = {"blindfast": lambda: overlap_add(patches, (H, W), stride, std=STD),
           "reference": lambda: overlap_add_reference(patches, (H, W), stride, STD)}[impl]
     benchmark.group = f"overlap_add-{CONFIG_IDS[CONFIGS.index(config)]}"
-    record_bandwidth(benchmark, fn, device, machine, x.nbytes + patches.nbytes, ROUNDS)
+    record_bandwidth(benchmark, fn, device, machine, x.nbytes + patches.nbytes)

@@ -2,8 +2,8 @@
 
 An RGB 1024x1024 image, the 64 tent maps of an 8x8 bilinear grid as multipliers (built once, outside the timing),
 64 per-channel 13x13 kernels, reflect padding, both orders (mask_first False and True). deepinv convolves the full
-image once per map (~2-7 s a call here), so the rounds are few.
-Run: python -m pytest benchmarks/bench_product_conv.py --benchmark-columns=min,median,rounds
+image once per map (~6 s a call here); both get conftest's warm-up and rounds (time_rounds).
+Run: python -m pytest benchmarks/bench_product_conv.py --benchmark-columns=median,rounds
 (BLINDFAST_BENCH_PRODUCT_CONV_SIZE=256 for a quick sanity run.)
 """
 
@@ -11,7 +11,7 @@ import os
 
 import pytest
 import torch
-from conftest import THREADS
+from conftest import THREADS, time_rounds
 
 from blindfast.ops import product_conv
 from blindfast.ops.reference import tent_multipliers
@@ -45,12 +45,11 @@ def test_product_conv_forward(benchmark, inputs, mask_first, impl):
     torch.set_num_threads(THREADS)  # 2 unless BLINDFAST_BENCH_THREADS says otherwise (benchmarks/conftest.py)
     x, kernels, multipliers = inputs
     benchmark.group = "product_conv-forward"
-    y = benchmark.pedantic(operation(impl, x, kernels, multipliers, mask_first), rounds=2, iterations=1,
-                           warmup_rounds=0)
+    y, seconds = time_rounds(benchmark, operation(impl, x, kernels, multipliers, mask_first))
     assert y.shape == x.shape
     useful_flops = 8 * KERNEL * KERNEL * CHANNELS * SIZE * SIZE  # 4 tents per pixel, a multiply-add per tap
     benchmark.extra_info.update({
-        "gflops": round(useful_flops / benchmark.stats.stats.min / 1e9, 2),  # best of the rounds
+        "gflops": round(useful_flops / seconds / 1e9, 2),
         "mask_first": mask_first,
         "size": f"{CHANNELS}x{SIZE}x{SIZE}",
         "kernel": KERNEL,

@@ -1,10 +1,13 @@
-"""Shared benchmark fixtures: thread count, the machine's measured limits, peak memory."""
+"""Shared benchmark fixtures: thread count, the machine's measured limits, peak memory, and the one way every
+benchmark times an implementation (:func:`time_rounds`)."""
 
 import ctypes
+import math
 import os
 import statistics
 import threading
 import time
+from typing import Any, NamedTuple
 
 import pytest
 import torch
@@ -12,6 +15,13 @@ import torch
 THREADS = int(os.environ.get("BLINDFAST_BENCH_THREADS", "2"))
 # Baselines that take minutes per call (deepinv and the naive composition at 4096^2, 20 MP) run only when asked.
 FULL = os.environ.get("BLINDFAST_BENCH_FULL") == "1"
+# Every implementation, ours and each baseline, is timed alike: WARMUP_ROUNDS untimed calls (first-call costs: lazy
+# initialisation, caches, Triton compilation), then ROUNDS timed calls of one iteration each, whose median is
+# reported. Set here only; BLINDFAST_BENCH_ROUNDS raises the rounds of every implementation alike.
+WARMUP_ROUNDS = 1
+ROUNDS = int(os.environ.get("BLINDFAST_BENCH_ROUNDS", "3"))
+if ROUNDS < 2:
+    raise ValueError(f"BLINDFAST_BENCH_ROUNDS must be an integer >= 2 (a median needs rounds), got {ROUNDS}")
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -99,41 +109,58 @@ class PeakMemory:
         self.peak_bytes = max(self.peak_bytes, self._rss() - self._base)
 
 
-def record(benchmark, fn, device, machine, flops: float, rounds: int, image_bytes: int) -> None:
-    """Times fn with pytest-benchmark, then stores GFLOP/s, the fraction of the matmul rate and peak memory."""
+class Timing(NamedTuple):
+    result: Any       # fn's result of the last call
+    seconds: float    # the median of the timed rounds; NaN under --benchmark-disable (fn ran once, untimed)
+
+
+def time_rounds(benchmark, fn, device: str = "cpu") -> Timing:
+    """Times ``fn`` with pytest-benchmark as every benchmark here does: WARMUP_ROUNDS untimed calls, then ROUNDS
+    timed calls of one iteration each, the device synchronised after each call."""
     def timed():
+        result = fn()
+        synchronize(device)
+        return result
+
+    result = benchmark.pedantic(timed, rounds=ROUNDS, iterations=1, warmup_rounds=WARMUP_ROUNDS)
+    return Timing(result, benchmark.stats.stats.median if benchmark.stats is not None else math.nan)
+
+
+def peak_extra_bytes(fn, device: str) -> int:
+    """The peak memory above the level at entry during one more call of ``fn`` (see :class:`PeakMemory`)."""
+    with PeakMemory(device) as memory:
         fn()
         synchronize(device)
+    return memory.peak_bytes
 
-    benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=1 if rounds > 1 else 0)
-    seconds = benchmark.stats.stats.median
-    with PeakMemory(device) as memory:
-        timed()
+
+def record(benchmark, fn, device, machine, flops: float, image_bytes: int):
+    """Times fn (:func:`time_rounds`), then stores GFLOP/s, the fraction of the matmul rate and peak memory.
+    Returns fn's last result."""
+    result, seconds = time_rounds(benchmark, fn, device)
+    peak_bytes = peak_extra_bytes(fn, device)
     benchmark.extra_info.update({
         "gflops": round(flops / seconds / 1e9, 2),
         "fraction_of_matmul": round(flops / seconds / 1e9 / machine["matmul_gflops"], 3),
         "matmul_gflops": round(machine["matmul_gflops"], 1),
-        "peak_extra_mb": round(memory.peak_bytes / 2**20, 1),
-        "peak_extra_over_image": round(memory.peak_bytes / image_bytes, 2),
+        "peak_extra_mb": round(peak_bytes / 2**20, 1),
+        "peak_extra_over_image": round(peak_bytes / image_bytes, 2),
         "threads": THREADS,
     })
+    return result
 
 
-def record_bandwidth(benchmark, fn, device, machine, bytes_moved: int, rounds: int) -> None:
-    """Times a memory-bound fn with pytest-benchmark, then stores GB/s, the fraction of the copy bandwidth and peak
-    memory. ``bytes_moved``: the bytes fn must read plus those it must write (the minimum traffic)."""
-    def timed():
-        fn()
-        synchronize(device)
-
-    benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=1)
-    seconds = benchmark.stats.stats.median
-    with PeakMemory(device) as memory:
-        timed()
+def record_bandwidth(benchmark, fn, device, machine, bytes_moved: int):
+    """Times a memory-bound fn (:func:`time_rounds`), then stores GB/s, the fraction of the copy bandwidth and peak
+    memory. ``bytes_moved``: the bytes fn must read plus those it must write (the minimum traffic). Returns fn's
+    last result."""
+    result, seconds = time_rounds(benchmark, fn, device)
+    peak_bytes = peak_extra_bytes(fn, device)
     benchmark.extra_info.update({
         "gbps": round(bytes_moved / seconds / 1e9, 2),
         "fraction_of_copy": round(bytes_moved / seconds / 1e9 / machine["copy_gbps"], 3),
         "copy_gbps": round(machine["copy_gbps"], 1),
-        "peak_extra_mb": round(memory.peak_bytes / 2**20, 1),
+        "peak_extra_mb": round(peak_bytes / 2**20, 1),
         "threads": THREADS,
     })
+    return result

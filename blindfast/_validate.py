@@ -6,6 +6,7 @@ Each check returns the value in its canonical form and raises ``TypeError`` for 
 expected and what was got: ``grid must be two integers >= 1 (Gy, Gx), got (-2, 8)``. A bool is never taken for a
 number (``True`` is an ``int`` to Python, but ``size=True`` is a mistake). Tensor arguments are checked where they
 are used (:mod:`blindfast.ops._checks` for the ops' layouts); :func:`floating_tensor` serves the modules' inputs.
+The ops check their scalars here too, also under ``torch.compile``, where a size may be a ``torch.SymInt``.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import os
 
 import torch
 
-__all__ = ["integer", "positive_int", "nonnegative_int", "int_pair", "int_sequence", "real", "real_pair",
-           "real_range", "boolean", "generator", "floating_dtype", "floating_tensor", "path_like", "device"]
+__all__ = ["integer", "positive_int", "nonnegative_int", "int_pair", "int_or_pair", "int_sequence", "real",
+           "real_pair", "real_range", "boolean", "choice", "generator", "floating_dtype", "floating_tensor",
+           "path_like", "device"]
 
 
 def _is_integer(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    """An int (not a bool), or the symbolic int of a size while ``torch.compile`` traces with dynamic shapes."""
+    return isinstance(value, (numbers.Integral, torch.SymInt)) and not isinstance(value, bool)
 
 
 def _is_real(value) -> bool:
@@ -29,7 +32,7 @@ def _is_real(value) -> bool:
 
 
 def integer(name: str, value, least: int) -> int:
-    """``value`` as an int >= ``least``.
+    """``value`` as an int >= ``least`` (a ``torch.SymInt`` stays symbolic: int() would specialise the trace).
 
     Raises:
         TypeError: not an integer (a float such as 2.5 or 2.0, a bool, a str, ...).
@@ -39,7 +42,7 @@ def integer(name: str, value, least: int) -> int:
         raise TypeError(f"{name} must be an integer >= {least}, got {type(value).__name__} {value!r}")
     if value < least:
         raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-    return int(value)
+    return value if isinstance(value, torch.SymInt) else int(value)
 
 
 def positive_int(name: str, value) -> int:
@@ -66,6 +69,23 @@ def int_pair(name: str, value, layout: str, least: int = 1) -> tuple[int, int]:
     if min(value) < least:
         raise ValueError(f"{expected}, got {tuple(value)!r}")
     return int(value[0]), int(value[1])
+
+
+def int_or_pair(name: str, value, layout: str, least: int = 1) -> tuple[int, int]:
+    """``value``, one integer >= ``least`` (the same on both axes) or two of them (see :func:`int_pair`), as a
+    pair; ``layout`` names them, e.g. "(kh, kw)".
+
+    Raises:
+        TypeError: neither an integer nor a sequence of two integers.
+        ValueError: an integer below ``least``.
+    """
+    if isinstance(value, (tuple, list, torch.Size)):
+        return int_pair(name, value, layout, least)
+    if not _is_integer(value):
+        raise TypeError(f"{name} must be an integer >= {least} or two of them {layout}, got {type(value).__name__} "
+                        f"{value!r}")
+    value = integer(name, value, least)
+    return value, value
 
 
 def int_sequence(name: str, value, least: int, *, empty: bool = False) -> tuple[int, ...]:
@@ -153,15 +173,31 @@ def boolean(name: str, value) -> bool:
     return value
 
 
-def generator(name: str, value) -> torch.Generator | None:
-    """``value`` if it is a ``torch.Generator`` or None.
+def choice(name: str, value, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of the names ``choices``.
+
+    Raises:
+        TypeError: not a str.
+        ValueError: a str that is not one of ``choices``.
+    """
+    names = [repr(c) for c in choices]
+    expected = f"{name} must be {' or '.join(filter(None, (', '.join(names[:-1]), names[-1])))}"
+    if not isinstance(value, str):
+        raise TypeError(f"{expected}, got {type(value).__name__} {value!r}")
+    if value not in choices:
+        raise ValueError(f"{expected}, got {value!r}")
+    return value
+
+
+def generator(name: str, value, *, optional: bool = True) -> torch.Generator | None:
+    """``value`` if it is a ``torch.Generator``, or None when ``optional``.
 
     Raises:
         TypeError: anything else (a seed given as an int, ...).
     """
-    if value is not None and not isinstance(value, torch.Generator):
-        raise TypeError(f"{name} must be a torch.Generator or None (seed one with torch.Generator().manual_seed"
-                        f"(seed)), got {type(value).__name__} {value!r}")
+    if not isinstance(value, torch.Generator) and (value is not None or not optional):
+        raise TypeError(f"{name} must be a torch.Generator{' or None' if optional else ''} (seed one with "
+                        f"torch.Generator().manual_seed(seed)), got {type(value).__name__} {value!r}")
     return value
 
 

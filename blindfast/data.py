@@ -1,13 +1,14 @@
 """Images for training and evaluation: folders of files, random patches, tiled processing, the photos shipped with
 scikit-image, and unpaired clean/degraded patch sets.
 
-Images are float tensors (C, H, W) in [0, 1]; all randomness comes from an explicit ``torch.Generator``.
+Images are float tensors (C, H, W) in [0, 1]; all randomness comes from an explicit ``torch.Generator``. Every
+public function and class checks its arguments first (:mod:`blindfast._validate`): TypeError for a wrong type (a
+bool or a float where an int is expected, a str for a number, an integer image), ValueError for a wrong value (a
+size below 1, NaN or inf, a wrong rank), each message naming the argument, what was expected and what was got.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -118,10 +119,12 @@ def read_image(path, *, grey: bool = False) -> Tensor:
     Returns:
         (3, H, W) float32, or (1, H, W) with ``grey``.
     Raises:
+        TypeError: ``path`` is not a path, or ``grey`` not a bool.
         OSError: the file cannot be opened or decoded (the message names the file).
         ValueError: its dtype, channel count or values are not supported (the message names the file).
     """
-    path = Path(path)
+    path = Path(_validate.path_like("path", path))
+    grey = _validate.boolean("grey", grey)
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
         raise ValueError(f"{path}: expected one of the suffixes {IMAGE_SUFFIXES}, got {path.suffix!r}")
@@ -183,12 +186,15 @@ class ImageFolder(torch.utils.data.Dataset):
         recursive: also scan subfolders.
         grey: one channel per image instead of three.
     Raises:
+        TypeError: ``root`` is not a path, or a flag not a bool.
         FileNotFoundError: ``root`` is missing, or holds no image file.
         NotADirectoryError: ``root`` is a file.
     """
 
     def __init__(self, root, *, recursive: bool = True, grey: bool = False):
-        self.root = Path(root)
+        self.root = Path(_validate.path_like("root", root))
+        recursive = _validate.boolean("recursive", recursive)
+        grey = _validate.boolean("grey", grey)
         if not self.root.exists():
             raise FileNotFoundError(f"image folder {self.root} does not exist")
         if not self.root.is_dir():
@@ -217,16 +223,19 @@ class ImageFolder(torch.utils.data.Dataset):
 
 
 def _check_images(images, name: str = "images") -> list[Tensor]:
+    """``images``, a non-empty sequence of floating (C, H, W) tensors with one C and one dtype, as a list."""
     if isinstance(images, Tensor) and images.dim() == 3:
         raise TypeError(f"{name} must be a sequence of (C, H, W) tensors, got one tensor of shape "
                         f"{tuple(images.shape)}: wrap it in a list")
+    if not (hasattr(images, "__len__") and hasattr(images, "__getitem__")):
+        raise TypeError(f"{name} must be a sequence of (C, H, W) tensors, got {type(images).__name__}")
     images = [images[i] for i in range(len(images))]
     if not images:
         raise ValueError(f"{name} must hold at least one image, got an empty sequence")
     for i, image in enumerate(images):
-        if not isinstance(image, Tensor) or image.dim() != 3 or not image.is_floating_point():
-            got = f"{image.dtype} {tuple(image.shape)}" if isinstance(image, Tensor) else type(image).__name__
-            raise ValueError(f"{name}[{i}] must be a floating (C, H, W) tensor, got {got}")
+        _validate.floating_tensor(f"{name}[{i}]", image, "(C, H, W)", 3)
+        if min(image.shape) < 1:
+            raise ValueError(f"{name}[{i}] must be a non-empty (C, H, W) image, got shape {tuple(image.shape)}")
         if image.shape[0] != images[0].shape[0] or image.dtype != images[0].dtype:
             raise ValueError(f"{name} must share channels and dtype: {name}[0] is {images[0].shape[0]} channels "
                              f"{images[0].dtype}, {name}[{i}] is {image.shape[0]} channels {image.dtype}")
@@ -312,10 +321,9 @@ class RandomPatches:
         self.images = _check_images(images)
         self.size = _validate.positive_int("size", size)
         self.batch = _validate.positive_int("batch", batch)
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-        if not 0 <= random_location_fraction <= 1:
-            raise ValueError(f"random_location_fraction must be in [0, 1], got {random_location_fraction!r}")
+        generator = _validate.generator("generator", generator, optional=False)
+        location_channels = _validate.boolean("location_channels", location_channels)
+        random_location_fraction = _validate.real("random_location_fraction", random_location_fraction, 0, 1)
         for i, image in enumerate(self.images):
             if min(image.shape[-2:]) < size:
                 raise ValueError(f"images[{i}] of size {tuple(image.shape[-2:])} is smaller than the patch size "
@@ -351,19 +359,14 @@ class RandomPatches:
 # Tiled processing
 
 
-def _pair(name: str, value) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, numbers.Integral) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, numbers.Integral) for v in pair):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
 def _check_tiling(tile, overlap) -> tuple[tuple[int, int], tuple[int, int]]:
-    tile, overlap = _pair("tile", tile), _pair("overlap", overlap)
+    """``tile`` (>= 1) and ``overlap`` (>= 0, at most half the tile), each an int or a pair, as pairs."""
+    tile = _validate.int_or_pair("tile", tile, "(th, tw)")
+    overlap = _validate.int_or_pair("overlap", overlap, "(oh, ow)", least=0)
     for t, o in zip(tile, overlap):
-        if t < 1 or o < 0 or 2 * o > t:
-            raise ValueError(f"tile must be positive and 0 <= overlap <= tile // 2, got tile {tile} and overlap "
-                             f"{overlap}")
+        if 2 * o > t:
+            raise ValueError(f"overlap must be at most half the tile, 0 <= overlap <= tile // 2, got tile {tile} and "
+                             f"overlap {overlap}")
     return tile, overlap
 
 
@@ -382,16 +385,14 @@ def tile_slices(image_size, tile, overlap) -> list[tuple[slice, slice]]:
     tile therefore has the full tile size unless the image is smaller.
 
     Args:
-        image_size: (H, W).
+        image_size: (H, W), or one int for a square.
         tile: tile side, int or (th, tw).
         overlap: overlap between neighbours, int or (oh, ow), at most half the tile.
     Returns:
         list of (row slice, column slice) in raster order.
     """
     (th, tw), (oh, ow) = _check_tiling(tile, overlap)
-    height, width = _pair("image_size", image_size)
-    if height < 1 or width < 1:
-        raise ValueError(f"image_size must be positive, got {(height, width)}")
+    height, width = _validate.int_or_pair("image_size", image_size, "(H, W)")
     return [(slice(top, min(top + th, height)), slice(left, min(left + tw, width)))
             for top in _axis_starts(height, th, oh) for left in _axis_starts(width, tw, ow)]
 
@@ -430,16 +431,20 @@ def apply_tiled(fn: Callable[[Tensor], Tensor], x: Tensor, tile, overlap) -> Ten
     one (H, W) weight map and one tile of ``fn``'s work at a time.
 
     Args:
-        fn: maps a (B, C, th, tw) tile to a (B, C', th, tw) result (same spatial size; C' may differ from C).
-        x: (B, C, H, W) input.
+        fn: maps a (B, C, th, tw) tile to a floating (B, C', th, tw) result (same spatial size; C' may differ from
+            C).
+        x: (B, C, H, W) input, H, W >= 1.
         tile: tile side, int or (th, tw); border tiles are smaller only when the image is.
         overlap: overlap between neighbouring tiles, int or (oh, ow), at most half the tile.
     Returns:
         (B, C', H, W) blended result, with the dtype and device of ``fn``'s output.
     """
-    if not isinstance(x, Tensor) or x.dim() != 4:
-        got = f"shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x must be a (B, C, H, W) tensor, got {got}")
+    if not callable(fn):
+        raise TypeError(f"fn must be callable (a (B, C, th, tw) tile -> (B, C', th, tw)), got {type(fn).__name__}")
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
+    if x.dim() != 4 or min(x.shape[-2:]) < 1:
+        raise ValueError(f"x must have shape (B, C, H, W) with H, W >= 1, got {tuple(x.shape)}")
     (th, tw), (oh, ow) = _check_tiling(tile, overlap)
     out = weight_sum = None
     for rows, cols in tile_slices(x.shape[-2:], (th, tw), (oh, ow)):
@@ -450,6 +455,8 @@ def apply_tiled(fn: Callable[[Tensor], Tensor], x: Tensor, tile, overlap) -> Ten
             got = tuple(result.shape) if isinstance(result, Tensor) else type(result).__name__
             raise ValueError(f"fn must map a {tuple(tile_in.shape)} tile to (B, C', {tile_in.shape[-2]}, "
                              f"{tile_in.shape[-1]}), got {got}")
+        if not result.is_floating_point():    # the blend weights are fractions
+            raise TypeError(f"fn must return a floating-point tile, got {result.dtype}")
         if out is None:
             out = result.new_zeros(x.shape[0], result.shape[1], *x.shape[-2:])
             weight_sum = torch.zeros(x.shape[-2:], dtype=torch.float64, device=result.device)
@@ -485,8 +492,7 @@ def embedded_images(split: str = "all") -> list[Tensor]:
     Returns:
         list of (3, H, W) float32 tensors in [0, 1] (sizes differ).
     """
-    if split not in ("train", "test", "all"):
-        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    split = _validate.choice("split", split, ("train", "test", "all"))
     names = EMBEDDED_SPLITS["train"] + EMBEDDED_SPLITS["test"] if split == "all" else EMBEDDED_SPLITS[split]
     return [torch.from_numpy(_embedded_array(name)).permute(2, 0, 1).float().div(255).contiguous()
             for name in names]
@@ -565,16 +571,12 @@ def unpaired_patch_sets(images: Sequence[Tensor], operator: Callable[[Tensor], T
     count = _validate.positive_int("count", count)
     if not callable(operator):
         raise TypeError(f"operator must be callable, got {type(operator).__name__}")
-    if not isinstance(sigma, numbers.Real) or not math.isfinite(sigma) or sigma < 0:
-        raise ValueError(f"sigma must be a finite non-negative number, got {sigma!r}")
-    if disjoint not in ("images", "halves"):
-        raise ValueError(f"disjoint must be 'images' or 'halves', got {disjoint!r}")
+    sigma = _validate.real("sigma", sigma, 0)
+    disjoint = _validate.choice("disjoint", disjoint, ("images", "halves"))
     if disjoint == "images" and len(images) < 2:
         raise ValueError(f"disjoint='images' needs at least 2 images, got {len(images)}: use disjoint='halves'")
-    if not isinstance(reach, numbers.Integral) or reach < 0:
-        raise ValueError(f"reach must be a non-negative integer, got {reach!r}")
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    reach = _validate.nonnegative_int("reach", reach)
+    generator = _validate.generator("generator", generator, optional=False)
 
     clean_regions, degraded_regions = _unpaired_regions(images, disjoint, reach)
     try:

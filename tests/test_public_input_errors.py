@@ -1,6 +1,6 @@
-"""Every public entry point of blindfast.physics, blindfast.metrics and blindfast.models refuses bad plain arguments
-(negative, zero, non-integer, bool, wrong type, NaN / inf, unreadable file) with TypeError for a wrong type and
-ValueError for a wrong value, and a message that names the argument, what was expected and what was got.
+"""Every public entry point of blindfast.physics, blindfast.metrics, blindfast.models and blindfast.data refuses bad
+plain arguments (negative, zero, non-integer, bool, wrong type, NaN / inf, unreadable file) with TypeError for a wrong
+type and ValueError for a wrong value, and a message that names the argument, what was expected and what was got.
 
 One case per error: (call, exception type, fragments that must all appear in the message). The tensor layouts of
 the operators are tested with each operator (tests/physics, tests/ops)."""
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from blindfast import metrics, models, physics
+from blindfast import data, metrics, models, physics
 from blindfast.physics import regularisers
 
 NAN, INF = math.nan, math.inf
@@ -338,7 +339,125 @@ MODELS = {
                                                   ValueError, ["device must name a device", "'cpux'"]),
 }
 
-CASES = {**PHYSICS, **METRICS, **MODELS}
+G = torch.Generator()
+PHOTOS = [torch.rand(3, 32, 32, generator=G), torch.rand(3, 24, 40, generator=G)]
+
+
+def _patches(**kwargs):
+    return data.RandomPatches(**{"images": PHOTOS, "size": 8, "batch": 2, "generator": G, **kwargs})
+
+
+def _unpaired(**kwargs):
+    return data.unpaired_patch_sets(**{"images": PHOTOS, "operator": lambda x: x, "sigma": 0.1, "patch": 8,
+                                       "count": 2, "generator": G, **kwargs})
+
+
+def _tiled(fn=lambda t: t, x=IMAGE, tile=8, overlap=2):
+    return data.apply_tiled(fn, x, tile, overlap)
+
+
+DATA = {
+    # reading files: the arguments are checked before the file is opened
+    "read_image path=3": (lambda: data.read_image(3), TypeError, ["path must be a path (a str or os.PathLike)",
+                                                                  "int 3"]),
+    "read_image path=None": (lambda: data.read_image(None), TypeError, ["path must be a path", "NoneType"]),
+    "read_image grey=1": (lambda: data.read_image("photo.png", grey=1), TypeError, ["grey must be True or False",
+                                                                                     "int 1"]),
+    "ImageFolder root=3": (lambda: data.ImageFolder(3), TypeError, ["root must be a path", "int 3"]),
+    "ImageFolder recursive='yes'": (lambda: data.ImageFolder(".", recursive="yes"), TypeError,
+                                    ["recursive must be True or False", "str 'yes'"]),
+    "ImageFolder grey=None": (lambda: data.ImageFolder(".", grey=None), TypeError, ["grey must be True or False",
+                                                                                   "NoneType"]),
+    # RandomPatches: the images, then every other argument
+    "RandomPatches images=3": (lambda: _patches(images=3), TypeError, ["images must be a sequence of (C, H, W)",
+                                                                       "got int"]),
+    "RandomPatches images=[]": (lambda: _patches(images=[]), ValueError, ["images must hold at least one image",
+                                                                          "empty"]),
+    "RandomPatches images=[ndarray]": (lambda: _patches(images=[np.zeros((3, 16, 16))]), TypeError,
+                                       ["images[0] must be a torch.Tensor of shape (C, H, W)", "ndarray"]),
+    "RandomPatches images=[uint8]": (lambda: _patches(images=[torch.zeros(3, 16, 16, dtype=torch.uint8)]),
+                                     TypeError, ["images[0] must have a floating-point dtype", "torch.uint8"]),
+    "RandomPatches images=[(16, 16)]": (lambda: _patches(images=[PHOTOS[0], torch.rand(16, 16)]), ValueError,
+                                        ["images[1] must have shape (C, H, W) (3 dims)", "2 dims: (16, 16)"]),
+    "RandomPatches images=[(3, 0, 16)]": (lambda: _patches(images=[torch.rand(3, 0, 16)]), ValueError,
+                                          ["images[0] must be a non-empty (C, H, W) image", "(3, 0, 16)"]),
+    "RandomPatches size=0": (lambda: _patches(size=0), ValueError, ["size must be an integer >= 1", "got 0"]),
+    "RandomPatches size=True": (lambda: _patches(size=True), TypeError, ["size must be an integer", "bool True"]),
+    "RandomPatches size=8.0": (lambda: _patches(size=8.0), TypeError, ["size must be an integer", "float 8.0"]),
+    "RandomPatches batch=-1": (lambda: _patches(batch=-1), ValueError, ["batch must be an integer >= 1", "got -1"]),
+    "RandomPatches generator=None": (lambda: _patches(generator=None), TypeError,
+                                     ["generator must be a torch.Generator (seed", "NoneType None"]),
+    "RandomPatches generator=0": (lambda: _patches(generator=0), TypeError, ["generator must be a torch.Generator",
+                                                                             "int 0"]),
+    "RandomPatches location_channels=1": (lambda: _patches(location_channels=1), TypeError,
+                                          ["location_channels must be True or False", "int 1"]),
+    "RandomPatches random_location_fraction=nan": (lambda: _patches(random_location_fraction=NAN), ValueError,
+                                                   ["random_location_fraction must be a finite number in [0, 1]",
+                                                    "nan"]),
+    "RandomPatches random_location_fraction=inf": (lambda: _patches(random_location_fraction=INF), ValueError,
+                                                   ["random_location_fraction must be a finite number", "inf"]),
+    "RandomPatches random_location_fraction='0.2'": (lambda: _patches(random_location_fraction="0.2"), TypeError,
+                                                     ["random_location_fraction must be a finite number",
+                                                      "str '0.2'"]),
+    # tiles
+    "tile_slices image_size=(0, 5)": (lambda: data.tile_slices((0, 5), 8, 2), ValueError,
+                                      ["image_size must be two integers >= 1 (H, W)", "got (0, 5)"]),
+    "tile_slices image_size=(2.5, 5)": (lambda: data.tile_slices((2.5, 5), 8, 2), TypeError,
+                                        ["image_size must be two integers", "(2.5, 5)"]),
+    "tile_slices tile=0": (lambda: data.tile_slices((16, 16), 0, 0), ValueError, ["tile must be an integer >= 1",
+                                                                                  "got 0"]),
+    "tile_slices tile=True": (lambda: data.tile_slices((16, 16), True, 0), TypeError, ["tile must be an integer",
+                                                                                       "bool True"]),
+    "tile_slices tile=(8, 8, 8)": (lambda: data.tile_slices((16, 16), (8, 8, 8), 2), TypeError,
+                                   ["tile must be two integers >= 1 (th, tw)", "(8, 8, 8)"]),
+    "tile_slices overlap=-1": (lambda: data.tile_slices((16, 16), 8, -1), ValueError,
+                               ["overlap must be an integer >= 0", "got -1"]),
+    "tile_slices overlap=(2, 5)": (lambda: data.tile_slices((16, 16), 8, (2, 5)), ValueError,
+                                   ["0 <= overlap <= tile // 2", "tile (8, 8) and overlap (2, 5)"]),
+    "blend_window tile=8.0": (lambda: data.blend_window(8.0, 2), TypeError, ["tile must be an integer",
+                                                                             "float 8.0"]),
+    "blend_window overlap=(1, nan)": (lambda: data.blend_window(8, (1, NAN)), TypeError,
+                                      ["overlap must be two integers >= 0 (oh, ow)", "(1, nan)"]),
+    "apply_tiled fn=3": (lambda: _tiled(fn=3), TypeError, ["fn must be callable", "got int"]),
+    "apply_tiled x=list": (lambda: _tiled(x=[[0.0]]), TypeError, ["x must be a torch.Tensor of shape (B, C, H, W)",
+                                                                  "list"]),
+    "apply_tiled x=(3, 8, 8)": (lambda: _tiled(x=torch.rand(3, 8, 8)), ValueError,
+                                ["x must have shape (B, C, H, W) with H, W >= 1", "got (3, 8, 8)"]),
+    "apply_tiled x=(1, 3, 0, 8)": (lambda: _tiled(x=torch.rand(1, 3, 0, 8)), ValueError,
+                                   ["x must have shape (B, C, H, W) with H, W >= 1", "got (1, 3, 0, 8)"]),
+    "apply_tiled tile=-4": (lambda: _tiled(tile=-4), ValueError, ["tile must be an integer >= 1", "got -4"]),
+    "apply_tiled fn returns int64": (lambda: _tiled(fn=lambda t: t.long()), TypeError,
+                                     ["fn must return a floating-point tile", "torch.int64"]),
+    # embedded photographs
+    "embedded_images split=3": (lambda: data.embedded_images(3), TypeError,
+                                ["split must be 'train', 'test' or 'all'", "int 3"]),
+    "embedded_images split='val'": (lambda: data.embedded_images("val"), ValueError,
+                                    ["split must be 'train', 'test' or 'all'", "got 'val'"]),
+    # unpaired patch sets
+    "unpaired images=tensor": (lambda: _unpaired(images=PHOTOS[0]), TypeError, ["images must be a sequence",
+                                                                                "wrap it in a list"]),
+    "unpaired operator=None": (lambda: _unpaired(operator=None), TypeError, ["operator must be callable",
+                                                                            "NoneType"]),
+    "unpaired sigma=nan": (lambda: _unpaired(sigma=NAN), ValueError, ["sigma must be a finite number >= 0", "nan"]),
+    "unpaired sigma=inf": (lambda: _unpaired(sigma=INF), ValueError, ["sigma must be a finite number >= 0", "inf"]),
+    "unpaired sigma=True": (lambda: _unpaired(sigma=True), TypeError, ["sigma must be a finite number",
+                                                                       "bool True"]),
+    "unpaired sigma='0.1'": (lambda: _unpaired(sigma="0.1"), TypeError, ["sigma must be a finite number",
+                                                                         "str '0.1'"]),
+    "unpaired patch=0": (lambda: _unpaired(patch=0), ValueError, ["patch must be an integer >= 1", "got 0"]),
+    "unpaired patch=2.5": (lambda: _unpaired(patch=2.5), TypeError, ["patch must be an integer", "float 2.5"]),
+    "unpaired count=True": (lambda: _unpaired(count=True), TypeError, ["count must be an integer", "bool True"]),
+    "unpaired disjoint=2": (lambda: _unpaired(disjoint=2), TypeError, ["disjoint must be 'images' or 'halves'",
+                                                                       "int 2"]),
+    "unpaired reach=-1": (lambda: _unpaired(disjoint="halves", reach=-1), ValueError,
+                          ["reach must be an integer >= 0", "got -1"]),
+    "unpaired reach=1.5": (lambda: _unpaired(disjoint="halves", reach=1.5), TypeError,
+                           ["reach must be an integer", "float 1.5"]),
+    "unpaired generator=None": (lambda: _unpaired(generator=None), TypeError,
+                                ["generator must be a torch.Generator (seed", "NoneType None"]),
+}
+
+CASES = {**PHYSICS, **METRICS, **MODELS, **DATA}
 
 
 @pytest.mark.parametrize("label", list(CASES))

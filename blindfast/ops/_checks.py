@@ -3,13 +3,12 @@
 Every ``torch.ops.blindfast.*`` body calls its family's checker (built from these pieces) before it takes a data
 pointer, and so does its fake implementation, so a raw op call fails as clearly as a call of the public function.
 The checks read metadata only (dtype, device, shape, Python scalars): they cost microseconds and trace under
-``torch.compile``.
+``torch.compile``. Scalars (counts, sizes, real numbers) are checked by :mod:`blindfast._validate`, the checker of
+the whole public API, so an op and a module refuse a bad number with the same words.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
 
 import torch
@@ -122,26 +121,6 @@ def check_broadcast(name: str, size: int, target: int, what: str) -> None:
     """A broadcastable leading dimension: ``size`` must be 1 or ``target``."""
     if size not in (1, target):
         raise ValueError(f"{name} {what} dimension must be 1 or {target}, got {size}")
-
-
-def check_int(name: str, value, minimum: int) -> None:
-    """``value`` is an int (not a bool) >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, torch.SymInt)):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def check_real(name: str, value, *, positive: bool = False, unit_interval: bool = False) -> None:
-    """``value`` is a finite real number (not a bool); > 0 if ``positive``, in [0, 1] if ``unit_interval``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if positive and not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    if unit_interval and not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1], got {value}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
 
 
 def check_out(out, shape, like: torch.Tensor) -> None:

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from blindfast import _validate
 from blindfast.ops import _backend
-from blindfast.ops._checks import check_real
 
 __all__ = ["power_ema_update", "power_ema_gamma", "power_ema_beta"]
 
@@ -42,7 +42,7 @@ def _check(ema: Sequence[Tensor], tensors: Sequence[Tensor], beta: float) -> Non
     pointers); beta in [0, 1]."""
     if len(ema) != len(tensors):
         raise ValueError(f"ema_tensors and tensors must pair up, got {len(ema)} and {len(tensors)} tensors")
-    check_real("beta", beta, unit_interval=True)
+    _validate.real("beta", beta, 0, 1)
     for i, (e, t) in enumerate(zip(ema, tensors)):
         if not isinstance(e, Tensor) or not isinstance(t, Tensor):
             raise TypeError(f"pair {i}: expected tensors, got {type(e).__name__} and {type(t).__name__}")

@@ -47,8 +47,9 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
+from blindfast import _validate
 from blindfast.ops import _backend
-from blindfast.ops._checks import check_int, check_real, check_same, check_shape, check_tensor
+from blindfast.ops._checks import check_same, check_shape, check_tensor
 
 __all__ = ["hqs_kernel_update", "hqs_spectral_terms"]
 
@@ -64,7 +65,7 @@ _KERNEL_DTYPES = (torch.float32, torch.float64)
 def _check_alpha(what: str, alpha: float, dtype: torch.dtype) -> None:
     """``alpha`` is a positive normal number of ``dtype`` (a subnormal or infinite one makes B = alpha / (den +
     alpha) lose its precision or be NaN)."""
-    check_real(what, alpha)
+    _validate.real(what, alpha)
     info = torch.finfo(dtype)
     if not info.tiny <= alpha <= info.max:
         raise ValueError(f"{what} must be a positive normal number in {dtype} (>= {info.tiny:.3g}, <= "
@@ -99,7 +100,7 @@ def _check_step(a_crop: Tensor, b_window: Tensor, phi: Tensor, iters: int) -> No
     kh, kw = phi.shape
     check_shape("a_crop", a_crop, (kh, kw), "the shape (kh, kw) of phi")
     check_shape("b_window", b_window, (2 * kh - 1, 2 * kw - 1), "the shape (2 kh - 1, 2 kw - 1) for phi's (kh, kw)")
-    check_int("iters", iters, 1)
+    _validate.positive_int("iters", iters)
 
 
 def _check_recentre(kernel: Tensor) -> None:
@@ -275,8 +276,8 @@ def _check(x_hat, y, kernel, sigma, delta, iters, denoiser, lam) -> None:
     if kh > H or kw > W:
         raise ValueError(f"kernel size (kh, kw) must not exceed the image size (H, W) = {(H, W)}, got {(kh, kw)}")
     for name, value in (("sigma", sigma), ("delta", delta), ("lam", lam)):
-        check_real(name, value, positive=True)
-    check_int("iters", iters, 1)
+        _validate.real(name, value, 0, low_open=True)
+    _validate.positive_int("iters", iters)
     if denoiser is not None and not callable(denoiser):
         raise TypeError(f"denoiser must be None or a callable (z, noise_level) -> z, got {type(denoiser).__name__}")
     _check_alpha("n * delta * sigma**2", n * delta * sigma**2, _compute_dtype(x_hat.dtype))

@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from blindfast import _validate
 from blindfast.ops import _backend
-from blindfast.ops._checks import check_real, check_same, check_tensor
+from blindfast.ops._checks import check_same, check_tensor
 
 __all__ = ["info_nce", "DEFAULT_CHUNK_ELEMENTS"]
 
@@ -42,9 +43,8 @@ def _check(q: Tensor, k_pos: Tensor, queue: Tensor, temperature, chunk_elements)
     if queue.shape[1] != q.shape[1]:
         raise ValueError(f"queue must have shape (K, D) with D = {q.shape[1]} (q's feature dimension), got shape "
                          f"{tuple(queue.shape)} with D = {queue.shape[1]}")
-    check_real("temperature", temperature, positive=True)
-    if isinstance(chunk_elements, bool) or not isinstance(chunk_elements, int) or chunk_elements < 1:
-        raise ValueError(f"chunk_elements must be an int >= 1, got {chunk_elements!r}")
+    _validate.real("temperature", temperature, 0, low_open=True)
+    _validate.positive_int("chunk_elements", chunk_elements)
 
 
 def _grads_like(q: Tensor, compute_grad: bool) -> tuple[Tensor, Tensor]:

@@ -7,30 +7,18 @@ flows back through the overlap-add in one pass.
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import Tensor
 
+from blindfast import _validate
 from blindfast.ops import _backend
-from blindfast.ops._checks import check_int, check_no_autograd, check_out, check_tensor
+from blindfast.ops._checks import check_no_autograd, check_out, check_tensor
 
 __all__ = ["overlap_add", "patch_centres", "patch_grid", "patchify"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Geometry
-
-
-def _image_hw(image_size) -> tuple[int, int]:
-    """An int (square) or an (H, W) pair as (H, W)."""
-    if isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool):
-        image_size = (image_size, image_size)
-    try:
-        height, width = (int(s) for s in image_size)
-    except (TypeError, ValueError):
-        raise TypeError(f"image_size must be an int or an (H, W) pair of ints, got {image_size!r}") from None
-    return height, width
 
 
 def _grid(height: int, width: int, size: int, stride: int) -> tuple[int, int]:
@@ -40,8 +28,8 @@ def _grid(height: int, width: int, size: int, stride: int) -> tuple[int, int]:
 
 def _check_grid(height: int, width: int, size: int, stride: int) -> None:
     """size and stride are ints >= 1, size <= min(H, W) (no int() on H, W: they may be SymInts)."""
-    check_int("size", size, 1)
-    check_int("stride", stride, 1)
+    _validate.positive_int("size", size)
+    _validate.positive_int("stride", stride)
     if size > height or size > width:
         raise ValueError(f"patch size {size} must fit in the image (size <= min(H, W)), got image size "
                          f"({height}, {width})")
@@ -57,7 +45,7 @@ def patch_grid(image_size, size: int, stride: int) -> tuple[int, int]:
     Returns:
         (Ly, Lx); L = Ly * Lx patches per image.
     """
-    height, width = _image_hw(image_size)
+    height, width = _validate.int_or_pair("image_size", image_size, "(H, W)")
     _check_grid(height, width, size, stride)
     return _grid(height, width, size, stride)
 
@@ -171,8 +159,8 @@ def _check_overlap_add(patches: Tensor, height: int, width: int, stride: int, st
     N, C, size, size_x = patches.shape
     if size != size_x:
         raise ValueError(f"patches must be square, shape (B * L, C, size, size), got shape {tuple(patches.shape)}")
-    check_int("height", height, 1)
-    check_int("width", width, 1)
+    _validate.positive_int("height", height)
+    _validate.positive_int("width", width)
     _check_grid(height, width, size, stride)
     ly, lx = _grid(height, width, size, stride)
     if N % (ly * lx) != 0:
@@ -342,7 +330,7 @@ def overlap_add(patches: Tensor, image_size, stride: int, *, std=None) -> Tensor
     Returns:
         (B, C, H, W) image.
     """
-    height, width = _image_hw(image_size)
+    height, width = _validate.int_or_pair("image_size", image_size, "(H, W)")
     _check_overlap_add(patches, height, width, stride, None)
     std = _per_channel("std", std, patches, patches.shape[1], positive=True)
     return _overlap_add(patches, height, width, int(stride), std)

@@ -49,10 +49,7 @@ def normalise_kernels(raw: Tensor) -> Tensor:
 
 def _kernel_size(size) -> tuple[int, int]:
     """``size`` (an int or a pair of ints, each >= 1) as (kh, kw)."""
-    if isinstance(size, (tuple, list, torch.Size)):
-        return _validate.int_pair("size", size, "(kh, kw)")
-    size = _validate.positive_int("size", size)
-    return size, size
+    return _validate.int_or_pair("size", size, "(kh, kw)")
 
 
 def _initial_kernels(init, shape: tuple[int, ...], init_sigma: float, layout: str) -> Tensor:

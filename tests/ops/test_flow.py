@@ -404,7 +404,7 @@ def test_bad_inputs():
         power_ema_update([x, x], [x], 0.9)
     with pytest.raises(ValueError, match=r"pair 0: the EMA tensor \(2, 3, 4\).*must match the weight \(2, 3\)"):
         power_ema_update([x], [torch.zeros(2, 3)], 0.9)
-    with pytest.raises(ValueError, match=r"beta must lie in \[0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"beta must be a finite number in \[0, 1\], got 1.5"):
         power_ema_update([x], [x], 1.5)
     with pytest.raises(ValueError, match="must be contiguous"):
         power_ema_update([x.transpose(0, 1)], [x.transpose(0, 1)], 0.9)

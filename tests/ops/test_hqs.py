@@ -340,7 +340,7 @@ def with_value(t, index, value):
         ((X, Y, torch.zeros(5, 21)), {}, ValueError, ["(16, 20)", "(5, 21)"]),
         ((X[:0], Y, K), {}, ValueError, ["non-empty", "(0, 3, 16, 20)"]),
         ((X, Y, K), {"sigma": 0.0}, ValueError, ["sigma", "> 0", "got 0.0"]),
-        ((X, Y, K), {"sigma": "0.1"}, TypeError, ["sigma", "real number", "got str"]),
+        ((X, Y, K), {"sigma": "0.1"}, TypeError, ["sigma must be a finite number > 0", "got str '0.1'"]),
         ((X, Y, K), {"delta": -1.0}, ValueError, ["delta", "> 0", "got -1.0"]),
         ((X, Y, K), {"lam": float("nan")}, ValueError, ["lam", "> 0", "got nan"]),
         ((X, Y, K), {"iters": 0}, ValueError, ["iters", ">= 1", "got 0"]),

@@ -298,8 +298,8 @@ QUEUE = torch.zeros(16, 8)
         (Q, Q, QUEUE, -1.0, ValueError, ["> 0", "got -1.0"]),
         (Q, Q, QUEUE, math.inf, ValueError, ["finite", "got inf"]),
         (Q, Q, QUEUE, math.nan, ValueError, ["finite", "got nan"]),
-        (Q, Q, QUEUE, torch.tensor(0.1), TypeError, ["real number", "Tensor"]),
-        (Q, Q, QUEUE, "0.1", TypeError, ["real number", "str"]),
+        (Q, Q, QUEUE, torch.tensor(0.1), TypeError, ["temperature must be a finite number > 0", "got Tensor"]),
+        (Q, Q, QUEUE, "0.1", TypeError, ["temperature must be a finite number > 0", "got str"]),
         (Q.int(), Q, QUEUE, 0.1, TypeError, ["float32", "torch.int32"]),
         (Q, Q.double(), QUEUE, 0.1, TypeError, ["one dtype", "k_pos torch.float64"]),
         (Q, Q, QUEUE.double(), 0.1, TypeError, ["one dtype", "queue torch.float64"]),
@@ -315,9 +315,10 @@ def test_bad_input(q, k_pos, queue, temperature, error, words):
         assert word in str(info.value), (word, str(info.value))
 
 
-@pytest.mark.parametrize("chunk_elements", [0, -5, 2.5, True])
-def test_bad_chunk_elements(chunk_elements):
-    with pytest.raises(ValueError, match=f"int >= 1, got {chunk_elements!r}"):
+@pytest.mark.parametrize("chunk_elements, error, got", [(0, ValueError, "0"), (-5, ValueError, "-5"),
+                                                        (2.5, TypeError, "float 2.5"), (True, TypeError, "bool True")])
+def test_bad_chunk_elements(chunk_elements, error, got):
+    with pytest.raises(error, match=f"chunk_elements must be an integer >= 1, got {got}$"):
         info_nce(Q, Q, QUEUE, 0.1, chunk_elements=chunk_elements)
 
 

@@ -218,6 +218,18 @@ def test_torch_compile_fullgraph():
     torch.testing.assert_close(score_then_adjoint(x), expected)
 
 
+def test_torch_compile_dynamic_shapes():
+    """Traced with dynamic shapes, the checkers get the sizes as torch.SymInt; the shared scalar checks
+    (blindfast._validate) take them as integers."""
+    @torch.compile(fullgraph=True, dynamic=True, backend="eager")
+    def patch_and_back(a):
+        return overlap_add(patchify(a, 5, 3), a.shape[-2:], 3)
+
+    for shape in ((2, 3, 21, 26), (1, 3, 17, 23)):
+        x = make_image(shape, torch.float32, seed=10)
+        torch.testing.assert_close(patch_and_back(x), overlap_add(patchify(x, 5, 3), shape[-2:], 3))
+
+
 def test_non_contiguous_inputs():
     x = make_image((2, 3, 30, 41), torch.float64, seed=9)
     x_t = x.transpose(-1, -2).contiguous().transpose(-1, -2)  # same values, column-major strides
@@ -281,8 +293,8 @@ P = torch.zeros(2 * 4 * 5, 3, 4, 4)  # patchify(X[:1].expand(2, ...), 4, 4): Ly,
         ((X[0], 4, 4), {}, ValueError, ["(B, C, H, W)", "3 dims"]),
         ((X.int(), 4, 4), {}, TypeError, ["float32", "torch.int32"]),
         (("image", 4, 4), {}, TypeError, ["torch.Tensor", "str"]),
-        ((X, 4, 0), {}, ValueError, ["stride must be >= 1", "got 0"]),
-        ((X, 0, 4), {}, ValueError, ["size must be >= 1", "got 0"]),
+        ((X, 4, 0), {}, ValueError, ["stride must be an integer >= 1", "got 0"]),
+        ((X, 0, 4), {}, ValueError, ["size must be an integer >= 1", "got 0"]),
         ((X, 4.0, 4), {}, TypeError, ["size must be an int", "float 4.0"]),
         ((X, 17, 4), {}, ValueError, ["size 17", "(16, 20)"]),
         ((torch.zeros(1, 3, 20, 16), 17, 4), {}, ValueError, ["size 17", "(20, 16)"]),
@@ -331,9 +343,11 @@ def test_bad_out(args, kwargs, error, words):
         ((P.double().half(), (16, 20), 4), {}, TypeError, ["float32", "torch.float16"]),
         ((P[:39], (16, 20), 4), {}, ValueError, ["multiple of L = 20", "(4 x 5", "got 39"]),
         ((P[..., :3], (16, 20), 4), {}, ValueError, ["square", "(40, 3, 4, 3)"]),
-        ((P, (16, 20), 0), {}, ValueError, ["stride must be >= 1", "got 0"]),
+        ((P, (16, 20), 0), {}, ValueError, ["stride must be an integer >= 1", "got 0"]),
         ((P, (3, 20), 4), {}, ValueError, ["size 4", "(3, 20)"]),
         ((P, "16x20", 4), {}, TypeError, ["image_size", "(H, W)", "'16x20'"]),
+        ((P, (16.5, 20), 4), {}, TypeError, ["image_size must be two integers >= 1 (H, W)", "(16.5, 20)"]),
+        ((P, True, 4), {}, TypeError, ["image_size must be an integer >= 1 or two of them (H, W)", "bool True"]),
         ((P, (16, 20), 4), {"std": [1.0, 1.0]}, ValueError, ["std", "(3)", "got 2"]),
         ((P, (16, 20), 4), {"std": [1.0, float("nan"), 1.0]}, ValueError, ["std must be > 0", "nan"]),
     ],
