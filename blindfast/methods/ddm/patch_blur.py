@@ -7,7 +7,6 @@ the whole image is blurred by ``sv_conv`` itself.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 from torch.nn import functional as F
 
