@@ -124,3 +124,13 @@ def test_fitting_recovers_a_lens_far_better_than_isotropic_gaussians(seed, varia
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
         LensField(**kwargs)
+
+
+@pytest.mark.parametrize("grid", [(1, 1), (3, 3)])
+def test_gradient_is_finite_with_a_node_on_the_optical_axis(grid):
+    # the centre node of a 1x1 or odd grid sits on the axis when the centre is 0: sqrt'(0) must not leak a NaN
+    field = LensField(grid, 9, 3)
+    weights = torch.rand(field().shape, generator=torch.Generator().manual_seed(0))
+    (field() * weights).sum().backward()
+    for name, parameter in field.named_parameters():
+        assert bool(torch.isfinite(parameter.grad).all()), name
