@@ -26,6 +26,10 @@ __all__ = [
     "ImageFolder",
     "PatchBatch",
     "RandomPatches",
+    "CropRegion",
+    "sample_crop_origins",
+    "crop_at",
+    "normalised_location",
     "tile_slices",
     "blend_window",
     "apply_tiled",
@@ -242,7 +246,7 @@ def _check_images(images, name: str = "images") -> list[Tensor]:
     return images
 
 
-class _Region(NamedTuple):
+class CropRegion(NamedTuple):
     """Rows [top, bottom) and columns [left, right) of image ``index`` that a crop must lie inside."""
     index: int
     top: int
@@ -251,7 +255,7 @@ class _Region(NamedTuple):
     right: int
 
 
-def _sample_crops(regions: list[_Region], size: int, count: int, generator: torch.Generator) -> Tensor:
+def sample_crop_origins(regions: list[CropRegion], size: int, count: int, generator: torch.Generator) -> Tensor:
     """``count`` crop positions drawn uniformly over all positions where a ``size`` square fits in a region.
 
     Returns:
@@ -271,8 +275,16 @@ def _sample_crops(regions: list[_Region], size: int, count: int, generator: torc
     return torch.stack([base[:, 0], base[:, 1] + offset_row, base[:, 2] + offset_col], dim=1)
 
 
-def _crop(images: list[Tensor], origins: Tensor, size: int) -> Tensor:
+def crop_at(images: list[Tensor], origins: Tensor, size: int) -> Tensor:
+    """The (count, C, size, size) crops of (C, H, W) ``images`` at :func:`sample_crop_origins`' origins."""
     return torch.stack([images[i][:, top:top + size, left:left + size] for i, top, left in origins.tolist()])
+
+
+def normalised_location(centres: Tensor, sizes) -> Tensor:
+    """(B, 2) pixel centres (row, col) -> (B, 2) coordinates ``2 row / (H - 1) - 1, 2 col / (W - 1) - 1`` in
+    [-1, 1] (0 on a one-pixel axis), for image sizes ``sizes``: (H, W), or (B, 2) one per centre."""
+    extent = torch.as_tensor(sizes, dtype=torch.float64) - 1
+    return torch.where(extent > 0, 2 * centres.double() / extent.clamp_min(1) - 1, 0.0)
 
 
 class PatchBatch(NamedTuple):
@@ -331,16 +343,15 @@ class RandomPatches:
         self.generator = generator
         self.location_channels = location_channels
         self.random_location_fraction = random_location_fraction
-        self._regions = [_Region(i, 0, im.shape[-2], 0, im.shape[-1]) for i, im in enumerate(self.images)]
+        self._regions = [CropRegion(i, 0, im.shape[-2], 0, im.shape[-1]) for i, im in enumerate(self.images)]
 
     def sample(self) -> PatchBatch:
         """Draw the next batch."""
-        origins = _sample_crops(self._regions, self.size, self.batch, self.generator)
-        patches = _crop(self.images, origins, self.size)
+        origins = sample_crop_origins(self._regions, self.size, self.batch, self.generator)
+        patches = crop_at(self.images, origins, self.size)
         centres = origins[:, 1:].double() + (self.size - 1) / 2
-        extent = torch.tensor([[im.shape[-2] - 1, im.shape[-1] - 1] for im in self.images],
-                              dtype=torch.float64)[origins[:, 0]]
-        locations = torch.where(extent > 0, 2 * centres / extent.clamp_min(1) - 1, 0.0)
+        sizes = torch.tensor([im.shape[-2:] for im in self.images], dtype=torch.float64)[origins[:, 0]]
+        locations = normalised_location(centres, sizes)
         random_location = torch.zeros(self.batch, dtype=torch.bool)
         if self.location_channels:
             random_location = torch.rand(self.batch, generator=self.generator) < self.random_location_fraction
@@ -517,12 +528,12 @@ class UnpairedPatches(NamedTuple):
     degraded_origin: Tensor
 
 
-def _unpaired_regions(images: list[Tensor], disjoint: str, reach: int) -> tuple[list[_Region], list[_Region]]:
+def _unpaired_regions(images: list[Tensor], disjoint: str, reach: int) -> tuple[list[CropRegion], list[CropRegion]]:
     clean, degraded = [], []
     for i, image in enumerate(images):
         H, W = image.shape[-2:]
         if disjoint == "images":
-            (clean if i < (len(images) + 1) // 2 else degraded).append(_Region(i, 0, H, 0, W))
+            (clean if i < (len(images) + 1) // 2 else degraded).append(CropRegion(i, 0, H, 0, W))
             continue
         # Halves along the longer side; which half is clean alternates so neither set favours one side.
         length = max(H, W)
@@ -530,7 +541,7 @@ def _unpaired_regions(images: list[Tensor], disjoint: str, reach: int) -> tuple[
         first, second = (0, mid), (mid, length)
         clean_span, degraded_span = (first, (mid + reach, length)) if i % 2 == 0 else (second, (0, mid - reach))
         for target, (start, stop) in ((clean, clean_span), (degraded, degraded_span)):
-            target.append(_Region(i, start, stop, 0, W) if H >= W else _Region(i, 0, H, start, stop))
+            target.append(CropRegion(i, start, stop, 0, W) if H >= W else CropRegion(i, 0, H, start, stop))
     return clean, degraded
 
 
@@ -580,13 +591,13 @@ def unpaired_patch_sets(images: Sequence[Tensor], operator: Callable[[Tensor], T
 
     clean_regions, degraded_regions = _unpaired_regions(images, disjoint, reach)
     try:
-        clean_origin = _sample_crops(clean_regions, patch, count, generator)
-        degraded_origin = _sample_crops(degraded_regions, patch, count, generator)
+        clean_origin = sample_crop_origins(clean_regions, patch, count, generator)
+        degraded_origin = sample_crop_origins(degraded_regions, patch, count, generator)
     except ValueError:
         raise ValueError(f"the {disjoint} split leaves no room for a {patch} x {patch} patch (reach={reach}) in "
                          f"images of sizes {[tuple(im.shape[-2:]) for im in images]}") from None
 
-    clean = _crop(images, clean_origin, patch)
+    clean = crop_at(images, clean_origin, patch)
     degraded: list[Tensor | None] = [None] * count
     for index in degraded_origin[:, 0].unique().tolist():
         image = images[index]

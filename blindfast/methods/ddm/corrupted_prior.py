@@ -55,15 +55,11 @@ def train_corrupted_prior(blurry: BlurryPatches, out_dir, config: TrainConfig, *
     """
     out_dir = Path(out_dir)
     checkpoint = out_dir / CHECKPOINT_NAME
-    if checkpoint.is_file():
-        _, header = read_checkpoint(checkpoint)
-        done = header["nimg"] >= config.total_nimg
-        if done or resume:
-            if not done:
-                return _train(blurry, out_dir, config, resume=True, device=device, progress=progress)
-            net = load_weights(checkpoint, UNet(**header["net_config"]), ema_std=EMA_STD)
-            return net.to(device or "cpu").eval().requires_grad_(False)
-    return _train(blurry, out_dir, config, resume=False, device=device, progress=progress)
+    header = read_checkpoint(checkpoint)[1] if checkpoint.is_file() else None
+    if header is not None and header["nimg"] >= config.total_nimg:
+        net = load_weights(checkpoint, UNet(**header["net_config"]), ema_std=EMA_STD)
+        return net.to(device or "cpu").eval().requires_grad_(False)
+    return _train(blurry, out_dir, config, resume=resume and header is not None, device=device, progress=progress)
 
 
 def _train(blurry: BlurryPatches, out_dir: Path, config: TrainConfig, *, resume: bool, device,

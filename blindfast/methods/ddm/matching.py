@@ -48,12 +48,14 @@ import torch
 from torch import Tensor, nn
 
 from blindfast.methods.ddm.patch_blur import blur_patches, kernels_at
-from blindfast.methods.ddm.photos import BlurryPatches, SharpPatches, location_planes, normalised_location
-from blindfast.ops import flow_interpolate, flow_matching_loss
+from blindfast.data import normalised_location
+from blindfast.methods.ddm.photos import BlurryPatches, SharpPatches, location_planes
+from blindfast.ops import flow_interpolate
 from blindfast.physics import LensField, NoiseStd, PSFGrid, regularisers
 from blindfast.train.checkpoint import (flatten_optimizer, global_rng_states, load_module_state, prefixed,
                                         read_checkpoint, restore_optimizer, set_global_rng_states, unprefixed,
                                         write_checkpoint)
+from blindfast.train.loop import accumulate_gradients
 from blindfast.train.steps import DATA_STREAM, NOISE_STREAM, run_steps, stream_seed
 
 __all__ = ["Stage", "MatchingConfig", "MatchingResult", "match_operator", "CHECKPOINT_NAME", "CURVE_NAME",
@@ -369,9 +371,7 @@ def _flow_gradients(net: nn.Module, x1: Tensor, cond: Tensor, generator: torch.G
     net.train()
     x0 = torch.randn(x1.shape, generator=generator, device=x1.device)
     t = torch.sigmoid(torch.randn(x1.shape[0], generator=generator, device=x1.device))
-    loss = flow_matching_loss(net(flow_interpolate(x0, x1, t), t, cond), x0, x1)
-    loss.backward()
-    return loss.item()
+    return accumulate_gradients(net, x1, x0, t, cond).item()
 
 
 class _Curve:

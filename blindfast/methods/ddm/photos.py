@@ -19,9 +19,10 @@ import torch
 from torch import Tensor
 
 from blindfast import _validate
-from blindfast.data import IMAGE_SUFFIXES, read_image
+from blindfast.data import (IMAGE_SUFFIXES, CropRegion, crop_at, normalised_location, read_image,
+                            sample_crop_origins)
 
-__all__ = ["PhotoSet", "BlurryPatches", "SharpPatches", "location_planes", "normalised_location"]
+__all__ = ["PhotoSet", "BlurryPatches", "SharpPatches", "location_planes"]
 
 
 class PhotoSet:
@@ -44,6 +45,7 @@ class PhotoSet:
         if len(channels) != 1:
             raise ValueError(f"the {name} photos must all have one channel count, got {sorted(channels)}")
         self.channels = channels.pop()
+        self.regions = [CropRegion(i, 0, p.shape[-2], 0, p.shape[-1]) for i, p in enumerate(self.photos)]
 
     @classmethod
     def from_folder(cls, root, name: str, *, grey: bool = False) -> PhotoSet:
@@ -87,24 +89,9 @@ class PhotoSet:
         Returns:
             (crops (count, C, size, size) float32 in [-1, 1], centres (count, 2) float64 (row, col) pixels).
         """
-        positions = torch.tensor([(p.shape[-2] - size + 1) * (p.shape[-1] - size + 1) for p in self.photos],
-                                 dtype=torch.float64)
-        which = torch.multinomial(positions, count, replacement=True, generator=generator)
-        u = torch.rand(count, 2, generator=generator, dtype=torch.float64)
-        crops, centres = [], []
-        for index, (a, b) in zip(which.tolist(), u.tolist()):
-            photo = self.photos[index]
-            top = int(a * (photo.shape[-2] - size + 1))
-            left = int(b * (photo.shape[-1] - size + 1))
-            crops.append(photo[:, top:top + size, left:left + size])
-            centres.append((top + (size - 1) / 2, left + (size - 1) / 2))
-        return torch.stack(crops).float().mul_(2 / 255).sub_(1), torch.tensor(centres, dtype=torch.float64)
-
-
-def normalised_location(centres: Tensor, frame: tuple[int, int]) -> Tensor:
-    """(B, 2) pixel centres (row, col) in an (H, W) frame -> (B, 2) coordinates in [-1, 1] (0 on a 1-pixel axis)."""
-    extent = torch.tensor([frame[0] - 1, frame[1] - 1], dtype=torch.float64)
-    return torch.where(extent > 0, 2 * centres.double() / extent.clamp_min(1) - 1, 0.0)
+        origins = sample_crop_origins(self.regions, size, count, generator)
+        centres = origins[:, 1:].double() + (size - 1) / 2
+        return crop_at(self.photos, origins, size).float().mul_(2 / 255).sub_(1), centres
 
 
 def location_planes(locations: Tensor, size: int) -> Tensor:

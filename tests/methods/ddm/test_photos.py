@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from blindfast.methods.ddm.photos import (BlurryPatches, PhotoSet, SharpPatches, location_planes,
-                                          normalised_location)
+from blindfast.data import normalised_location
+from blindfast.methods.ddm.photos import BlurryPatches, PhotoSet, SharpPatches, location_planes
 
 
 def _photos(sizes, channels=3, seed=0):
