@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from blindfast import _validate
 from blindfast.models.prior import Prior, alpha_bar_of_time, time_of_alpha_bar
 from blindfast.ops import ddim_step, ddpm_step, euler_step, heun_step
 
@@ -268,8 +269,7 @@ def sample(prior: Prior, shape: Sequence[int], *, method: str = "heun", steps: i
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if steps is not None:
         _check_steps(steps)
-    if not eta >= 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+    eta = _validate.real("eta", eta, 0)
     if eta != 0 and method != "ddim":
         raise ValueError(f"eta is DDIM's parameter; method {method!r} takes eta=0, got eta={eta}")
     options = dict(method=method, guidance=guidance, guidance_scale=guidance_scale,

@@ -389,7 +389,7 @@ BAD_INPUTS = {
     "shape-not-4d": (dict(shape=(1, 8, 8)), ValueError, r"shape must be \(B, C, H, W\) \(4 dims\), got \(1, 8, 8\)"),
     "x_init-shape": (dict(x_init=torch.zeros(1, 1, 4, 4)), ValueError,
                      r"x_init must have the shape \(1, 1, 8, 8\), got \(1, 1, 4, 4\)"),
-    "eta<0": (dict(method="ddim", eta=-0.5), ValueError, r"eta must be >= 0, got -0.5"),
+    "eta<0": (dict(method="ddim", eta=-0.5), ValueError, r"eta must be a finite number >= 0, got -0.5"),
     "eta-not-ddim": (dict(method="ddpm", eta=1.0), ValueError, r"method 'ddpm' takes eta=0, got eta=1.0"),
     "hook-not-tensor": (dict(guidance=lambda x_t, x1_hat, t: 0.0), TypeError,
                         r"guidance must return a tensor like x_t \(1, 1, 8, 8\), got float"),

@@ -21,8 +21,8 @@ def power_ema_gamma(std: float) -> float:
     r"""The exponent :math:`\gamma` of the power-function EMA with relative standard deviation ``std``: the real
     root of :math:`\gamma^3 + 7\gamma^2 + (16 - s^{-2})\gamma + (12 - s^{-2}) = 0` (EDM2, arXiv:2312.02696,
     App. C, Eq. 126 and Algorithm 2)."""
-    if not 0.0 < std < 0.2887:  # 1/sqrt(12): the largest relative std any gamma > 0 reaches
-        raise ValueError(f"std must lie in (0, 0.2887), got {std}")
+    # 1/sqrt(12) = 0.2887: the largest relative std any gamma > 0 reaches.
+    std = _validate.real("std", std, 0, 0.2887, low_open=True, high_open=True)
     s2 = std**-2
     roots = np.roots([1.0, 7.0, 16.0 - s2, 12.0 - s2])
     return float(roots.real[np.abs(roots.imag) < 1e-9].max())
@@ -31,8 +31,7 @@ def power_ema_gamma(std: float) -> float:
 def power_ema_beta(nimg: int, batch: int, std: float) -> float:
     r""":math:`\beta = (1 - \text{batch}/\text{nimg})^{\gamma + 1}` for the update after ``nimg`` images
     (EDM2, App. C.2: the averaging profile stays :math:`\propto t^\gamma` when progress is counted in images)."""
-    if nimg <= 0 or batch <= 0:
-        raise ValueError(f"nimg and batch must be positive, got nimg={nimg}, batch={batch}")
+    nimg, batch = _validate.positive_int("nimg", nimg), _validate.positive_int("batch", batch)
     return max(1.0 - batch / nimg, 0.0) ** (power_ema_gamma(std) + 1.0)
 
 

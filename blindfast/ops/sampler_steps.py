@@ -16,6 +16,7 @@ import math
 import torch
 from torch import Tensor
 
+from blindfast import _validate
 from blindfast.ops import _backend
 from blindfast.ops._checks import check_no_autograd, check_out, check_same, check_shape, check_tensor
 
@@ -120,7 +121,7 @@ _fused_step.register_autograd(_step_backward, setup_context=_step_setup)
 
 def _step(x: Tensor, e: Tensor, z: Tensor | None, w: Tensor | None, *, a=0.0, p=0.0, q=0.0, b=0.0, c=0.0,
           s=0.0, g=0.0, clip=None, out: Tensor | None = None) -> Tensor:
-    lo, hi = clip if clip is not None else _NO_CLIP
+    lo, hi = _validate.real_pair("clip_x0", clip, "(lo, hi)") if clip is not None else _NO_CLIP
     coefficients = [float(v) for v in (a, p, q, lo, hi, b, c, s, g)]
     _check_step(x, e, z, w, coefficients)  # before the dispatcher, which would refuse a non-tensor less clearly
     if out is None:
@@ -133,6 +134,7 @@ def _step(x: Tensor, e: Tensor, z: Tensor | None, w: Tensor | None, *, a=0.0, p=
 
 def _guidance(guidance: Tensor | None, scale: float) -> tuple[Tensor | None, float]:
     """The guidance term ``- scale * grad`` as (w, g); dropped when there is no gradient."""
+    scale = _validate.real("guidance_scale", scale)
     if guidance is None:
         if scale:
             raise ValueError(f"guidance_scale={scale} was given without a guidance gradient")
@@ -153,6 +155,7 @@ def euler_step(x: Tensor, v: Tensor, dt: float, *, guidance: Tensor | None = Non
     Returns:
         (B, ...) the state at t + dt.
     """
+    dt = _validate.real("dt", dt)
     w, g = _guidance(guidance, guidance_scale)
     return _step(x, v, None, w, b=1.0, c=dt, g=g, out=out)
 
@@ -174,15 +177,15 @@ def heun_step(x: Tensor, v: Tensor, dt: float, *, v_next: Tensor | None = None, 
     """
     if v_next is None:
         return euler_step(x, v, dt, guidance=guidance, guidance_scale=guidance_scale, out=out)
+    dt = _validate.real("dt", dt)
     w, g = _guidance(guidance, guidance_scale)
     return _step(x, v, v_next, w, b=1.0, c=0.5 * dt, s=0.5 * dt, g=g, out=out)
 
 
-def _check_alpha_bars(alpha_bar_t: float, alpha_bar_prev: float) -> None:
-    if not 0.0 < alpha_bar_t < 1.0:
-        raise ValueError(f"alpha_bar_t must lie in (0, 1), got {alpha_bar_t}")
-    if not alpha_bar_t <= alpha_bar_prev <= 1.0:
-        raise ValueError(f"alpha_bar_prev must lie in [alpha_bar_t, 1] = [{alpha_bar_t}, 1], got {alpha_bar_prev}")
+def _alpha_bars(alpha_bar_t: float, alpha_bar_prev: float) -> tuple[float, float]:
+    """The cumulative products as floats, with 0 < alpha_bar_t <= alpha_bar_prev <= 1."""
+    alpha_bar_t = _validate.real("alpha_bar_t", alpha_bar_t, 0, 1, low_open=True, high_open=True)
+    return alpha_bar_t, _validate.real("alpha_bar_prev", alpha_bar_prev, alpha_bar_t, 1)
 
 
 def _noise(x: Tensor, noise: Tensor | None, generator: torch.Generator | None) -> Tensor:
@@ -214,7 +217,7 @@ def ddpm_step(x_t: Tensor, eps: Tensor, alpha_bar_t: float, alpha_bar_prev: floa
     Returns:
         (B, ...) :math:`x_{t-1}`.
     """
-    _check_alpha_bars(alpha_bar_t, alpha_bar_prev)
+    alpha_bar_t, alpha_bar_prev = _alpha_bars(alpha_bar_t, alpha_bar_prev)
     alpha_t = alpha_bar_t / alpha_bar_prev
     beta_t = 1.0 - alpha_t
     sigma = math.sqrt((1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t) * beta_t)
@@ -244,9 +247,8 @@ def ddim_step(x_t: Tensor, eps: Tensor, alpha_bar_t: float, alpha_bar_prev: floa
     Returns:
         (B, ...) :math:`x_{t-1}`.
     """
-    _check_alpha_bars(alpha_bar_t, alpha_bar_prev)
-    if not eta >= 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+    alpha_bar_t, alpha_bar_prev = _alpha_bars(alpha_bar_t, alpha_bar_prev)
+    eta = _validate.real("eta", eta, 0)
     sigma = eta * math.sqrt((1.0 - alpha_bar_prev) / (1.0 - alpha_bar_t) * (1.0 - alpha_bar_t / alpha_bar_prev))
     direction = math.sqrt(max(1.0 - alpha_bar_prev - sigma**2, 0.0))
     z = _noise(x_t, noise, generator) if sigma > 0 else None

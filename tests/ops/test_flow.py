@@ -384,16 +384,28 @@ def test_bad_inputs():
         euler_step(x, x, 0.1, guidance=torch.zeros(2, 3), guidance_scale=1.0)
     with pytest.raises(ValueError, match="guidance_scale=1.0 was given without a guidance gradient"):
         euler_step(x, x, 0.1, guidance_scale=1.0)
-    with pytest.raises(ValueError, match=r"alpha_bar_t must lie in \(0, 1\), got 1.0"):
+    with pytest.raises(ValueError, match=r"alpha_bar_t must be a finite number in \(0, 1\), got 1.0"):
         ddpm_step(x, x, 1.0, 1.0)
-    with pytest.raises(ValueError, match=r"alpha_bar_prev must lie in \[alpha_bar_t, 1\] = \[0.5, 1\], got 0.4"):
+    with pytest.raises(ValueError, match=r"alpha_bar_prev must be a finite number in \[0.5, 1\], got 0.4"):
         ddim_step(x, x, 0.5, 0.4)
-    with pytest.raises(ValueError, match="eta must be >= 0, got -0.1"):
+    with pytest.raises(ValueError, match="eta must be a finite number >= 0, got -0.1"):
         ddim_step(x, x, 0.5, 0.6, eta=-0.1)
     with pytest.raises(ValueError, match=r"lo < hi, got \(1.0, -1.0\)"):
         ddpm_step(x, x, 0.5, 0.6, noise=x, clip_x0=(1.0, -1.0))
-    with pytest.raises(ValueError, match="coefficients must be finite"):
+    with pytest.raises(ValueError, match="dt must be a finite number, got nan"):
         euler_step(x, x, math.nan)
+    with pytest.raises(TypeError, match="dt must be a finite number, got str '0.1'"):
+        heun_step(x, x, "0.1")
+    with pytest.raises(TypeError, match="guidance_scale must be a finite number, got NoneType None"):
+        euler_step(x, x, 0.1, guidance=x, guidance_scale=None)
+    with pytest.raises(TypeError, match=r"clip_x0 must be two finite numbers \(lo, hi\), got float 1.0"):
+        ddpm_step(x, x, 0.5, 0.6, noise=x, clip_x0=1.0)
+    with pytest.raises(ValueError, match=r"alpha_bar_t must be a finite number in \(0, 1\), got nan"):
+        ddim_step(x, x, math.nan, 1.0)
+    with pytest.raises(TypeError, match="nimg must be an integer >= 1, got float 10.5"):
+        power_ema_beta(10.5, 2, 0.05)
+    with pytest.raises(ValueError, match="batch must be an integer >= 1, got 0"):
+        power_ema_beta(10, 0, 0.05)
     with pytest.raises(ValueError, match=r"out must be a tensor of \(2, 3, 4\) torch.float32 cpu, got \(2, 3\)"):
         euler_step(x, x, 0.1, out=torch.zeros(2, 3))
     with pytest.raises(ValueError, match="out must be contiguous"):
@@ -408,5 +420,5 @@ def test_bad_inputs():
         power_ema_update([x], [x], 1.5)
     with pytest.raises(ValueError, match="must be contiguous"):
         power_ema_update([x.transpose(0, 1)], [x.transpose(0, 1)], 0.9)
-    with pytest.raises(ValueError, match=r"std must lie in \(0, 0.2887\), got 0.3"):
+    with pytest.raises(ValueError, match=r"std must be a finite number in \(0, 0.2887\), got 0.3"):
         power_ema_gamma(0.3)

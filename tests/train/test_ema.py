@@ -117,7 +117,7 @@ def test_empty_stds_rejected():
 
 @pytest.mark.parametrize("std", [0.0, 0.3, -0.1])
 def test_std_out_of_range_rejected(std):
-    with pytest.raises(ValueError, match=rf"std must lie in \(0, 0.2887\), got {std}"):
+    with pytest.raises(ValueError, match=rf"std must be a finite number in \(0, 0.2887\), got {std}"):
         PowerEMA(_net(), [0.05, std])
 
 
