@@ -54,4 +54,5 @@ def add_gradient_normal_(out: Tensor, x: Tensor, weight: float) -> Tensor:
         diff = (x.narrow(dim, 1, n - 1) - x.narrow(dim, 0, n - 1)).mul_(weight)
         out.narrow(dim, 0, n - 1).sub_(diff)
         out.narrow(dim, 1, n - 1).add_(diff)
+        del diff  # else the next axis' difference is computed while this one is still alive: two images
     return out
