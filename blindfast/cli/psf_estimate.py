@@ -1,5 +1,6 @@
 """``blindfast psf-estimate``: learn a camera's PSF grid (or a uniform blur) from unpaired sharp and blurry photos
-with DDM (:func:`blindfast.methods.ddm.estimate_psf`)."""
+with DDM (:func:`blindfast.methods.ddm.estimate_psf`); data-parallel under ``torchrun --nproc_per_node N -m blindfast
+psf-estimate ...`` (both steps; rank 0 writes and prints)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ def grid_shape(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     from blindfast.methods.ddm import OUTPUT_FILES, PhotoSet, estimate_psf, preset
+    from blindfast.train import World
 
     if args.ksize % 2 == 0:
         raise CommandError(f"--ksize must be odd (the PSF's centre on a pixel), got {args.ksize}")
@@ -29,15 +31,20 @@ def run(args: argparse.Namespace) -> int:
     sharp = PhotoSet.from_folder(args.sharp, "sharp", grey=grey)
     blurry = PhotoSet.from_folder(args.blurry, "blurry", grey=grey)
     grid = (1, 1) if args.uniform else args.grid
-    try:
-        report = estimate_psf(sharp, blurry, args.out, grid=grid, kernel_size=args.ksize,
-                              preset=preset(args.preset, args.seed), resume=args.resume,
-                              device=default_device(args.device), progress=not args.quiet)
-    except KeyboardInterrupt:
-        print(f"interrupted: the checkpoints in {args.out} are saved; rerun with --resume to continue")
-        return 130
-    except FileExistsError as err:
-        raise CommandError(f"{err} (add --resume)") from None
+    device = default_device(args.device)
+    with World.from_environment(device) as world:
+        try:
+            report = estimate_psf(sharp, blurry, args.out, grid=grid, kernel_size=args.ksize,
+                                  preset=preset(args.preset, args.seed), resume=args.resume,
+                                  device=world.local_device(device), progress=not args.quiet, world=world)
+        except KeyboardInterrupt:
+            if world.rank == 0:
+                print(f"interrupted: the checkpoints in {args.out} are saved; rerun with --resume to continue")
+            return 130
+        except FileExistsError as err:
+            raise CommandError(f"{err} (add --resume)") from None
+    if world.rank != 0:
+        return 0
     print_table([(key, report[key]) for key in ("preset", "grid", "kernel_size", "channels", "frame",
                                                 "noise_std_estimated", "noise_std_learned", "step1_s", "step2_s")])
     print("wrote:")

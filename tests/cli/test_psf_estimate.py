@@ -2,9 +2,13 @@
 in: the real presets take minutes), and their clear errors on bad inputs."""
 
 import json
+import os
+import socket
+import time
 
 import numpy as np
 import pytest
+import torch.multiprocessing as mp
 from PIL import Image
 
 from blindfast.cli import main
@@ -126,3 +130,40 @@ def test_demo_runs_the_main_job_and_reports_the_baselines(tmp_path, tiny_preset,
     for true, blurry in zip(report["psnr"]["true"], report["psnr"]["blurry"]):
         assert true > blurry + 1
     assert abs(report["noise_estimated"] - report["noise"]) < 0.005
+
+
+def _rank_under_torchrun(rank, port, root, args):
+    """One of two processes with torchrun's variables, running the command with the tiny preset."""
+    import torch
+
+    import blindfast.methods.ddm
+
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    blindfast.methods.ddm.preset = lambda name, seed=0: TINY
+    (root / f"status{rank}").write_text(str(main(args)))
+
+
+def test_psf_estimate_runs_data_parallel_under_torchrun_variables(tmp_path, capfd):
+    sharp, blurry = _folders(tmp_path)
+    out = tmp_path / "out"
+    args = ["psf-estimate", "--sharp", str(sharp), "--blurry", str(blurry), "--out", str(out), "--grid", "2x2",
+            "--ksize", "5", "--device", "cpu", "--quiet"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = mp.spawn(_rank_under_torchrun, args=(port, tmp_path, args), nprocs=2, join=False)
+    deadline = time.monotonic() + 120
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the two ranks did not finish within 120 s")
+    assert [(tmp_path / f"status{rank}").read_text() for rank in range(2)] == ["0", "0"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["processes"] == 2 and report["step2_steps"] == 6
+    grid = np.load(out / "psf_grid.npy")
+    assert grid.shape == (1, 3, 2, 2, 5, 5) and np.allclose(grid.sum(axis=(-2, -1)), 1, atol=1e-5)
+    # rank 0 alone prints the summary
+    assert capfd.readouterr().out.count("wrote:") == 1

@@ -18,7 +18,7 @@ from blindfast.methods.ddm.photos import BlurryPatches
 from blindfast.models.shipped import load_shipped_prior
 from blindfast.models.unet import UNet
 from blindfast.ops import flow_interpolate
-from blindfast.train import TrainConfig, train_prior
+from blindfast.train import TrainConfig, World, train_prior
 from blindfast.train.checkpoint import load_weights, read_checkpoint
 from blindfast.train.steps import CHECKPOINT_NAME
 
@@ -38,7 +38,7 @@ def initial_network(channels: int) -> UNet:
 
 
 def train_corrupted_prior(blurry: BlurryPatches, out_dir, config: TrainConfig, *, resume: bool = False,
-                          device=None, progress: bool = True) -> nn.Module:
+                          device=None, progress: bool = True, world: World = World()) -> nn.Module:
     """Trains (or, when ``out_dir`` holds a finished run, loads) step 1's prior of the blurry patches.
 
     Args:
@@ -48,6 +48,7 @@ def train_corrupted_prior(blurry: BlurryPatches, out_dir, config: TrainConfig, *
         resume: continue an interrupted run in ``out_dir``.
         device: where to train (default: the CPU).
         progress: a progress bar.
+        world: this process's rank and the number of data-parallel processes (:func:`blindfast.train.train_prior`).
     Returns:
         the velocity network ``v(y_t, t, cond)`` with the EMA weights, in eval mode, frozen.
     Raises:
@@ -59,13 +60,14 @@ def train_corrupted_prior(blurry: BlurryPatches, out_dir, config: TrainConfig, *
     if header is not None and header["nimg"] >= config.total_nimg:
         net = load_weights(checkpoint, UNet(**header["net_config"]), ema_std=EMA_STD)
         return net.to(device or "cpu").eval().requires_grad_(False)
-    return _train(blurry, out_dir, config, resume=resume and header is not None, device=device, progress=progress)
+    return _train(blurry, out_dir, config, resume=resume and header is not None, device=device, progress=progress,
+                  world=world)
 
 
-def _train(blurry: BlurryPatches, out_dir: Path, config: TrainConfig, *, resume: bool, device,
-           progress: bool) -> nn.Module:
+def _train(blurry: BlurryPatches, out_dir: Path, config: TrainConfig, *, resume: bool, device, progress: bool,
+           world: World) -> nn.Module:
     net = initial_network(blurry.photos.channels)
-    result = train_prior(net, blurry, out_dir, config, resume=resume, device=device, progress=progress)
+    result = train_prior(net, blurry, out_dir, config, resume=resume, device=device, progress=progress, world=world)
     if result.interrupted:
         raise KeyboardInterrupt
     return result.ema.averages[result.ema.stds.index(EMA_STD)].eval().requires_grad_(False)

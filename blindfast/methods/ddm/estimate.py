@@ -28,6 +28,7 @@ from blindfast.methods.ddm.matching import CURVE_NAME, match_operator
 from blindfast.methods.ddm.photos import BlurryPatches, PhotoSet, SharpPatches
 from blindfast.methods.ddm.presets import Preset
 from blindfast.restore.noise_level import estimate_noise_std
+from blindfast.train.distributed import World
 
 __all__ = ["estimate_psf", "noise_level", "OUTPUT_FILES"]
 
@@ -43,7 +44,7 @@ def noise_level(blurry: PhotoSet) -> float:
 
 def estimate_psf(sharp: PhotoSet, blurry: PhotoSet, out_dir, *, grid: tuple[int, int], kernel_size: int,
                  preset: Preset, resume: bool = False, device=None, progress: bool = True,
-                 callback: Callable[[int, Tensor], dict] | None = None) -> dict:
+                 callback: Callable[[int, Tensor], dict] | None = None, world: World = World()) -> dict:
     """Learns the blurry photos' PSF grid with DDM and writes the outputs (module docstring).
 
     Args:
@@ -57,8 +58,10 @@ def estimate_psf(sharp: PhotoSet, blurry: PhotoSet, out_dir, *, grid: tuple[int,
         progress: progress bars.
         callback: ``callback(step, psf_grid) -> dict`` of extra curve columns, see
             :func:`blindfast.methods.ddm.matching.match_operator`.
+        world: this process's rank and the number of data-parallel processes (under torchrun: both steps train
+            data-parallel; rank 0 writes the outputs).
     Returns:
-        the report (as ``report.json``).
+        the report (as ``report.json``), on every rank.
     Raises:
         ValueError: mismatched channels, photos smaller than a patch or crop, a grid larger than the frame, an
             even kernel size.
@@ -82,23 +85,18 @@ def estimate_psf(sharp: PhotoSet, blurry: PhotoSet, out_dir, *, grid: tuple[int,
     sigma = noise_level(blurry)
 
     prior = train_corrupted_prior(blurry_patches, out_dir / "step1", preset.step1, resume=resume, device=device,
-                                  progress=progress)
+                                  progress=progress, world=world)
     step1_s = time.perf_counter() - start
     uses_location = location_check(prior, blurry_patches)
     fit = match_operator(prior, blurry_patches, sharp_patches, grid=grid, kernel_size=kernel_size, sigma=sigma,
                          config=preset.step2, out_dir=out_dir / "step2",
                          resume=resume and (out_dir / "step2").is_dir(), device=device, progress=progress,
-                         callback=callback)
+                         callback=callback, world=world)
     if fit.interrupted:
         raise KeyboardInterrupt
     step2_s = time.perf_counter() - start - step1_s
 
     psf_grid = fit.psf_grid.float()
-    save_atomic(out_dir / "psf_grid.npy", lambda f: np.save(f, psf_grid.numpy()))
-    save_atomic(out_dir / "psf_grid.png", lambda f: psf_grid_image(psf_grid[0]).save(f, "PNG"))
-    curve = (out_dir / "step2" / CURVE_NAME).read_text()
-    save_atomic(out_dir / "curve.csv", lambda f: f.write(curve.encode()))
-    save_atomic(out_dir / "curve.png", lambda f: _curve_figure(curve, preset.name).save(f, "PNG"))
     report = {
         "method": "ddm", "preset": preset.name, "grid": list(grid), "kernel_size": kernel_size,
         "channels": blurry.channels, "frame": list(frame), "sharp_photos": len(sharp.photos),
@@ -106,9 +104,15 @@ def estimate_psf(sharp: PhotoSet, blurry: PhotoSet, out_dir, *, grid: tuple[int,
         "step1_location_check": uses_location, "step1": preset.step1.to_json(), "step2": preset.step2.to_json(),
         "step2_steps": fit.steps, "noise_std_learned": fit.noise_std,
         "step1_s": step1_s, "step2_s": step2_s, "threads": torch.get_num_threads(),
-        "device": str(next(prior.parameters()).device),
+        "device": str(next(prior.parameters()).device), "processes": world.size,
     }
-    save_atomic(out_dir / "report.json", lambda f: f.write(json.dumps(report, indent=2).encode()))
+    if world.rank == 0:
+        save_atomic(out_dir / "psf_grid.npy", lambda f: np.save(f, psf_grid.numpy()))
+        save_atomic(out_dir / "psf_grid.png", lambda f: psf_grid_image(psf_grid[0]).save(f, "PNG"))
+        curve = (out_dir / "step2" / CURVE_NAME).read_text()
+        save_atomic(out_dir / "curve.csv", lambda f: f.write(curve.encode()))
+        save_atomic(out_dir / "curve.png", lambda f: _curve_figure(curve, preset.name).save(f, "PNG"))
+        save_atomic(out_dir / "report.json", lambda f: f.write(json.dumps(report, indent=2).encode()))
     return report
 
 

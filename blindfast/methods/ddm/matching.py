@@ -31,6 +31,11 @@ operator must then remove the extra high-frequency energy), so a fixed, biased e
 
 The networks have no dropout here and the no-gradient passes run in eval mode, so (b)'s two velocities see the
 same network function (the paper's "identical dropout masks").
+
+Data-parallel under torchrun (``world``, :mod:`blindfast.train.distributed`): every rank draws the global batch
+from generators seeded alike and keeps its slice; the auxiliary model's, the twin's and the operator's gradients are
+averaged over the ranks before each update, so all ranks take the single-process step of the global batch (the
+operator's regularisers, the same on every rank, count once). Rank 0 alone writes the checkpoint and the curve.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from blindfast.physics import LensField, NoiseStd, PSFGrid, regularisers
 from blindfast.train.checkpoint import (flatten_optimizer, global_rng_states, load_module_state, prefixed,
                                         read_checkpoint, restore_optimizer, set_global_rng_states, unprefixed,
                                         write_checkpoint)
+from blindfast.train.distributed import World
 from blindfast.train.loop import accumulate_gradients
 from blindfast.train.steps import DATA_STREAM, NOISE_STREAM, run_steps, stream_seed
 
@@ -166,8 +172,8 @@ def _averaged(total: Tensor | None, count: int) -> Tensor | None:
 
 def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *, grid: tuple[int, int],
                    kernel_size: int, sigma: float, config: MatchingConfig, out_dir, resume: bool = False,
-                   device=None, progress: bool = True,
-                   callback: Callable[[int, Tensor], dict] | None = None) -> MatchingResult:
+                   device=None, progress: bool = True, callback: Callable[[int, Tensor], dict] | None = None,
+                   world: World = World()) -> MatchingResult:
     """Runs step 2: fits a (1, C, Gy, Gx, k, k) PSF grid so that blurred sharp patches look like the blurry ones.
 
     Writes ``out_dir/matching.safetensors`` (every ``config.snapshot_steps``, at the end and on Ctrl-C; every
@@ -187,15 +193,19 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
         device: where the networks and the operator run (default: ``pre``'s device); patches are cut on the CPU.
         progress: a progress bar.
         callback: ``callback(step, psf_grid) -> dict`` of extra curve columns (e.g. the error against a known
-            truth), called with the current estimate every ``snapshot_steps`` and at the end of each stage.
+            truth), called with the current estimate every ``snapshot_steps`` and at the end of each stage (on rank
+            0 only).
+        world: this process's rank and the number of data-parallel processes (module docstring).
     Returns:
-        :class:`MatchingResult`.
+        :class:`MatchingResult` (the same on every rank).
     Raises:
         FileNotFoundError: ``resume`` without a checkpoint; FileExistsError: a fresh run over one.
-        ValueError: a checkpoint of other settings.
+        ValueError: a checkpoint of other settings; ``config.batch`` not divisible by the world size.
     """
     out_dir = Path(out_dir)
     checkpoint = out_dir / CHECKPOINT_NAME
+    part, _ = world.shard(config.batch)
+    writer = world.rank == 0
     channels = blurry.photos.channels
     patch = blurry.size
     frame = blurry.frame
@@ -261,14 +271,17 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
         if checkpoint.exists():
             raise FileExistsError(f"{out_dir} already holds a step-2 checkpoint ({checkpoint}): resume it or choose "
                                   f"another output folder")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        if writer:
+            out_dir.mkdir(parents=True, exist_ok=True)
         operator, operator_optimizer = build_stage(0, None)
 
     stage_ends = [sum(s.steps for s in config.stages[:i + 1]) for i in range(len(config.stages))]
     total_steps = stage_ends[-1]
-    curve = _Curve(out_dir / CURVE_NAME, state["step"], resume)
+    curve = _Curve(out_dir / CURVE_NAME, state["step"], resume) if writer else None
 
     def save(_nimg: int = 0) -> None:
+        if not writer:
+            return
         tensors = {**prefixed("operator", operator.state_dict()), **prefixed("noise", noise.state_dict()),
                    **prefixed("aux", aux.state_dict()),
                    **prefixed("rng", {name: g.get_state() for name, g in generators.items()}),
@@ -288,27 +301,32 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
                 tensors[name] = state[name].contiguous()
         write_checkpoint(checkpoint, tensors, header)
 
+    def draw_noise(*shape: int) -> Tensor:
+        """This rank's slice of a standard normal draw of the global batch's shape (the same draws on every
+        rank, whatever the world size)."""
+        return torch.randn(config.batch, *shape, generator=generators["noise"], device=device)[part]
+
     def step(_nimg: int) -> float:
         index = state["stage"]
         kind = config.stages[index].kind
         crops, centres = sharp(config.batch, generators["data"])
-        crops = crops.to(device)
+        crops, centres = crops[part].to(device), centres[part]
         cond = location_planes(normalised_location(centres, frame), patch).to(device)
         psf_grid = operator()
-        draw = torch.randn(config.batch, channels, patch, patch, generator=generators["noise"], device=device)
+        draw = draw_noise(channels, patch, patch)
         y1 = blur_patches(crops, kernels_at(psf_grid, centres, frame)) + 2 * noise() * draw   # images in [-1, 1]
 
         # (a) the auxiliary model learns the distribution of y1
-        _flow_gradients(aux, y1.detach(), cond, generators["noise"])
+        _flow_gradients(aux, y1.detach(), cond, draw_noise, world)
         # the twin keeps learning the blurry photos' distribution, as the auxiliary model learns y1's
         if twin is not None:
             blurry_patches, blurry_cond = twin_data(config.batch, generators["data"])
-            _flow_gradients(twin, blurry_patches.to(device), blurry_cond.to(device), generators["noise"])
+            _flow_gradients(twin, blurry_patches[part].to(device), blurry_cond[part].to(device), draw_noise, world)
 
         # (b) the operator: mean(dv * y1), dv the velocity difference without gradient
-        y0 = torch.randn(y1.shape, generator=generators["noise"], device=device)
+        y0 = draw_noise(channels, patch, patch)
         t = config.time_min + (1 - config.time_min) * torch.rand(config.batch, generator=generators["noise"],
-                                                                 device=device)
+                                                                 device=device)[part]
         y_t = flow_interpolate(y0, y1.detach(), t)
         with torch.no_grad():
             aux.eval()
@@ -316,7 +334,7 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
             dv = aux(y_t, t, cond) - reference(y_t, t, cond)
         loss = (dv * y1).mean() + _regulariser(psf_grid, kind, config)
         loss.backward()
-        return loss.item()
+        return world.average_gradients([*operator.parameters(), *noise.parameters()], loss.detach()).item()
 
     def commit(_nimg: int) -> float:
         nonlocal operator, operator_optimizer
@@ -340,6 +358,8 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
         return config.stages[state["stage"]].lr
 
     def after_step(nimg: int, loss: float) -> None:
+        if not writer:
+            return
         extra = {}
         if callback is not None and (state["step"] % max(config.snapshot_steps, 1) == 0
                                      or state["step"] in stage_ends):
@@ -355,10 +375,14 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
 
     steps = run_steps(nimg=state["step"] * config.batch, total_nimg=total_steps * config.batch, batch=config.batch,
                       step=step, commit=commit, save=save, generators=generators, log_path=None, resume=resume,
-                      snapshot_nimg=config.snapshot_steps * config.batch, callback=after_step, progress=progress)
-    curve.close()
+                      snapshot_nimg=config.snapshot_steps * config.batch, callback=after_step,
+                      progress=progress and writer)
+    if writer:
+        curve.close()
     if steps.unsaved or steps.interrupted:
         save()
+    if not steps.interrupted:
+        world.barrier()   # no rank reads the checkpoint (a resume, step 3) before rank 0 has written it
     return MatchingResult(_estimate().cpu(), state["step"], noise().item(), steps.interrupted)
 
 
@@ -366,12 +390,14 @@ def _trainable_copy(net: nn.Module) -> nn.Module:
     return copy.deepcopy(net).train().requires_grad_(True)
 
 
-def _flow_gradients(net: nn.Module, x1: Tensor, cond: Tensor, generator: torch.Generator) -> float:
-    """Accumulates the gradient of the flow-matching loss on data ``x1`` (logit-normal times, as step 1 trains)."""
+def _flow_gradients(net: nn.Module, x1: Tensor, cond: Tensor, draw_noise: Callable[..., Tensor],
+                    world: World) -> float:
+    """The gradient of the flow-matching loss on data ``x1`` (logit-normal times, as step 1 trains), averaged over
+    the ranks; ``draw_noise(*shape)`` gives this rank's slice of a global standard normal draw."""
     net.train()
-    x0 = torch.randn(x1.shape, generator=generator, device=x1.device)
-    t = torch.sigmoid(torch.randn(x1.shape[0], generator=generator, device=x1.device))
-    return accumulate_gradients(net, x1, x0, t, cond).item()
+    x0 = draw_noise(*x1.shape[1:])
+    t = torch.sigmoid(draw_noise())
+    return world.average_gradients(net.parameters(), accumulate_gradients(net, x1, x0, t, cond)).item()
 
 
 class _Curve:
