@@ -2,15 +2,12 @@
 in: the real presets take minutes), and their clear errors on bad inputs."""
 
 import json
-import os
-import socket
-import time
 
 import numpy as np
 import pytest
-import torch.multiprocessing as mp
 from PIL import Image
 
+from _spawn import free_port, run_ranks, set_torchrun_variables
 from blindfast.cli import main
 from blindfast.methods.ddm.matching import MatchingConfig, Stage
 from blindfast.methods.ddm.presets import Preset
@@ -139,8 +136,7 @@ def _rank_under_torchrun(rank, port, root, args):
     import blindfast.methods.ddm
 
     torch.set_num_threads(1)
-    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    set_torchrun_variables(rank, 2, port)
     blindfast.methods.ddm.preset = lambda name, seed=0: TINY
     (root / f"status{rank}").write_text(str(main(args)))
 
@@ -150,16 +146,7 @@ def test_psf_estimate_runs_data_parallel_under_torchrun_variables(tmp_path, capf
     out = tmp_path / "out"
     args = ["psf-estimate", "--sharp", str(sharp), "--blurry", str(blurry), "--out", str(out), "--grid", "2x2",
             "--ksize", "5", "--device", "cpu", "--quiet"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    context = mp.spawn(_rank_under_torchrun, args=(port, tmp_path, args), nprocs=2, join=False)
-    deadline = time.monotonic() + 120
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("the two ranks did not finish within 120 s")
+    run_ranks(_rank_under_torchrun, (free_port(), tmp_path, args), 2)
     assert [(tmp_path / f"status{rank}").read_text() for rank in range(2)] == ["0", "0"]
     report = json.loads((out / "report.json").read_text())
     assert report["processes"] == 2 and report["step2_steps"] == 6

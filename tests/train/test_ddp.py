@@ -4,18 +4,16 @@ train-prior` under torchrun; bad launches and batches."""
 
 import csv
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from PIL import Image
 
+from _spawn import DEADLINE_S, free_port, run_ranks, set_torchrun_variables
 from _standin import SIZE, gaussian_data, stand_in
 from blindfast.train import CHECKPOINT_NAME, LOG_NAME, TrainConfig, World, read_checkpoint, train_prior
 from blindfast.train.distributed import LAUNCH_VARIABLES
@@ -24,13 +22,6 @@ F64 = torch.float64
 WORLD_SIZE = 2
 # Four steps of a global batch of 8 (per rank: 4 images, as 2 micro-batches of 2), a snapshot half-way.
 RUN = dict(total_nimg=32, batch=8, lr=1e-2, snapshot_nimg=16)
-DEADLINE_S = 120  # a rank stuck in a collective fails the test instead of hanging it
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _parameters(net):
@@ -51,8 +42,7 @@ def _mean_of_gradients(world):
 def _worker(rank, port, root):
     """Rank ``rank`` of 2, launched as torchrun would (its variables), trains the stand-in in float64 and saves what
     the tests check to ``root/result<rank>.pt``."""
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    set_torchrun_variables(rank, WORLD_SIZE, port)
     torch.set_num_threads(1)
     result = {}
     with World.from_environment("cpu") as world:
@@ -90,13 +80,7 @@ def _worker(rank, port, root):
 def ranks(tmp_path_factory):
     """The folder the two ranks trained in, and their results."""
     root = tmp_path_factory.mktemp("ddp")
-    context = mp.spawn(_worker, args=(_free_port(), root), nprocs=WORLD_SIZE, join=False)
-    deadline = time.monotonic() + DEADLINE_S
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"the {WORLD_SIZE} ranks did not finish within {DEADLINE_S} s")
+    run_ranks(_worker, (free_port(), root), WORLD_SIZE)
     return root, [torch.load(root / f"result{rank}.pt", weights_only=True) for rank in range(WORLD_SIZE)]
 
 
@@ -191,7 +175,7 @@ def test_train_prior_under_torchrun(tmp_path):
         Image.fromarray(rng.integers(0, 256, (24, 28, 3), dtype=np.uint8)).save(folder / f"image{i}.png")
     out = tmp_path / "out"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD_SIZE),
-               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
                "-m", "blindfast", "train-prior", "--data", str(folder), "--out", str(out), "--preset", "tiny",
                "--patch", "16", "--kimg", "0.064", "--batch", "8", "--micro-batch", "2", "--lr", "2e-3",
                "--snapshot-kimg", "0", "--seed", "3", "--quiet"]

@@ -3,13 +3,11 @@ takes on the whole batch (the exact-prior problem of test_matching.py); only ran
 split over the ranks is refused."""
 
 import os
-import socket
-import time
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
+from _spawn import free_port, run_ranks, set_torchrun_variables
 from blindfast.methods.ddm.matching import CHECKPOINT_NAME, CURVE_NAME, MatchingConfig, Stage, match_operator
 from blindfast.methods.ddm.photos import BlurryPatches, SharpPatches
 from blindfast.train import World
@@ -17,13 +15,6 @@ from test_matching import KSIZE, PATCH, _camera, _exact_prior
 
 WORLD_SIZE = 2
 STEPS = 3
-DEADLINE_S = 120  # a rank stuck in a collective fails the test instead of hanging it
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _fit(out_dir, world=World(), batch=32):
@@ -40,8 +31,7 @@ def _fit(out_dir, world=World(), batch=32):
 
 
 def _worker(rank, port, root):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    set_torchrun_variables(rank, WORLD_SIZE, port)
     torch.set_num_threads(1)
     outcome = {}
     with World.from_environment("cpu") as world:
@@ -57,13 +47,7 @@ def _worker(rank, port, root):
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddm_ddp")
-    context = mp.spawn(_worker, args=(_free_port(), root), nprocs=WORLD_SIZE, join=False)
-    deadline = time.monotonic() + DEADLINE_S
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"the {WORLD_SIZE} ranks did not finish within {DEADLINE_S} s")
+    run_ranks(_worker, (free_port(), root), WORLD_SIZE)
     return root, [torch.load(root / f"result{rank}.pt", weights_only=True) for rank in range(WORLD_SIZE)]
 
 
