@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from blindfast.methods.latent_dem import KernelDenoiser, load_kernel_denoiser
+from blindfast.data import embedded_images
+from blindfast.metrics import kernel_mse
 from blindfast.ops import hqs_kernel_update
 from blindfast.physics import motion_kernel
 
@@ -79,3 +81,23 @@ def test_plugs_into_hqs_kernel_update():
     # the module itself is a valid denoiser argument
     direct = hqs_kernel_update(x_hat, y, init, sigma=0.01, delta=5e6, iters=5, denoiser=net, lam=1.0)
     assert torch.equal(direct, out)
+
+
+def test_lowers_the_m_step_kernel_error_on_exact_images():
+    """M-step (20 iterations, delta 5e6, lambda 1) from exact images of a 128 x 128 crop of "coffee", blurred
+    circularly by two motion kernels with noise 0.01: the kernel MSE with the shipped denoiser is below that without
+    (here 5.6e-7 against 3.8e-6 and 1.8e-7 against 9.2e-7; scripts/kernel_denoiser_mstep.py: 1.0e-7 against 5.3e-7
+    over four kernels at 256 x 256)."""
+    generator = torch.Generator().manual_seed(11)
+    net = load_kernel_denoiser()
+    x = embedded_images("test")[0][:, 100:228, 100:228].contiguous()
+    start = torch.zeros(33, 33)
+    start[16, 16] = 1
+    for kernel in motion_kernel(2, 33, 0.5, generator=generator)["kernel"][:, 0]:
+        padded = torch.roll(torch.nn.functional.pad(kernel, (0, 95, 0, 95)), (-16, -16), (0, 1))
+        y = torch.fft.irfft2(torch.fft.rfft2(x) * torch.fft.rfft2(padded), s=(128, 128))
+        y = y + 0.01 * torch.randn(y.shape, generator=generator)
+        errors = [kernel_mse(hqs_kernel_update(x[None], y, start, sigma=0.01, delta=5e6, iters=20,
+                                               denoiser=denoiser)[None, None], kernel[None, None]).item()
+                  for denoiser in (None, net)]
+        assert errors[1] < errors[0], errors
