@@ -13,7 +13,8 @@ from blindfast.cli.common import CommandError
 __all__ = ["main", "COMMANDS"]
 
 # Modules of blindfast.cli, each with register(commands) adding its subcommand(s), in --help order.
-COMMANDS = ("info", "demo", "psf_estimate", "deblur", "train_prior", "train_shipped", "export_prior")
+COMMANDS = ("info", "demo", "psf_estimate", "deblur", "train_prior", "train_shipped", "export_prior",
+            "train_kernel_denoiser")
 
 
 def build_parser() -> argparse.ArgumentParser:

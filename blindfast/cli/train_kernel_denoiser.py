@@ -1,0 +1,72 @@
+"""``blindfast train-kernel-denoiser``: train LatentDEM's kernel denoiser on motion kernels, and ship it
+(``--export NAME``: measured on held-out kernels, written with its manifest into blindfast/weights)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from blindfast.cli.arg_types import non_negative_float, non_negative_int, positive_float, positive_int
+from blindfast.cli.common import CommandError, add_command, print_table
+from blindfast.cli.export_prior import in_source_checkout
+
+
+def run(args: argparse.Namespace) -> int:
+    from blindfast.methods.latent_dem import KernelDenoiserConfig, export_kernel_denoiser, train_kernel_denoiser
+    from blindfast.models.shipped import NAME_PATTERN, WEIGHTS_DIR
+    from blindfast.train.steps import LOG_NAME
+
+    if args.export is not None and not NAME_PATTERN.fullmatch(args.export):
+        raise CommandError(f"--export NAME must match {NAME_PATTERN.pattern} (a file name without extension), got "
+                           f"{args.export!r}")
+    if args.export is not None and args.export_dir is None and not in_source_checkout(WEIGHTS_DIR):
+        raise CommandError(f"--export-dir is required: blindfast is installed at {WEIGHTS_DIR.parent}, not in a "
+                           f"source checkout, and --export writes into the package's weights only in a checkout")
+    config = KernelDenoiserConfig(kernel_size=args.kernel_size, kernels=args.kernels, kimg=args.kimg,
+                                  batch=args.batch, lr=args.lr, snapshot_kimg=args.snapshot_kimg, seed=args.seed)
+    result = train_kernel_denoiser(args.out, config, resume=args.resume, progress=not args.quiet)
+    rows = [("kernels seen", result.nimg), ("training time", f"{result.seconds:.0f} s"),
+            ("checkpoint", result.checkpoint), ("log", os.path.join(args.out, LOG_NAME))]
+    if result.interrupted:
+        print_table(rows)
+        print("interrupted: the checkpoint holds the last completed step; continue with --resume")
+        return 130  # the shell's status for a run ended by SIGINT
+    if args.export is not None:
+        manifest = export_kernel_denoiser(args.out, args.export, out_dir=args.export_dir, held_out=args.held_out)
+        for row in manifest["mse"]:
+            rows.append((f"MSE at {row['noise_level_mean_taps']:g} mean taps ({row['noise_level']:.3g})",
+                         f"noisy {row['mse_noisy']:.3g}, denoised {row['mse_denoised']:.3g} "
+                         f"({row['gain_db']:+.2f} dB)"))
+        out_dir = args.export_dir or WEIGHTS_DIR
+        rows += [("wrote", os.path.join(out_dir, manifest["weights"])),
+                 ("manifest", os.path.join(out_dir, f"{manifest['name']}.json"))]
+    print_table(rows)
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    train = add_command(commands, "train-kernel-denoiser", run,
+                        help="train LatentDEM's kernel denoiser on generated motion kernels (checkpoint and log in "
+                             "--out); --export NAME ships it into blindfast/weights with its measured manifest")
+    train.add_argument("--out", required=True, help="output folder for the checkpoint, the kernels and the log")
+    train.add_argument("--kernel-size", type=positive_int, default=33, help="kernel window side, odd "
+                                                                          "(default: %(default)s)")
+    train.add_argument("--kernels", type=positive_int, default=8192, help="clean training kernels "
+                                                                        "(default: %(default)s)")
+    train.add_argument("--kimg", type=positive_float, default=60.0, help="training length in thousands of noisy "
+                                                                       "kernels (default: %(default)s)")
+    train.add_argument("--batch", type=positive_int, default=64, help="kernels per Adam step (default: %(default)s)")
+    train.add_argument("--lr", type=positive_float, default=1e-3, help="initial Adam learning rate, cosine-decayed "
+                                                                     "(default: %(default)s)")
+    train.add_argument("--snapshot-kimg", type=non_negative_float, default=8.0,
+                       help="checkpoint every this many thousand kernels (default: %(default)s)")
+    train.add_argument("--seed", type=non_negative_int, default=0, help="seeds the weights, kernels and noise "
+                                                                      "(default: %(default)s)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--export", metavar="NAME", default=None, help="after training, measure on held-out kernels "
+                                                                      "and write NAME.safetensors and NAME.json")
+    train.add_argument("--export-dir", default=None, help="where --export writes (default: blindfast/weights of a "
+                                                          "source checkout; required when blindfast is installed)")
+    train.add_argument("--held-out", type=positive_int, default=512, help="held-out kernels --export measures on "
+                                                                        "(default: %(default)s)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
