@@ -17,7 +17,8 @@ from blindfast.ops.reference import (
 # (B, C, H, W, Bg, Cg, Gy, Gx, kh, kw): odd sizes, 1x1 / non-square / 8x8 grids, even, odd, 1 and non-square kernels,
 # batch and channel broadcasting, one wide image that runs full vector strips and several row bands, and 62 rows on a
 # 3-row grid, where the first 32-row band of the PSF gradient ends one row into the second grid cell (that row's
-# small weight on the third node row must be summed too).
+# small weight on the third node row must be summed too), and 33 rows with a 1-row kernel, so that the output and the
+# padded grid both end in a 1-row band (a band count rounded down would drop that last row).
 CASES = [
     (1, 3, 37, 53, 1, 3, 3, 5, 3, 3),
     (2, 3, 17, 23, 1, 1, 1, 1, 4, 6),
@@ -27,6 +28,7 @@ CASES = [
     (2, 1, 45, 160, 2, 1, 8, 8, 7, 4),
     (1, 1, 34, 120, 1, 1, 2, 3, 31, 17),
     (1, 3, 62, 40, 1, 3, 3, 2, 7, 7),
+    (1, 1, 33, 29, 1, 1, 2, 2, 1, 3),
 ]
 CASE_IDS = ["x".join(map(str, c)) for c in CASES]
 

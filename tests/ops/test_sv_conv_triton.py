@@ -169,6 +169,26 @@ def test_adjoint_dot_product(case, padding):
     assert gap / (ax.norm() * y.norm()) < 1e-12
 
 
+@pytest.mark.parametrize("grid", [(1, 4), (3, 1), (1, 1)])
+@pytest.mark.parametrize("op", ["forward", "adjoint"])
+def test_single_node_axis_reads_nothing_past_the_grid(op, grid):
+    """With one node along an axis, the blend's second node on that axis has weight 0 and must not be read: its
+    address would lie past the PSF grid (the step to it is 0 then). The grid here is the head of a buffer whose
+    rest is NaN, so a read past its end turns the result into NaN instead of adding 0 * garbage."""
+    Gy, Gx = grid
+    x_shape, kh, kw = (1, 1, 21, 27), 3, 3
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(x_shape, generator=gen, dtype=torch.float64)
+    g = torch.randn(x_shape, generator=gen, dtype=torch.float64)
+    psf = torch.rand(1, 1, Gy, Gx, kh, kw, generator=gen, dtype=torch.float64)
+    psf = psf / psf.sum(dim=(-2, -1), keepdim=True)
+    buffer = torch.full((2 * psf.numel(),), math.nan, dtype=torch.float64, device=DEVICE)
+    buffer[:psf.numel()] = psf.flatten()
+    guarded = buffer[:psf.numel()].view(psf.shape)  # contiguous, NaN right after its last tap
+    got = _run_op(op, x, g, guarded, "zeros")
+    assert _rel_err(got, _reference(op, x, g, psf, "zeros")) < F64_RTOL
+
+
 @pytest.mark.parametrize("padding", ["zeros", "reflect"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("op", OPS)
