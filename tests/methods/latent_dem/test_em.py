@@ -14,6 +14,16 @@ from blindfast.physics import Blur, motion_kernel
 SIZE, KERNEL, SIGMA, STEPS = 64, 9, 0.01, 40
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """The 64 x 64 runs are tiny: with torch's default 2 threads on the 2 shared cores the end-to-end test took 125 s,
+    with 1 thread 1.2 s. Restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def problem():
     """The centre 64 x 64 crop of the test photo chelsea, a 9 x 9 motion kernel, circular blur, noise 0.01."""
