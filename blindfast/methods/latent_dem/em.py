@@ -43,7 +43,8 @@ HQS_DELTA = 5e6      # the M-step's HQS penalty delta (issue 16: alpha = sigma^2
 HQS_ITERS = 20       # HQS iterations per M-step (issue 16)
 HQS_LAMBDA = 1.0     # the kernel prior's weight lambda (issue 16); the denoiser's level is sqrt(lambda / delta)
 # zeta', the E-step's step on grad ||r|| before the annealing's 1 / zeta_t (e_step's docstring: the paper's
-# 1 / (2 zeta_t sigma^2) diverges in pixel space). Chosen on a 64 x 64 crop of coffee (rows and columns from 150, 250), 13 x 13 motion kernels, 100 steps:
+# 1 / (2 zeta_t sigma^2) diverges in pixel space). Chosen on a 64 x 64 crop of coffee (from row 150, column 250),
+# 13 x 13 motion kernels, 100 steps:
 # kernel MNC 0.50 / 0.62 / 0.78 / 0.92 / 0.63 at zeta' = 1 / 3 / 10 / 30 / 100 (kernel seed 0), 0.78 / 0.86 / 0.83 at
 # 10 / 20 / 30 (seed 1).
 GUIDANCE_SCALE = 20.0

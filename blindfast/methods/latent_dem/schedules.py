@@ -61,7 +61,9 @@ def is_full_em_step(t: int, steps: int, *, skip_start: int | None = None, skip_e
         True for a full EM step, False for a prior-only step.
     """
     _check_step(t, steps)
-    skip_start = int(SKIP_START_FRACTION * steps) if skip_start is None else _validate.integer("skip_start", skip_start, 0)
+    if skip_start is None:
+        skip_start = int(SKIP_START_FRACTION * steps)
+    skip_start = _validate.integer("skip_start", skip_start, 0)
     if skip_start > steps:
         raise ValueError(f"skip_start must lie in 0..T = {steps}, got {skip_start}")
     skip_every = _validate.positive_int("skip_every", skip_every)
