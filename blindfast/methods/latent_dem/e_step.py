@@ -9,8 +9,9 @@ differentiated through the network, with :math:`D(z) = (z + 1) / 2` mapping the 
 images (the pixel variant: no autoencoder).
 
 The weight. The paper's :math:`w_t = 1 / (2 \zeta_t \sigma^2)` is 5000 / zeta_t at sigma = 0.01: in pixel space
-(no decoder Jacobian to shrink the gradient) it made the state NaN within the first steps (64 x 64 crop of coffee,
-13 x 13 motion kernel, 50 DDIM steps, the shipped ``pixel_tiny``). So the step is DPS's normalised one (Chung et
+(no decoder Jacobian to shrink the gradient) the first guided step took max |z| to 4.8e3 and the state was NaN by
+the seventh (64 x 64 crop of coffee, 13 x 13 motion kernel, the true kernel held fixed, 50 DDIM steps, the shipped
+``pixel_tiny``). So the step is DPS's normalised one (Chung et
 al. 2023, "Diffusion Posterior Sampling for General Noisy Inverse Problems", Alg. 1), with LatentDEM's annealing kept
 in the scale: :math:`w_t = s_t / (2 \lVert r\rVert)`, i.e. :math:`s_t \nabla_{z_t} \lVert r\rVert`,
 :math:`r = y - k \circledast D(\hat z_0)`, :math:`s_t = \zeta' / \zeta_t` (the loop's choice).
