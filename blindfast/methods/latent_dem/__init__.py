@@ -1,14 +1,18 @@
 """LatentDEM (Bai et al. 2024, "Blind Inversion using Latent Diffusion Priors"): EM blind deblurring with a latent
 diffusion prior. Built so far: the M-step's plug-and-play kernel denoiser (:class:`KernelDenoiser`), its training
 (:func:`train_kernel_denoiser`, ``blindfast train-kernel-denoiser``) and the shipped weights
-(:func:`load_kernel_denoiser`), for :func:`blindfast.ops.hqs_kernel_update`'s ``denoiser``. The E-step is not built
-yet.
+(:func:`load_kernel_denoiser`), for :func:`blindfast.ops.hqs_kernel_update`'s ``denoiser``; the EM loop with a
+pixel prior (:func:`em_deblur`) and its schedules (:func:`annealed_zeta`, :func:`is_full_em_step`). The latent
+variant (encoder/decoder, gluing) is not built yet.
 """
 
+from blindfast.methods.latent_dem.em import EMResult, EMStep, delta_kernel, em_deblur
 from blindfast.methods.latent_dem.kernel_denoiser import KernelDenoiser
+from blindfast.methods.latent_dem.schedules import annealed_zeta, is_full_em_step
 from blindfast.methods.latent_dem.shipped_denoiser import (DEFAULT_NAME, export_kernel_denoiser,
                                                            load_kernel_denoiser, measure_kernel_denoiser)
 from blindfast.methods.latent_dem.train_kernel_denoiser import KernelDenoiserConfig, train_kernel_denoiser
 
 __all__ = ["KernelDenoiser", "KernelDenoiserConfig", "train_kernel_denoiser", "export_kernel_denoiser",
-           "load_kernel_denoiser", "measure_kernel_denoiser", "DEFAULT_NAME"]
+           "load_kernel_denoiser", "measure_kernel_denoiser", "DEFAULT_NAME", "em_deblur", "EMResult", "EMStep",
+           "delta_kernel", "annealed_zeta", "is_full_em_step"]
