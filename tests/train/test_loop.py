@@ -428,7 +428,7 @@ def test_unknown_time_sampling():
 
 
 def test_bad_ema_std():
-    with pytest.raises(ValueError, match=r"std must lie in \(0, 0.2887\), got 0.5"):
+    with pytest.raises(ValueError, match=r"std must be a finite number in \(0, 0.2887\), got 0.5"):
         TrainConfig(total_nimg=64, ema_stds=(0.05, 0.5))
 
 
