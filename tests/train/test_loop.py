@@ -288,10 +288,14 @@ def test_sigint_during_the_optimiser_step_waits_for_the_step(tmp_path, uninterru
             os.kill(os.getpid(), signal.SIGINT)
 
     hook = register_optimizer_step_post_hook(send_sigint)
+    # Python's Ctrl-C handler whatever this process inherited: a shell's background job starts with SIGINT ignored,
+    # and Python then installs none (the test is about holding the signal back, not about the launcher)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         result = train_prior(stand_in(), gaussian_data, tmp_path, _config(), progress=False)
     finally:
         hook.remove()
+        signal.signal(signal.SIGINT, inherited)
     assert (result.nimg, result.interrupted) == (48, True)
     net = _resume(tmp_path)
     _assert_same_run(uninterrupted[0], tmp_path, uninterrupted[1], net)
