@@ -29,8 +29,8 @@ from typing import NamedTuple
 import torch
 
 from blindfast.models.autoencoder import KLAutoencoder
-from blindfast.train.checkpoint import (CheckpointError, flatten_optimizer, load_module_state, prefixed,
-                                        read_checkpoint, restore_optimizer, unprefixed, write_checkpoint)
+from blindfast.train.checkpoint import (CheckpointError, check_resumable, flatten_optimizer, load_module_state,
+                                        prefixed, read_checkpoint, restore_optimizer, unprefixed, write_checkpoint)
 from blindfast.train.data_sources import as_source, draw_batch
 from blindfast.train.steps import (CHECKPOINT_NAME, DATA_STREAM, FIT_STREAM, LOG_NAME, NOISE_STREAM, run_steps,
                                    stream_seed)
@@ -91,12 +91,7 @@ def _load(path: Path, ae: KLAutoencoder, optimizer: torch.optim.Optimizer,
     if header["net_config"] != ae.config():
         raise CheckpointError(f"checkpoint {path} was written by an autoencoder with config {header['net_config']}, "
                               f"this one has {ae.config()}")
-    changed = {key: (header["config"].get(key), value) for key, value in config.items()
-               if key not in _RESUMABLE_CHANGES and header["config"].get(key) != value}
-    if changed:
-        listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
-        raise ValueError(f"cannot resume {path} with a different configuration ({listed}); only "
-                         f"{' and '.join(_RESUMABLE_CHANGES)} may change")
+    check_resumable(path, header["config"], config, _RESUMABLE_CHANGES, "a different configuration")
     load_module_state(ae, unprefixed("net", tensors), "the autoencoder state", path)
     restore_optimizer(optimizer, unprefixed("optimizer", tensors), header["optimizer"], path)
     rng = unprefixed("rng", tensors)

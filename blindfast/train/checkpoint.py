@@ -32,9 +32,9 @@ from torch import Tensor, nn
 from blindfast.atomic_file import save_atomic
 from blindfast.train.ema import PowerEMA
 
-__all__ = ["CheckpointError", "write_checkpoint", "read_checkpoint", "save_training_state", "load_training_state",
-           "load_weights", "FORMAT", "VERSION", "prefixed", "unprefixed", "global_rng_states", "set_global_rng_states",
-           "flatten_optimizer", "restore_optimizer", "load_module_state"]
+__all__ = ["CheckpointError", "write_checkpoint", "read_checkpoint", "check_resumable", "save_training_state",
+           "load_training_state", "load_weights", "FORMAT", "VERSION", "prefixed", "unprefixed", "global_rng_states",
+           "set_global_rng_states", "flatten_optimizer", "restore_optimizer", "load_module_state"]
 
 FORMAT = "blindfast-training-state"
 VERSION = 1
@@ -115,6 +115,22 @@ def read_checkpoint(path) -> tuple[dict[str, Tensor], dict]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # What a training run saves
+
+
+def check_resumable(path, saved: Mapping, current: Mapping, may_change: tuple[str, ...], settings: str) -> None:
+    """Refuses to resume the checkpoint ``path`` with other settings: every key of ``current`` but those in
+    ``may_change`` must have its value in the checkpoint's ``saved`` settings.
+
+    Raises:
+        ValueError: ``cannot resume <path> with <settings> (<key>: <saved> -> <current>, ...); only <may_change> may
+            change``, where ``settings`` words what differs ("a different configuration", "other settings").
+    """
+    changed = {key: (saved.get(key), value) for key, value in current.items()
+               if key not in may_change and saved.get(key) != value}
+    if changed:
+        listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
+        raise ValueError(f"cannot resume {path} with {settings} ({listed}); only {' and '.join(may_change)} may "
+                         f"change")
 
 
 def prefixed(prefix: str, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from blindfast.ops import flow_interpolate, flow_matching_loss
-from blindfast.train.checkpoint import load_training_state, save_training_state
+from blindfast.train.checkpoint import check_resumable, load_training_state, save_training_state
 from blindfast.train.data_sources import as_source, draw_batch
 from blindfast.train.distributed import World
 from blindfast.train.ema import DEFAULT_EMA_STDS, PowerEMA, power_ema_gammas
@@ -192,16 +192,6 @@ def accumulate_gradients(net: nn.Module, x1: Tensor, x0: Tensor, t: Tensor, cond
 # The run
 
 
-def _check_resumable(saved: dict, config: TrainConfig, path: Path) -> None:
-    current = config.to_json()
-    changed = {key: (saved.get(key), current[key]) for key in current
-               if key not in ("total_nimg", "snapshot_nimg") and saved.get(key) != current[key]}
-    if changed:
-        listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
-        raise ValueError(f"cannot resume {path} with a different configuration ({listed}); only total_nimg and "
-                         f"snapshot_nimg may change")
-
-
 def train_prior(net: nn.Module, data, out_dir, config: TrainConfig, *, resume: bool = False, device=None,
                 world: World = World(), callback: Callable[[int, float], None] | None = None,
                 progress: bool = True) -> TrainResult:
@@ -261,7 +251,8 @@ def train_prior(net: nn.Module, data, out_dir, config: TrainConfig, *, resume: b
         if not checkpoint.is_file():
             raise FileNotFoundError(f"no checkpoint to resume in {out_dir} (expected {checkpoint})")
         nimg, saved = load_training_state(checkpoint, net=net, ema=ema, optimizer=optimizer, generators=generators)
-        _check_resumable(saved, config, checkpoint)
+        check_resumable(checkpoint, saved, config.to_json(), ("total_nimg", "snapshot_nimg"),
+                        "a different configuration")
     else:
         if checkpoint.exists():
             raise FileExistsError(f"{out_dir} already holds a checkpoint ({checkpoint}): resume it or choose another "

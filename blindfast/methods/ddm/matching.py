@@ -57,8 +57,8 @@ from blindfast.data import normalised_location
 from blindfast.methods.ddm.photos import BlurryPatches, SharpPatches, location_planes
 from blindfast.ops import flow_interpolate
 from blindfast.physics import LensField, NoiseStd, PSFGrid, regularisers
-from blindfast.train.checkpoint import (flatten_optimizer, global_rng_states, load_module_state, prefixed,
-                                        read_checkpoint, restore_optimizer, set_global_rng_states, unprefixed,
+from blindfast.train.checkpoint import (check_resumable, flatten_optimizer, global_rng_states, load_module_state,
+                                        prefixed, read_checkpoint, restore_optimizer, set_global_rng_states, unprefixed,
                                         write_checkpoint)
 from blindfast.train.distributed import World
 from blindfast.train.loop import accumulate_gradients
@@ -243,13 +243,8 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
         if not checkpoint.is_file():
             raise FileNotFoundError(f"no step-2 checkpoint to resume in {out_dir} (expected {checkpoint})")
         tensors, header = read_checkpoint(checkpoint)
-        saved, now = header.get("config", {}), config.to_json()
-        changed = {key: (saved.get(key), now[key]) for key in now
-                   if key != "snapshot_steps" and saved.get(key) != now[key]}
-        if changed:
-            listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
-            raise ValueError(f"cannot resume {checkpoint} with other step-2 settings ({listed}); only snapshot_steps "
-                             f"may change")
+        check_resumable(checkpoint, header.get("config", {}), config.to_json(), ("snapshot_steps",),
+                        "other step-2 settings")
         state.update({key: header[key] for key in ("stage", "step", "averaged")})
         state["average"], state["previous"] = (None if tensors.get(name) is None else tensors[name].to(device)
                                                for name in ("average", "previous"))

@@ -36,8 +36,8 @@ from torch import Tensor
 from blindfast import _validate
 from blindfast.methods.latent_dem.kernel_denoiser import KernelDenoiser
 from blindfast.physics import motion_kernel
-from blindfast.train.checkpoint import (flatten_optimizer, global_rng_states, load_module_state, prefixed,
-                                        read_checkpoint, restore_optimizer, set_global_rng_states, unprefixed,
+from blindfast.train.checkpoint import (check_resumable, flatten_optimizer, global_rng_states, load_module_state,
+                                        prefixed, read_checkpoint, restore_optimizer, set_global_rng_states, unprefixed,
                                         write_checkpoint)
 from blindfast.train.steps import CHECKPOINT_NAME, DATA_STREAM, LOG_NAME, NOISE_STREAM, run_steps, stream_seed
 
@@ -213,13 +213,7 @@ def train_kernel_denoiser(out_dir, config: KernelDenoiserConfig = KernelDenoiser
         if not checkpoint.is_file():
             raise FileNotFoundError(f"no kernel-denoiser checkpoint to resume in {out_dir} (expected {checkpoint})")
         tensors, header = read_checkpoint(checkpoint)
-        saved, now = header.get("config", {}), config.to_json()
-        changed = {key: (saved.get(key), now[key]) for key in now
-                   if key != "snapshot_kimg" and saved.get(key) != now[key]}
-        if changed:
-            listed = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
-            raise ValueError(f"cannot resume {checkpoint} with other settings ({listed}); only snapshot_kimg may "
-                             f"change")
+        check_resumable(checkpoint, header.get("config", {}), config.to_json(), ("snapshot_kimg",), "other settings")
         load_module_state(net, unprefixed("net", tensors), "the kernel denoiser", checkpoint)
         restore_optimizer(optimizer, unprefixed("optimizer", tensors), header["optimizer"], checkpoint)
         for name, g in generators.items():
