@@ -24,8 +24,8 @@ from blindfast.models.latent_prior import LatentFlowPrior
 from blindfast.models.prior import NetworkPrior
 from blindfast.models.unet import UNet
 
-__all__ = ["load_shipped_prior", "shipped_priors", "file_sha256", "ShippedPriorError", "WEIGHTS_DIR",
-           "MANIFEST_FORMAT", "MANIFEST_VERSION", "KINDS", "NAME_PATTERN", "MAKE_ONE"]
+__all__ = ["load_shipped_prior", "shipped_priors", "file_sha256", "check_weights_file", "ShippedPriorError",
+           "WEIGHTS_DIR", "MANIFEST_FORMAT", "MANIFEST_VERSION", "KINDS", "NAME_PATTERN", "MAKE_ONE"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MANIFEST_FORMAT = "blindfast-shipped-prior"
@@ -50,6 +50,21 @@ def file_sha256(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_weights_file(weights: Path, sha256, what: str) -> None:
+    """The shipped weights file ``weights`` exists and its bytes have the manifest's SHA-256 ``sha256``; ``what``
+    names the shipped thing in the errors ("shipped prior 'pixel_tiny'").
+
+    Raises:
+        FileNotFoundError: no such file.
+        ShippedPriorError: another SHA-256 (a corrupt or replaced file).
+    """
+    if not weights.is_file():
+        raise FileNotFoundError(f"{what}: its weights file {weights} does not exist")
+    got = file_sha256(weights)
+    if got != sha256:
+        raise ShippedPriorError(f"{what}: {weights} is corrupt: expected SHA-256 {sha256}, got {got}")
 
 
 def _directory(directory) -> Path:
@@ -138,12 +153,7 @@ def load_shipped_prior(name: str, directory=None, *, device=None) -> NetworkPrio
     if weights.parent != folder:
         raise ShippedPriorError(f"manifest {folder / (name + '.json')}: weights must be a file name in {folder}, "
                                 f"got {manifest.get('weights')!r}")
-    if not weights.is_file():
-        raise FileNotFoundError(f"shipped prior {name!r}: its weights file {weights} does not exist")
-    expected, got = manifest.get("sha256"), file_sha256(weights)
-    if got != expected:
-        raise ShippedPriorError(f"shipped prior {name!r}: {weights} is corrupt: expected SHA-256 {expected}, got "
-                                f"{got}")
+    check_weights_file(weights, manifest.get("sha256"), f"shipped prior {name!r}")
     kind = manifest.get("kind")
     try:
         if kind == "pixel":

@@ -33,7 +33,7 @@ from blindfast.atomic_file import save_atomic
 from blindfast.methods.latent_dem.kernel_denoiser import KernelDenoiser
 from blindfast.methods.latent_dem.train_kernel_denoiser import (COMMAND, KernelDenoiserConfig, noisy_kernels,
                                                                 training_kernels)
-from blindfast.models.shipped import NAME_PATTERN, WEIGHTS_DIR, ShippedPriorError, file_sha256
+from blindfast.models.shipped import NAME_PATTERN, WEIGHTS_DIR, ShippedPriorError, check_weights_file
 from blindfast.train.checkpoint import load_module_state, read_checkpoint, unprefixed
 from blindfast.train.steps import CHECKPOINT_NAME, stream_seed
 
@@ -188,12 +188,7 @@ def load_kernel_denoiser(name: str = DEFAULT_NAME, directory=None, *, device=Non
         raise ShippedPriorError(f"manifest {manifest_path}: expected format {MANIFEST_FORMAT!r} version "
                                 f"{MANIFEST_VERSION}, got {got}")
     weights = folder / f"{name}.safetensors"
-    if not weights.is_file():
-        raise FileNotFoundError(f"shipped kernel denoiser {name!r}: its weights file {weights} does not exist")
-    expected, got = manifest.get("sha256"), file_sha256(weights)
-    if got != expected:
-        raise ShippedPriorError(f"shipped kernel denoiser {name!r}: {weights} is corrupt: expected SHA-256 "
-                                f"{expected}, got {got}")
+    check_weights_file(weights, manifest.get("sha256"), f"shipped kernel denoiser {name!r}")
     try:
         net = KernelDenoiser(**manifest["net"])
         net.load_state_dict(load_file(str(weights)))
