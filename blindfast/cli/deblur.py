@@ -20,6 +20,7 @@ from blindfast.cli.arg_types import positive_float, positive_int
 from blindfast.cli.common import CommandError, add_command, print_table
 
 SOLVERS = ("wiener", "cg", "pnp", "diffpir")
+DEFAULT_SOLVER = "cg"
 PADDING = "reflect"      # photos continue past their edges; reflection is the closest of the operator's paddings
 DEFAULT_PRIOR = "pixel_tiny"
 DEFAULT_DENOISE_TILE = 128
@@ -42,10 +43,10 @@ def _load_array(path: str, option: str, ndim: tuple[int, ...], layout: str):
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
-def _operator(args: argparse.Namespace, y):
-    """(op, params) from --kernel, --psf-grid or --method."""
+def _blur(args: argparse.Namespace, y):
+    """What restores y: a MethodResult from --kernel, --psf-grid or --method."""
     from blindfast.physics import Blur, SpaceVaryingBlur
-    from blindfast.restore.registry import registered_methods
+    from blindfast.restore.registry import MethodResult, registered_methods
 
     if args.method is not None:
         methods = registered_methods()
@@ -58,11 +59,15 @@ def _operator(args: argparse.Namespace, y):
             if getattr(args, option) is not None and option not in method.reads:
                 reads = " or ".join(f"--{o.replace('_', '-')}" for o in method.reads) or "no blur option"
                 raise CommandError(f"--method {method.name} reads {reads}, got --{option.replace('_', '-')}")
-        return method.estimate(y, args)
+        result = method.run(y, args)
+        if result.restored is not None and (args.solver is not None or args.tile is not None):
+            given = "--solver" if args.solver is not None else "--tile"
+            raise CommandError(f"--method {method.name} restores the photo itself: expected no {given}, got one")
+        return result
     if args.kernel is not None:
         kernel = _load_array(args.kernel, "--kernel", (2, 3), "(kh, kw) or (C, kh, kw)")
         kernel = kernel[None, None] if kernel.dim() == 2 else kernel[None]
-        return Blur(padding=PADDING), {"kernel": kernel}
+        return MethodResult(Blur(padding=PADDING), {"kernel": kernel})
     if args.psf_grid is not None:
         grid = _load_array(args.psf_grid, "--psf-grid", (4, 5, 6), "(Gy, Gx, kh, kw), (C, Gy, Gx, kh, kw) or "
                                                                    "(1, C, Gy, Gx, kh, kw)")
@@ -70,7 +75,7 @@ def _operator(args: argparse.Namespace, y):
             raise CommandError(f"--psf-grid {args.psf_grid}: a 6-d grid must be (1, C, Gy, Gx, kh, kw), got "
                                f"{tuple(grid.shape)}")
         grid = grid[None, None] if grid.dim() == 4 else grid[None] if grid.dim() == 5 else grid
-        return SpaceVaryingBlur(padding=PADDING), {"psf_grid": grid}
+        return MethodResult(SpaceVaryingBlur(padding=PADDING), {"psf_grid": grid})
     raise CommandError("expected the blur: one of --kernel, --psf-grid or --method, got none of them")
 
 
@@ -159,21 +164,34 @@ def run(args: argparse.Namespace) -> int:
         if reference.shape != y.shape:
             raise CommandError(f"--reference {args.reference}: expected the input's shape {tuple(y.shape[1:])} "
                                f"(C, H, W), got {tuple(reference.shape[1:])}")
-    op, params = _operator(args, y)
-    check_blur_params(op, params, y)
-    sigma = args.sigma if args.sigma is not None else estimate_noise_std(y)
-    sigma = max(sigma, 1e-4)     # a noise-free file still has quantisation noise; sigma 0 would mean no prior
-    lam = args.lam if args.lam is not None else tikhonov_weight(sigma)
-    solve = _solver(args, op, sigma, lam)
     read_s = time.perf_counter() - start
 
+    method_start = time.perf_counter()
+    blur = _blur(args, y)
+    method_s = time.perf_counter() - method_start
+    sigma = lam = None
     solve_start = time.perf_counter()
-    with torch.no_grad():
-        restored = solve(y, params) if args.tile is None else _tiled(solve, y, op, params, args.tile, args.quiet)
+    if blur.restored is None:
+        args.solver = args.solver or DEFAULT_SOLVER
+        check_blur_params(blur.op, blur.params, y)
+        sigma = args.sigma if args.sigma is not None else estimate_noise_std(y)
+        sigma = max(sigma, 1e-4)     # a noise-free file still has quantisation noise; sigma 0 would mean no prior
+        lam = args.lam if args.lam is not None else tikhonov_weight(sigma)
+        solve = _solver(args, blur.op, sigma, lam)
+        with torch.no_grad():
+            restored = (solve(y, blur.params) if args.tile is None
+                        else _tiled(solve, y, blur.op, blur.params, args.tile, args.quiet))
+    elif blur.restored.shape != y.shape:
+        raise ValueError(f"--method {args.method} restored a photo of shape {tuple(blur.restored.shape)}, expected "
+                         f"the input's {tuple(y.shape)}")
+    else:
+        restored = blur.restored
     solve_s = time.perf_counter() - solve_start
 
     write_start = time.perf_counter()
     write_photo(out, restored, bits)
+    for suffix, write in blur.outputs.items():
+        save_atomic(out.with_name(out.stem + suffix), write)
     report = {
         "input": str(args.input), "output": str(out), "height": y.shape[-2], "width": y.shape[-1],
         "channels": y.shape[1], "bits": bits, "solver": args.solver, "method": args.method,
@@ -183,14 +201,21 @@ def run(args: argparse.Namespace) -> int:
                      "prior": args.prior if args.solver in ("pnp", "diffpir") else None, "seed": args.seed},
         "threads": torch.get_num_threads(),
     }
+    if blur.report:
+        report["method_report"] = dict(blur.report)
     if reference is not None:
         report["measurement"] = _scores(y, reference)
         report["restored"] = _scores(restored, reference)
-    report["times"] = {"read_s": read_s, "solve_s": solve_s, "write_s": time.perf_counter() - write_start,
-                       "total_s": time.perf_counter() - start}
+    report["times"] = {"read_s": read_s, "method_s": method_s, "solve_s": solve_s,
+                       "write_s": time.perf_counter() - write_start, "total_s": time.perf_counter() - start}
     report_path = out.with_name(out.stem + ".report.json")
     save_atomic(report_path, lambda f: f.write(json.dumps(report, indent=2).encode()))
-    rows = [("solver", args.solver), ("sigma", f"{sigma:.4g}"), ("solve", f"{solve_s:.2f} s")]
+    rows = [("method", args.method)] if args.method else []
+    if blur.restored is None:
+        rows += [("solver", args.solver), ("sigma", f"{sigma:.4g}")]
+    rows += [("method time", f"{method_s:.2f} s")] if args.method else []
+    rows += [("solve", f"{solve_s:.2f} s")]
+    rows += [("wrote", out.with_name(out.stem + suffix)) for suffix in blur.outputs]
     if reference is not None:
         rows += [("PSNR", f"{report['measurement']['psnr']:.2f} -> {report['restored']['psnr']:.2f} dB"),
                  ("SSIM", f"{report['measurement']['ssim']:.3f} -> {report['restored']['ssim']:.3f}")]
@@ -236,9 +261,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     deblur.add_argument("--method", help="a blind method that estimates the blur, or restores with what it learned "
                                          "(it may read --kernel / --psf-grid)" + (
                             f" ({', '.join(sorted(methods))})" if methods else " (none is installed yet)"))
-    deblur.add_argument("--solver", default="cg", choices=SOLVERS, help="wiener (uniform kernels), cg (Tikhonov), "
+    deblur.add_argument("--solver", default=None, choices=SOLVERS, help="wiener (uniform kernels), cg (Tikhonov), "
                                                                         "pnp (DPIR with the prior), diffpir "
-                                                                        "(default: %(default)s)")
+                                                                        f"(default: {DEFAULT_SOLVER}; not with a "
+                                                                        "method that restores the photo itself)")
     deblur.add_argument("--sigma", type=positive_float, default=None, help="the noise std in [0, 1] units (default: "
                                                                   "estimated from the photo)")
     deblur.add_argument("--lam", type=positive_float, default=None, help="Tikhonov weight of wiener / cg (default: "

@@ -15,7 +15,7 @@ from blindfast.data import embedded_images, read_image
 from blindfast.metrics import psnr
 from blindfast.physics import Blur, SpaceVaryingBlur, gaussian_kernel
 from blindfast.restore import registry
-from blindfast.restore.registry import DeblurMethod, register_method
+from blindfast.restore.registry import DeblurMethod, MethodResult, register_method
 
 KERNEL = gaussian_kernel(9, 1.5)                    # (9, 9), sums to 1
 
@@ -113,7 +113,7 @@ def test_a_registered_method_plugs_in_without_editing_the_command(files, monkeyp
 
     def estimate(y, options):
         seen["shape"], seen["scale"] = tuple(y.shape), options.fake_scale
-        return SpaceVaryingBlur(padding="reflect"), {"psf_grid": KERNEL[None, None, None, None].clone()}
+        return MethodResult(SpaceVaryingBlur(padding="reflect"), {"psf_grid": KERNEL[None, None, None, None].clone()})
 
     register_method(DeblurMethod("fake", "a stand-in blind method", estimate,
                                  lambda group: group.add_argument("--fake-scale", type=float, default=2.0)))
@@ -123,6 +123,34 @@ def test_a_registered_method_plugs_in_without_editing_the_command(files, monkeyp
     assert json.loads((files / "m.report.json").read_text())["method"] == "fake"
     with pytest.raises(ValueError, match="already registered"):
         register_method(DeblurMethod("fake", "another", estimate))
+
+
+def test_a_method_that_restores_itself_writes_its_photo_files_and_report(files, sharp, monkeypatch, capsys):
+    monkeypatch.setattr(registry, "_METHODS", {})
+
+    def restore(y, options):
+        return MethodResult(restored=sharp, report={"note": "the truth"},
+                            outputs={".kernel.npy": lambda f: np.save(f, np.eye(3, dtype=np.float32))})
+
+    register_method(DeblurMethod("oracle", "returns the sharp photo", restore))
+    assert main(["deblur", "--input", str(files / "blurred.png"), "--out", str(files / "o.png"), "--method", "oracle",
+                 "--reference", str(files / "sharp.png"), "--quiet"]) == 0
+    report = json.loads((files / "o.report.json").read_text())
+    assert report["method_report"] == {"note": "the truth"} and report["solver"] is None
+    assert report["restored"]["psnr"] > 90      # the truth, up to the 16-bit reference's quantisation
+    np.testing.assert_array_equal(np.load(files / "o.kernel.npy"), np.eye(3, dtype=np.float32))
+    for option, value in (("--solver", "cg"), ("--tile", "32")):
+        err = _run_error(capsys, ["deblur", "--input", str(files / "blurred.png"), "--out", str(files / "p.png"),
+                                  "--method", "oracle", option, value])
+        assert f"--method oracle restores the photo itself: expected no {option}, got one" in err
+    assert not (files / "p.png").exists()
+
+
+def test_a_method_result_holds_an_operator_or_a_photo():
+    with pytest.raises(ValueError, match="either an operator"):
+        MethodResult()
+    with pytest.raises(ValueError, match="either an operator"):
+        MethodResult(SpaceVaryingBlur(padding="reflect"), {"psf_grid": KERNEL}, restored=KERNEL)
 
 
 def _bad_inputs(files):

@@ -8,13 +8,13 @@ import numpy as np
 import torch
 
 from blindfast.physics import SpaceVaryingBlur
-from blindfast.restore.registry import DeblurMethod, register_method
+from blindfast.restore.registry import DeblurMethod, MethodResult, register_method
 
 PADDING = "reflect"
 
 
-def _estimate(y, options):
-    """(SpaceVaryingBlur, {"psf_grid": (1, C, Gy, Gx, k, k)}) from ``options.psf_grid``, psf-estimate's file."""
+def _run(y, options) -> MethodResult:
+    """SpaceVaryingBlur with {"psf_grid": (1, C, Gy, Gx, k, k)} from ``options.psf_grid``, psf-estimate's file."""
     if getattr(options, "psf_grid", None) is None:
         raise ValueError("--method ddm restores with the PSF grid that `blindfast psf-estimate` learned: pass "
                          "--psf-grid OUT/psf_grid.npy")
@@ -26,8 +26,9 @@ def _estimate(y, options):
                                                                                                  np.floating):
         raise ValueError(f"--psf-grid {path}: expected psf-estimate's float (1, {y.shape[1]}, Gy, Gx, k, k) array "
                          f"for this {y.shape[1]}-channel photo, got {grid.dtype} {grid.shape}")
-    return SpaceVaryingBlur(padding=PADDING), {"psf_grid": torch.from_numpy(np.ascontiguousarray(grid, np.float32))}
+    return MethodResult(SpaceVaryingBlur(padding=PADDING),
+                        {"psf_grid": torch.from_numpy(np.ascontiguousarray(grid, np.float32))})
 
 
 register_method(DeblurMethod("ddm", "the PSF grid learned by `blindfast psf-estimate` (DDM), given by --psf-grid",
-                             _estimate, reads=("psf_grid",)))
+                             _run, reads=("psf_grid",)))
