@@ -197,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
         "channels": y.shape[1], "bits": bits, "solver": args.solver, "method": args.method,
         "operator": "kernel" if args.kernel else "psf_grid" if args.psf_grid else args.method,
         "settings": {"sigma": sigma, "sigma_estimated": args.sigma is None, "lam": lam, "iters": args.iters,
+                     "steps": args.steps,
                      "tile": args.tile, "padding": PADDING,
                      "prior": args.prior if args.solver in ("pnp", "diffpir") else None, "seed": args.seed},
         "threads": torch.get_num_threads(),
@@ -270,6 +271,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     deblur.add_argument("--lam", type=positive_float, default=None, help="Tikhonov weight of wiener / cg (default: "
                                                                 "(sigma / 0.1)^2)")
     deblur.add_argument("--iters", type=positive_int, default=None, help="iterations (default: cg 30, pnp 16, diffpir 20)")
+    deblur.add_argument("--steps", type=positive_int, default=None, help="sampler steps of a diffusion-based blind "
+                                                                    "method (default: the method's)")
     deblur.add_argument("--tile", type=positive_int, default=None, help="restore on blended tiles of this side (bounded "
                                                                "memory; at least the kernel size)")
     deblur.add_argument("--prior", default=DEFAULT_PRIOR, help="a shipped prior's name or a folder holding one, for "

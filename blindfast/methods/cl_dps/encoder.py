@@ -1,0 +1,103 @@
+r"""CL-DPS's contrastive patch encoder (Ye & Ferrao, "CL-DPS: A Contrastive Learning Approach to Blind Inverse
+Problem Solving via Diffusion Posterior Sampling").
+
+A ResNet trunk (He et al. 2016, "Deep Residual Learning for Image Recognition": basic blocks of two 3x3 convolutions
+with an identity or 1x1 shortcut) maps a patch in [-1, 1] to its last-stage map :math:`m \in \mathbb R^{c \times h
+\times w}`. Training adds two heads on it (dropped at inference):
+
+- the projection: global average pooling and a linear layer to ``projection_dim``, L2-normalised: MoCo's query / key
+  (He et al. 2020, "Momentum Contrast for Unsupervised Visual Representation Learning");
+- the colour head: two 1x1 convolutions regressing the patch's colour at each last-stage location (CL-DPS's
+  colour-consistency term; without it the restored colours drift).
+
+At inference the feature is the flattened last-stage map, L2-normalised, without pooling (the paper's ablation:
+patch-wise inference without pooling restores best). GroupNorm, not BatchNorm: a feature never depends on the other
+patches of its batch, so MoCo needs no shuffled BatchNorm and inference no running statistics.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+__all__ = ["ContrastiveEncoder", "SMALL", "WIDE"]
+
+# the CPU default: 64x64 patches -> an 8x8x128 last-stage map, an 8192-d feature
+SMALL = {"widths": (32, 64, 128), "blocks": (1, 1, 1)}
+# for GPUs: wide-ResNet-50-like stage widths and depths (basic blocks, not bottlenecks)
+WIDE = {"widths": (256, 512, 1024, 2048), "blocks": (3, 4, 6, 3)}
+GROUPS = 8
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.norm1 = nn.GroupNorm(GROUPS, out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.norm2 = nn.GroupNorm(GROUPS, out_channels)
+        self.shortcut = (nn.Identity() if stride == 1 and in_channels == out_channels else
+                         nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                                       nn.GroupNorm(GROUPS, out_channels)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(self.norm1(self.conv1(x)))
+        return F.relu(self.norm2(self.conv2(h)) + self.shortcut(x))
+
+
+class ContrastiveEncoder(nn.Module):
+    """Patch encoder: trunk, projection head and colour head (module docstring).
+
+    Args:
+        channels: image channels (3 for RGB).
+        widths: channels of each stage; every stage halves the resolution (the stem keeps it).
+        blocks: basic blocks per stage.
+        projection_dim: MoCo's embedding dimension.
+    ``config`` holds these arguments, so ``ContrastiveEncoder(**encoder.config)`` rebuilds the architecture.
+    """
+
+    def __init__(self, channels: int = 3, widths: tuple[int, ...] = SMALL["widths"],
+                 blocks: tuple[int, ...] = SMALL["blocks"], projection_dim: int = 128):
+        super().__init__()
+        if len(widths) != len(blocks) or not widths or min(blocks) < 1 or any(w % GROUPS for w in widths):
+            raise ValueError(f"expected one block count >= 1 per stage and widths divisible by {GROUPS}, got widths "
+                             f"{tuple(widths)}, blocks {tuple(blocks)}")
+        self.config = {"channels": channels, "widths": tuple(widths), "blocks": tuple(blocks),
+                       "projection_dim": projection_dim}
+        self.channels = channels
+        self.downsampling = 2 ** len(widths)
+        self.stem = nn.Sequential(nn.Conv2d(channels, widths[0], 3, 1, 1, bias=False), nn.GroupNorm(GROUPS, widths[0]),
+                                  nn.ReLU())
+        stages, previous = [], widths[0]
+        for width, count in zip(widths, blocks):
+            stages += [_BasicBlock(previous, width, 2)] + [_BasicBlock(width, width, 1) for _ in range(count - 1)]
+            previous = width
+        self.trunk_blocks = nn.Sequential(*stages)
+        self.projection = nn.Linear(previous, projection_dim)
+        self.colour = nn.Sequential(nn.Conv2d(previous, previous, 1), nn.ReLU(), nn.Conv2d(previous, channels, 1))
+
+    def _check(self, patches: Tensor) -> None:
+        if patches.dim() != 4 or patches.shape[1] != self.channels:
+            raise ValueError(f"expected (N, {self.channels}, n, n) patches for this {self.channels}-channel encoder, "
+                             f"got {tuple(patches.shape)}")
+        if patches.shape[-2] % self.downsampling or patches.shape[-1] % self.downsampling:
+            raise ValueError(f"expected patch sides divisible by {self.downsampling} (the encoder's downsampling), "
+                             f"got {tuple(patches.shape[-2:])}")
+
+    def trunk(self, patches: Tensor) -> Tensor:
+        """(N, C, n, n) patches in [-1, 1] -> (N, c, n / d, n / d) the last-stage map (d = ``downsampling``)."""
+        self._check(patches)
+        return self.trunk_blocks(self.stem(patches))
+
+    def features(self, patches: Tensor) -> Tensor:
+        """(N, C, n, n) patches in [-1, 1] -> (N, c h w) the inference feature: the flattened last-stage map,
+        L2-normalised."""
+        return F.normalize(self.trunk(patches).flatten(1), dim=1)
+
+    def heads(self, patches: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, C, n, n) patches in [-1, 1] -> ((N, projection_dim) L2-normalised MoCo embedding,
+        (N, C, n / d, n / d) the colour head's prediction)."""
+        last = self.trunk(patches)
+        embedding = F.normalize(self.projection(last.mean(dim=(-2, -1))), dim=1)
+        return embedding, self.colour(last)
