@@ -13,7 +13,7 @@ Semantics (see ``blindfast/ops/hqs.py`` and the float64 reference ``blindfast/op
   one program (a kernel is at most a few thousand values).
 
 Dtypes: float16 / bfloat16 / float32 accumulate in float32, float64 in float64. Scalars that must keep float64
-precision (alpha) travel as tensors: a Python float argument would be float32 in the kernel.
+precision (alpha) travel as bit patterns (:mod:`.scalars`): a Python float argument would be float32 in the kernel.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .scalars import float_bits, from_bits
+
 __all__ = ["hqs_combine", "hqs_step", "hqs_recentre"]
 
 
@@ -29,8 +31,8 @@ def _acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-@triton.jit
-def _combine_kernel(x_ptr, y_ptr, ab_ptr, alpha_ptr, planes, C, F, ACC: tl.constexpr, BLOCK: tl.constexpr):
+@triton.jit(do_not_specialize=["alpha_bits"])
+def _combine_kernel(x_ptr, y_ptr, ab_ptr, alpha_bits, planes, C, F, ACC: tl.constexpr, BLOCK: tl.constexpr):
     """One program per BLOCK frequencies. x: (planes = n * C, F, 2), y: (C, F, 2), ab: (2, F, 2) interleaved."""
     f = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = f < F
@@ -48,7 +50,7 @@ def _combine_kernel(x_ptr, y_ptr, ab_ptr, alpha_ptr, planes, C, F, ACC: tl.const
         num_im += xr * yi - xi * yr
         den += xr * xr + xi * xi
         x += 2 * F
-    alpha = tl.load(alpha_ptr).to(ACC)
+    alpha = from_bits(alpha_bits, ACC)
     denominator = den + alpha
     out_ty = ab_ptr.dtype.element_ty
     tl.store(ab_ptr + 2 * f, (num_re / denominator).to(out_ty), mask=mask)
@@ -140,9 +142,7 @@ def hqs_combine(x_spec: torch.Tensor, y_spec: torch.Tensor, alpha: float, BLOCK:
     n, C, H, Wr, _ = x_spec.shape
     F = H * Wr
     ab = x_spec.new_empty(2, H, Wr, 2)
-    alpha_t = torch.tensor([alpha], dtype=torch.float64 if x_spec.dtype == torch.float64 else torch.float32,
-                           device=x_spec.device)
-    _combine_kernel[(triton.cdiv(F, BLOCK),)](x_spec, y_spec, ab, alpha_t, n * C, C, F, ACC=_acc(x_spec.dtype),
+    _combine_kernel[(triton.cdiv(F, BLOCK),)](x_spec, y_spec, ab, float_bits(alpha), n * C, C, F, ACC=_acc(x_spec.dtype),
                                               BLOCK=BLOCK)
     return ab
 

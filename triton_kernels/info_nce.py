@@ -20,6 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .scalars import float_bits, from_bits
+
 __all__ = ["info_nce"]
 
 # Rows per program and queue rows per tile: 64 x 64 score tiles (flash-attention's usual size for D <= 128).
@@ -50,8 +52,9 @@ def _log1p(x):
     return tl.where(exact, x, tl.log(u) * (x / tl.where(exact, 1.0, u - 1.0)))
 
 
-@triton.jit
-def _info_nce_kernel(q_ptr, k_ptr, queue_ptr, row_loss_ptr, grad_q_ptr, grad_k_ptr, scalars_ptr, N, D, K,
+@triton.jit(do_not_specialize=["inv_tau_bits", "grad_scale_bits"])
+def _info_nce_kernel(q_ptr, k_ptr, queue_ptr, row_loss_ptr, grad_q_ptr, grad_k_ptr, inv_tau_bits, grad_scale_bits,
+                     N, D, K,
                      COMPUTE_GRAD: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_N: tl.constexpr,
                      BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -60,8 +63,8 @@ def _info_nce_kernel(q_ptr, k_ptr, queue_ptr, row_loss_ptr, grad_q_ptr, grad_k_p
     col_mask = cols < D
     offsets = rows.to(tl.int64)[:, None] * D + cols[None, :]  # (BLOCK_N, BLOCK_D)
     mask = row_mask[:, None] & col_mask[None, :]
-    inv_tau = tl.load(scalars_ptr)
-    grad_scale = tl.load(scalars_ptr + 1)  # 1 / (N tau)
+    inv_tau = from_bits(inv_tau_bits, ACC)
+    grad_scale = from_bits(grad_scale_bits, ACC)  # 1 / (N tau)
 
     q = tl.load(q_ptr + offsets, mask=mask, other=0.0)
     k = tl.load(k_ptr + offsets, mask=mask, other=0.0)
@@ -111,10 +114,9 @@ def info_nce(q: torch.Tensor, k_pos: torch.Tensor, queue: torch.Tensor, temperat
     rows = N if compute_grad else 0
     grad_q, grad_k = q.new_empty(rows, D), q.new_empty(rows, D)
     row_loss = torch.empty(N, dtype=acc_dtype, device=q.device)
-    # As a tensor: a plain float argument would reach the kernel as float32 even for float64 data.
-    scalars = torch.tensor([1.0 / temperature, 1.0 / (N * temperature)], dtype=acc_dtype, device=q.device)
     _info_nce_kernel[(triton.cdiv(N, block_n),)](
-        q, k_pos, queue, row_loss, grad_q if compute_grad else q, grad_k if compute_grad else q, scalars, N, D, K,
+        q, k_pos, queue, row_loss, grad_q if compute_grad else q, grad_k if compute_grad else q,
+        float_bits(1.0 / temperature), float_bits(1.0 / (N * temperature)), N, D, K,
         COMPUTE_GRAD=compute_grad, ACC=tl.float64 if q.dtype == torch.float64 else tl.float32, DOT=dot_dtype,
         BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_D=max(16, triton.next_power_of_2(D)))
     return row_loss.mean().to(q.dtype), grad_q, grad_k

@@ -7,6 +7,8 @@ flows back through the overlap-add in one pass.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -96,7 +98,14 @@ def _per_channel(name: str, values, like: Tensor, channels: int, positive: bool)
         raise ValueError(f"{name} must have one value per channel ({channels}), got {len(floats)}: {floats}")
     if positive and not all(v > 0 for v in floats):
         raise ValueError(f"{name} must be > 0 in every channel, got {floats}")
-    return torch.tensor(floats, dtype=dtype, device=like.device)
+    return _device_constant(tuple(floats), dtype, like.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _device_constant(floats: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The (C,) constant of these floats on ``device``, made once: each host-to-device copy would synchronise the
+    host with a GPU (a sampler step patchifies with the same normalisation every time). Read-only for its users."""
+    return torch.tensor(floats, dtype=dtype, device=device)
 
 
 def _check_constant_layout(name: str, values: Tensor, like: Tensor, channels: int) -> None:
