@@ -142,8 +142,8 @@ def hqs_combine(x_spec: torch.Tensor, y_spec: torch.Tensor, alpha: float, BLOCK:
     n, C, H, Wr, _ = x_spec.shape
     F = H * Wr
     ab = x_spec.new_empty(2, H, Wr, 2)
-    _combine_kernel[(triton.cdiv(F, BLOCK),)](x_spec, y_spec, ab, float_bits(alpha), n * C, C, F, ACC=_acc(x_spec.dtype),
-                                              BLOCK=BLOCK)
+    _combine_kernel[(triton.cdiv(F, BLOCK),)](x_spec, y_spec, ab, float_bits(alpha), n * C, C, F,
+                                              ACC=_acc(x_spec.dtype), BLOCK=BLOCK)
     return ab
 
 
