@@ -19,10 +19,14 @@ from blindfast.ops.reference.flow import (
 from blindfast.ops.sampler_steps import ddim_step
 
 # 3 MB, 25 MB and 100 MB float32 tensors (a CPU training batch, a 256^2 batch, a 1024^2 batch).
-SHAPES = [(64, 3, 64, 64), (8, 3, 256, 256), (8, 3, 1024, 1024)]
-SHAPE_IDS = ["x".join(map(str, s)) for s in SHAPES]
-# EMA over a model-like list of tensors: 50M parameters in 200 tensors, and 500M in 4 tensors.
-EMA_CASES = {"50M-in-200": [250_000] * 200, "500M-in-4": [125_000_000] * 4}
+SHAPES = [pytest.param((64, 3, 64, 64), marks=pytest.mark.quick), (8, 3, 256, 256), (8, 3, 1024, 1024)]
+SHAPE_IDS = ["64x3x64x64", "8x3x256x256", "8x3x1024x1024"]
+# Arithmetic per element, for the roofline: interpolate x0 + t (x1 - x0); the loss's forward and backward
+# (v - x1 + x0, its square summed, the gradient's scale); the guided DDIM step (two affine maps, the clip, the noise
+# and guidance terms); the EMA's e + w (s - e).
+FLOPS_PER_ELEMENT = {"interpolate": 3, "loss": 6, "ddim": 12, "ema": 3}
+# EMA over a model-like list of tensors: 5M (the quick case) or 50M parameters in 200 tensors, and 500M in 4 tensors.
+EMA_CASES = {"5M-in-200": [25_000] * 200, "50M-in-200": [250_000] * 200, "500M-in-4": [125_000_000] * 4}
 
 
 def tensors(shape, count, device):
@@ -43,7 +47,7 @@ def test_flow_interpolate(benchmark, machine, device, shape, impl):
           "torch_lerp_out": lambda: torch.lerp(x0, x1, t.view(-1, 1, 1, 1), out=out),
           "reference": lambda: flow_interpolate_reference(x0, x1, t)}[impl]
     benchmark.group = f"flow_interpolate-{'x'.join(map(str, shape))}"
-    record_bandwidth(benchmark, fn, device, machine, 3 * x0.nbytes)
+    record_bandwidth(benchmark, fn, device, machine, 3 * x0.nbytes, flops=FLOPS_PER_ELEMENT["interpolate"] * x0.numel())
 
 
 @pytest.mark.parametrize("impl", ["blindfast", "reference"])
@@ -59,7 +63,7 @@ def test_flow_matching_loss_forward_backward(benchmark, machine, device, shape, 
 
     benchmark.group = f"flow_matching_loss-{'x'.join(map(str, shape))}"
     # Minimum traffic: v, x0, x1 read, v.grad written.
-    record_bandwidth(benchmark, step, device, machine, 4 * v.nbytes)
+    record_bandwidth(benchmark, step, device, machine, 4 * v.nbytes, flops=FLOPS_PER_ELEMENT["loss"] * v.numel())
 
 
 @pytest.mark.parametrize("impl", ["blindfast", "blindfast_out", "reference"])
@@ -72,11 +76,11 @@ def test_ddim_step_guided(benchmark, machine, device, shape, impl):
           "blindfast_out": lambda: ddim_step(x, eps, 0.4, 0.5, out=out, **step),
           "reference": lambda: ddim_step_reference(x, eps, 0.4, 0.5, 0.5, z, grad, 0.1, (-1.0, 1.0))}[impl]
     benchmark.group = f"ddim_step-{'x'.join(map(str, shape))}"
-    record_bandwidth(benchmark, fn, device, machine, 5 * x.nbytes)
+    record_bandwidth(benchmark, fn, device, machine, 5 * x.nbytes, flops=FLOPS_PER_ELEMENT["ddim"] * x.numel())
 
 
 @pytest.mark.parametrize("impl", ["blindfast", "foreach_lerp", "unfused"])
-@pytest.mark.parametrize("case", list(EMA_CASES))
+@pytest.mark.parametrize("case", [pytest.param("5M-in-200", marks=pytest.mark.quick), "50M-in-200", "500M-in-4"])
 def test_power_ema_update(benchmark, machine, device, case, impl):
     sizes = EMA_CASES[case]
     ema = [torch.zeros(n, device=device) for n in sizes]
@@ -92,4 +96,4 @@ def test_power_ema_update(benchmark, machine, device, case, impl):
           "unfused": unfused}[impl]
     benchmark.group = f"power_ema_update-{case}"
     # ema read and written, weights read.
-    record_bandwidth(benchmark, fn, device, machine, 3 * 4 * sum(sizes))
+    record_bandwidth(benchmark, fn, device, machine, 3 * 4 * sum(sizes), flops=FLOPS_PER_ELEMENT["ema"] * sum(sizes))

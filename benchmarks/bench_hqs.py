@@ -20,6 +20,7 @@ CHANNELS = 3
 ITERS = 20
 SIGMA, DELTA = 0.05, 100.0
 CONFIGS = [(size, n, k) for size in (256, 1024) for n in (1, 4, 16) for k in (33, 64)]
+QUICK = (256, 1, 33)   # the case `blindfast bench --quick` runs
 IMPLS = {"blindfast": hqs_kernel_update, "rfft_baseline": hqs_rfft_baseline, "fastem_style": hqs_fastem_style}
 
 
@@ -40,10 +41,12 @@ def nominal_flops(size, n, k):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("size, n, k", CONFIGS, ids=[f"{s}x{s}-n{n}-k{k}" for s, n, k in CONFIGS])
+@pytest.mark.parametrize("size, n, k",
+                         [pytest.param(*c, marks=pytest.mark.quick) if c == QUICK else c for c in CONFIGS], ids=[f"{s}x{s}-n{n}-k{k}" for s, n, k in CONFIGS])
 def test_hqs_kernel_update(benchmark, device, machine, size, n, k, impl):
     x_hat, y, kernel = make_inputs(device, size, n, k)
     update = IMPLS[impl]
     benchmark.group = f"hqs-{size}x{size}-n{n}-k{k}"
     record(benchmark, lambda: update(x_hat, y, kernel, sigma=SIGMA, delta=DELTA, iters=ITERS), device, machine,
-           nominal_flops(size, n, k), x_hat.numel() * x_hat.element_size())
+           nominal_flops(size, n, k), x_hat.numel() * x_hat.element_size(),
+           bytes_moved=(x_hat.numel() + y.numel()) * x_hat.element_size())

@@ -15,7 +15,7 @@ from blindfast.ops.info_nce import DEFAULT_CHUNK_ELEMENTS, info_nce
 from blindfast.ops.reference.info_nce import info_nce_reference
 
 D, K, TEMPERATURE = 128, 4096, 0.07
-SIZES = [4096, 16384]
+SIZES = [pytest.param(4096, marks=pytest.mark.quick), 16384]
 
 
 def make_inputs(device, N):
@@ -51,7 +51,8 @@ def test_info_nce(benchmark, device, machine, op, N, impl):
     benchmark.group = f"info_nce-{op}-N{N}-D{D}-K{K}"
     flops = 2 * N * K * D * (2 if op == "forward_backward" else 1)
     input_bytes = sum(t.numel() * t.element_size() for t in (q, k_pos, queue))
-    record(benchmark, operation(IMPLS[impl], op, q, k_pos, queue), device, machine, flops, input_bytes)
+    record(benchmark, operation(IMPLS[impl], op, q, k_pos, queue), device, machine, flops, input_bytes,
+           bytes_moved=input_bytes + (q.numel() * q.element_size() if op == "forward_backward" else 0))
 
 
 @pytest.mark.parametrize("chunk_rows", [32, 64, 128, 256, 512, 1024])

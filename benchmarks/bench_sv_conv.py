@@ -15,7 +15,8 @@ from blindfast.physics import lens_psf_grid
 
 PADDING = "circular"
 GRID = (8, 8)
-CONFIGS = [(1024, 1024, 13), (1024, 1024, 31), (4096, 4096, 13), (4096, 4096, 31)]
+CONFIGS = [(256, 256, 13), (1024, 1024, 13), (1024, 1024, 31), (4096, 4096, 13), (4096, 4096, 31)]
+QUICK = (256, 256, 13)   # the case `blindfast bench --quick` runs (every baseline in seconds)
 MEGAPIXEL_20 = (3648, 5472, 13)  # a 20-megapixel 3:2 photo
 
 
@@ -40,6 +41,8 @@ def deepinv_blur(psf, h, w, use_fft):
 # 64 x H x W floats (4.3 GB at 4096^2, 5.1 GB at 20 MP), and its FFT path took 325 s a call at 4096^2 k=13: with
 # the warm-up, the rounds and the peak-memory call (conftest.py), ~27 minutes for that case alone.
 def baseline_allowed(impl, h, w, k, op):
+    if (h, w, k) == QUICK:   # seconds, not minutes: ours for every op, against the tile-FFT forward
+        return impl == "blindfast" or (impl == "tile_fft" and op == "forward")
     if impl in ("blindfast", "tile_fft") or FULL:
         return True
     if h * w > 1024 * 1024:
@@ -83,7 +86,8 @@ IMPLS = ["blindfast", "tile_fft", "reference", "deepinv_direct", "deepinv_fft"]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("h, w, k", CONFIGS, ids=[f"{h}x{w}-k{k}" for h, w, k in CONFIGS])
+@pytest.mark.parametrize("h, w, k", [pytest.param(*c, marks=pytest.mark.quick) if c == QUICK else c for c in CONFIGS],
+                         ids=[f"{h}x{w}-k{k}" for h, w, k in CONFIGS])
 @pytest.mark.parametrize("op", ["forward", "adjoint", "grad_psf"])
 def test_sv_conv(benchmark, device, machine, op, h, w, k, impl):
     if not baseline_allowed(impl, h, w, k, op):
@@ -91,7 +95,9 @@ def test_sv_conv(benchmark, device, machine, op, h, w, k, impl):
     x, psf = make_inputs(device, h, w, k)
     benchmark.group = f"sv_conv-{op}-{h}x{w}-k{k}"
     flops = 8 * k * k * 3 * h * w * (2 if op == "grad_psf" else 1)
-    record(benchmark, operation(impl, op, x, psf), device, machine, flops, x.numel() * x.element_size())
+    image_bytes = x.numel() * x.element_size()
+    record(benchmark, operation(impl, op, x, psf), device, machine, flops, image_bytes,
+           bytes_moved=2 * image_bytes + psf.numel() * psf.element_size())
 
 
 @pytest.mark.parametrize("impl", ["blindfast", "tile_fft"])

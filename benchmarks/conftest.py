@@ -23,10 +23,13 @@ ROUNDS = int(os.environ.get("BLINDFAST_BENCH_ROUNDS", "3"))
 if ROUNDS < 2:
     raise ValueError(f"BLINDFAST_BENCH_ROUNDS must be an integer >= 2 (a median needs rounds), got {ROUNDS}")
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# BLINDFAST_BENCH_DEVICE=cpu|cuda runs one device (`blindfast bench --device`); by default every device present.
+DEVICES = ([os.environ["BLINDFAST_BENCH_DEVICE"]] if os.environ.get("BLINDFAST_BENCH_DEVICE")
+           else ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "quick: the small cases that `blindfast bench --quick` runs (-m quick)")
     torch.set_num_threads(THREADS)
     # Serve every allocation above 64 kB by mmap and return it on free: otherwise glibc reuses freed pages and
     # a call's new buffers do not show in the resident set that PeakMemory samples.
@@ -134,15 +137,18 @@ def peak_extra_bytes(fn, device: str) -> int:
     return memory.peak_bytes
 
 
-def record(benchmark, fn, device, machine, flops: float, image_bytes: int):
+def record(benchmark, fn, device, machine, flops: float, image_bytes: int, *, bytes_moved: int | None = None):
     """Times fn (:func:`time_rounds`), then stores GFLOP/s, the fraction of the matmul rate and peak memory.
+    ``bytes_moved`` (the minimum traffic), when given, places the case on the roofline (`blindfast bench`).
     Returns fn's last result."""
     result, seconds = time_rounds(benchmark, fn, device)
     peak_bytes = peak_extra_bytes(fn, device)
     benchmark.extra_info.update({
+        "flops": flops, "bytes_moved": bytes_moved, "device": device,
         "gflops": round(flops / seconds / 1e9, 2),
         "fraction_of_matmul": round(flops / seconds / 1e9 / machine["matmul_gflops"], 3),
         "matmul_gflops": round(machine["matmul_gflops"], 1),
+        "copy_gbps": round(machine["copy_gbps"], 1),
         "peak_extra_mb": round(peak_bytes / 2**20, 1),
         "peak_extra_over_image": round(peak_bytes / image_bytes, 2),
         "threads": THREADS,
@@ -150,16 +156,18 @@ def record(benchmark, fn, device, machine, flops: float, image_bytes: int):
     return result
 
 
-def record_bandwidth(benchmark, fn, device, machine, bytes_moved: int):
+def record_bandwidth(benchmark, fn, device, machine, bytes_moved: int, *, flops: float | None = None):
     """Times a memory-bound fn (:func:`time_rounds`), then stores GB/s, the fraction of the copy bandwidth and peak
-    memory. ``bytes_moved``: the bytes fn must read plus those it must write (the minimum traffic). Returns fn's
-    last result."""
+    memory. ``bytes_moved``: the bytes fn must read plus those it must write (the minimum traffic); ``flops``, when
+    given, places the case on the roofline (`blindfast bench`). Returns fn's last result."""
     result, seconds = time_rounds(benchmark, fn, device)
     peak_bytes = peak_extra_bytes(fn, device)
     benchmark.extra_info.update({
+        "flops": flops, "bytes_moved": bytes_moved, "device": device,
         "gbps": round(bytes_moved / seconds / 1e9, 2),
         "fraction_of_copy": round(bytes_moved / seconds / 1e9 / machine["copy_gbps"], 3),
         "copy_gbps": round(machine["copy_gbps"], 1),
+        "matmul_gflops": round(machine["matmul_gflops"], 1),
         "peak_extra_mb": round(peak_bytes / 2**20, 1),
         "threads": THREADS,
     })
