@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from _cli import command_error
 from PIL import Image
 
 from blindfast import benchmark_report
@@ -65,24 +66,15 @@ def test_bench_runs_the_suite_and_writes_json_markdown_and_roofline(tmp_path, ca
     assert Image.open(out / "roofline.png").format == "PNG"
 
 
-def _error(capsys, argv):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "usage: blindfast bench" in err
-    return err
-
-
 def test_bench_errors_name_what_was_expected(tmp_path, capsys, monkeypatch):
-    err = _error(capsys, ["bench", "--select", "no_such_benchmark_anywhere", "--out", str(tmp_path)])
+    err = command_error(capsys, ["bench", "--select", "no_such_benchmark_anywhere", "--out", str(tmp_path)])
     assert "expected benchmarks to run, got none selected" in err
     if not torch.cuda.is_available():
-        assert "expected a CUDA device, got none" in _error(capsys, ["bench", "--device", "cuda"])
+        assert "expected a CUDA device, got none" in command_error(capsys, ["bench", "--device", "cuda"])
     real_find_spec = bench.importlib.util.find_spec
     monkeypatch.setattr(bench.importlib.util, "find_spec",
                         lambda name: None if name == "pytest_benchmark" else real_find_spec(name))
-    assert "pytest_benchmark missing: pip install 'blindfast[bench]'" in _error(capsys, ["bench"])
+    assert "pytest_benchmark missing: pip install 'blindfast[bench]'" in command_error(capsys, ["bench"])
     monkeypatch.undo()
     monkeypatch.setattr(bench.Path, "is_file", lambda self: False)
-    assert "expected the benchmark suite" in _error(capsys, ["bench"])
+    assert "expected the benchmark suite" in command_error(capsys, ["bench"])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from _cli import command_error
 from PIL import Image
 
 from blindfast.__main__ import main
@@ -47,15 +48,6 @@ def files(tmp_path, sharp, blurred):
     _write_png16(tmp_path / "sharp.png", sharp)
     np.save(tmp_path / "kernel.npy", KERNEL.numpy())
     return tmp_path
-
-
-def _run_error(capsys, argv):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "usage: blindfast deblur" in err
-    return err
 
 
 def test_png16_encoder_round_trips_through_an_independent_decoder(tmp_path, sharp):
@@ -140,7 +132,7 @@ def test_a_method_that_restores_itself_writes_its_photo_files_and_report(files, 
     assert report["restored"]["psnr"] > 90      # the truth, up to the 16-bit reference's quantisation
     np.testing.assert_array_equal(np.load(files / "o.kernel.npy"), np.eye(3, dtype=np.float32))
     for option, value in (("--solver", "cg"), ("--tile", "32")):
-        err = _run_error(capsys, ["deblur", "--input", str(files / "blurred.png"), "--out", str(files / "p.png"),
+        err = command_error(capsys, ["deblur", "--input", str(files / "blurred.png"), "--out", str(files / "p.png"),
                                   "--method", "oracle", option, value])
         assert f"--method oracle restores the photo itself: expected no {option}, got one" in err
     assert not (files / "p.png").exists()
@@ -193,19 +185,19 @@ def _bad_inputs(files):
 def test_bad_input_exits_2_naming_expected_and_got_and_writes_nothing(files, capsys, case):
     argv, message = _bad_inputs(files)[case]
     before = sorted(p.name for p in files.iterdir())
-    err = _run_error(capsys, ["deblur", *argv, "--out", str(files / "out.png"), "--quiet"])
+    err = command_error(capsys, ["deblur", *argv, "--out", str(files / "out.png"), "--quiet"])
     assert message in err
     assert sorted(p.name for p in files.iterdir()) == before
 
 
 def test_16bit_input_cannot_go_to_jpeg(files, capsys):
-    err = _run_error(capsys, ["deblur", "--input", str(files / "blurred.png"), "--out", str(files / "out.jpg"),
+    err = command_error(capsys, ["deblur", "--input", str(files / "blurred.png"), "--out", str(files / "out.jpg"),
                               "--kernel", str(files / "kernel.npy")])
     assert "the input has 16 bits per sample and JPEG holds 8" in err
 
 
 def test_wiener_refuses_a_psf_grid(files, capsys):
     np.save(files / "grid.npy", np.ones((2, 2, 9, 9), np.float32) / 81)
-    err = _run_error(capsys, ["deblur", "--input", str(files / "blurred.png"), "--out", str(files / "o.png"),
+    err = command_error(capsys, ["deblur", "--input", str(files / "blurred.png"), "--out", str(files / "o.png"),
                               "--psf-grid", str(files / "grid.npy"), "--solver", "wiener"])
     assert "--solver wiener needs a uniform kernel (--kernel), got a space-varying blur" in err

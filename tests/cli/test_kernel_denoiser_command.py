@@ -4,6 +4,7 @@ a loadable denoiser with its manifest, and refuses to write into an installed pa
 import json
 
 import pytest
+from _cli import command_error
 
 from blindfast.__main__ import main
 from blindfast.cli import train_kernel_denoiser as command_module
@@ -30,22 +31,13 @@ def test_bad_numeric_option(option, value, wording, tmp_path, capsys):
     assert USAGE in err and f"error: argument {option}: {wording}" in err
 
 
-def _fails(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert USAGE in err and "Traceback" not in err
-    return err
-
-
 def test_even_kernel_size(tmp_path, capsys):
-    err = _fails(["train-kernel-denoiser", "--out", str(tmp_path), "--kernel-size", "32"], capsys)
+    err = command_error(capsys, ["train-kernel-denoiser", "--out", str(tmp_path), "--kernel-size", "32"])
     assert "kernel_size must be odd (a centre tap), got 32" in err
 
 
 def test_resume_without_a_run(tmp_path, capsys):
-    err = _fails(["train-kernel-denoiser", "--out", str(tmp_path / "none"), "--resume", "--quiet"], capsys)
+    err = command_error(capsys, ["train-kernel-denoiser", "--out", str(tmp_path / "none"), "--resume", "--quiet"])
     assert "no kernel-denoiser checkpoint to resume" in err
 
 
@@ -58,13 +50,13 @@ def test_train_export_and_bad_export_name(tmp_path, capsys):
     assert manifest["export_command"].endswith(f"--export tiny --held-out 16 --export-dir {tmp_path / 'w'}")
     assert load_kernel_denoiser("tiny", directory=tmp_path / "w").config() == {"blocks": 5, "channels": 32}
     capsys.readouterr()
-    err = _fails(run + ["--resume", "--export", "../escape", "--export-dir", str(tmp_path / "w")], capsys)
+    err = command_error(capsys, run + ["--resume", "--export", "../escape", "--export-dir", str(tmp_path / "w")])
     assert "--export NAME must match" in err and "got '../escape'" in err
-    err = _fails(run, capsys)  # a fresh run over the checkpoint
+    err = command_error(capsys, run)  # a fresh run over the checkpoint
     assert "already holds a kernel-denoiser checkpoint" in err
 
 
 def test_export_needs_export_dir_outside_a_checkout(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(command_module, "in_source_checkout", lambda weights_dir: False)
-    err = _fails(["train-kernel-denoiser", "--out", str(tmp_path), "--export", "x"], capsys)
+    err = command_error(capsys, ["train-kernel-denoiser", "--out", str(tmp_path), "--export", "x"])
     assert "--export-dir is required: blindfast is installed at" in err
