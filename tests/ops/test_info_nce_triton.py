@@ -92,6 +92,20 @@ def test_float32_within_torch_error(case):
         assert _rel_err(g, e) <= F32_FACTOR * _rel_err(t, e) + F32_FLOOR
 
 
+@pytest.mark.parametrize("target_programs", [1, 4, 12, 100], ids=lambda t: f"programs{t}")
+def test_every_split_of_the_queue_gives_the_same_result(target_programs):
+    """The queue split among 1, 2, 4 (the last split empty: 5 tiles in splits of 2) and 5 programs per row block
+    (3 row blocks): float64 equal to the reference each time."""
+    case = "tiles-N48-D32-K80"
+    (q, k_pos, queue), _ = _inputs(case, torch.float64, seed=5)
+    splits = tk._splits(48, 80, 16, 16, target_programs)
+    assert splits == {1: 1, 4: 2, 12: 4, 100: 5}[target_programs]
+    got = tk.info_nce(q.to(DEVICE), k_pos.to(DEVICE), queue.to(DEVICE), TEMPERATURE, True, block_n=16, block_k=16,
+                      target_programs=target_programs)
+    for g, e in zip(got, _reference(q, k_pos, queue)):
+        assert _rel_err(g.cpu(), e) < F64_RTOL
+
+
 def test_no_gradients_when_not_asked():
     case = "ragged-N37-D20-K53"
     (q, k_pos, queue), _ = _inputs(case, torch.float64, seed=2)

@@ -98,6 +98,14 @@ def test_the_old_two_dimensional_flow_grid_would_have_failed_at_this_size():
     assert old_grid[1] > CUDA_YZ_LIMIT
 
 
+def test_info_nce_fills_a_gpu_at_mocos_shape(launches):
+    """MoCo's N = 256 rows, K = 65536 keys: 4 row blocks of 64; the queue splits give every one of an H100's 132
+    multiprocessors programs (before: 4 programs, each sweeping the whole queue)."""
+    info_nce.info_nce(_meta(256, 128), _meta(256, 128), _meta(65536, 128), 0.07, True, target_programs=4 * 132)
+    assert {kernel for kernel, _, _ in launches} == {"_lse_partials_kernel", "_dq_partials_kernel"}
+    assert all(grid[0] >= 4 * 132 for _, grid, _ in launches)
+
+
 def test_patchify_constants_are_copied_to_the_device_once():
     image = torch.zeros(1, 3, 8, 8, dtype=torch.float64)
     first = _per_channel("mean", [0.5, 0.4, 0.3], image, 3, False)
