@@ -47,6 +47,13 @@ def _time(t, x: Tensor, name_x: str = "x_t") -> Tensor:
     if x.dim() == 0:
         raise ValueError(f"{name_x} must have a batch dimension, (B, C, H, W), got a 0-d tensor")
     _check_time_type("t", t)
+    if not isinstance(t, Tensor):
+        # A number (what the samplers pass at every step): checked on the host and filled on the device, so no
+        # host-to-device copy and no read-back synchronises a GPU step.
+        t = float(t)
+        if not 0.0 <= t <= 1.0:   # NaN fails too
+            raise ValueError(f"t must lie in [0, 1], got values from {t:.4g} to {t:.4g}")
+        return torch.full((x.shape[0],) + (1,) * (x.dim() - 1), t, dtype=x.dtype, device=x.device)
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
     if t.dim() == 0:
         t = t.expand(x.shape[0])

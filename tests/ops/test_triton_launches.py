@@ -128,3 +128,21 @@ def test_flow_and_sampler_kernels_run_without_a_host_sync():
         info_nce.info_nce(x.reshape(-1, 128)[:64], x.reshape(-1, 128)[64:128], x.reshape(-1, 128), 0.07, True)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="sync debug mode needs CUDA")
+@pytest.mark.parametrize("method", ["euler", "heun", "ddim"])
+def test_sampler_steps_run_without_a_host_sync(method):
+    """Whole sampler steps with the shipped prior: the time grid is read on the host once, before the steps."""
+    from blindfast.models import load_shipped_prior
+    from blindfast.sampling import sample
+
+    prior = load_shipped_prior("pixel_tiny", device="cuda")
+    x = torch.randn(1, 3, 32, 32, device="cuda")
+    sample(prior, x.shape, method=method, steps=1, x_init=x)     # warm-up: lazy initialisation may sync once
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        sample(prior, x.shape, method=method, steps=3, x_init=x)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
