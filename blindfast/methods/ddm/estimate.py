@@ -1,6 +1,7 @@
 """DDM steps 1 and 2 end to end: a camera's PSF grid from unpaired sharp and blurry photos, with its outputs.
 
-``OUT/psf_grid.npy`` (the estimate, (1, C, Gy, Gx, k, k) float32, each node summing to 1), ``OUT/psf_grid.png``
+``OUT/psf_grid.npy`` (the estimate, (1, C, Gy, Gx, k, k) float32, each node summing to 1, each node's common
+centroid at the window's centre: :mod:`blindfast.methods.ddm.gauge`), ``OUT/psf_grid.png``
 (brightened tiles), ``OUT/curve.csv`` and ``OUT/curve.png`` (step 2's loss, and whatever a callback measured),
 ``OUT/report.json`` (settings, noise level, times), and the two steps' checkpoints under ``OUT/step1`` and
 ``OUT/step2``: an interrupted run resumes where it stopped.
@@ -24,6 +25,7 @@ from blindfast import _validate
 from blindfast.atomic_file import save_atomic
 from blindfast.figures import curves_figure, psf_grid_image
 from blindfast.methods.ddm.corrupted_prior import location_check, train_corrupted_prior
+from blindfast.methods.ddm.gauge import centre_nodes, node_centroids
 from blindfast.methods.ddm.matching import CURVE_NAME, match_operator
 from blindfast.methods.ddm.photos import BlurryPatches, PhotoSet, SharpPatches
 from blindfast.methods.ddm.presets import Preset
@@ -96,13 +98,16 @@ def estimate_psf(sharp: PhotoSet, blurry: PhotoSet, out_dir, *, grid: tuple[int,
         raise KeyboardInterrupt
     step2_s = time.perf_counter() - start - step1_s
 
-    psf_grid = fit.psf_grid.float()
+    # the common shift of each node is unobservable from unpaired photos: fixed at zero (gauge.py)
+    psf_grid = centre_nodes(fit.psf_grid.double()).float()
+    removed = node_centroids(fit.psf_grid.double()).norm(dim=-1)
     report = {
         "method": "ddm", "preset": preset.name, "grid": list(grid), "kernel_size": kernel_size,
         "channels": blurry.channels, "frame": list(frame), "sharp_photos": len(sharp.photos),
         "blurry_photos": len(blurry.photos), "noise_std_estimated": sigma, "patch": preset.patch,
         "step1_location_check": uses_location, "step1": preset.step1.to_json(), "step2": preset.step2.to_json(),
         "step2_steps": fit.steps, "noise_std_learned": fit.noise_std,
+        "common_shift_removed_px": {"mean": float(removed.mean()), "max": float(removed.max())},
         "step1_s": step1_s, "step2_s": step2_s, "threads": torch.get_num_threads(),
         "device": str(next(prior.parameters()).device), "processes": world.size,
     }
