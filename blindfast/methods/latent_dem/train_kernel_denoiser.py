@@ -36,9 +36,8 @@ from torch import Tensor
 from blindfast import _validate
 from blindfast.methods.latent_dem.kernel_denoiser import KernelDenoiser
 from blindfast.physics import motion_kernel
-from blindfast.train.checkpoint import (check_resumable, flatten_optimizer, global_rng_states, load_module_state,
-                                        prefixed, read_checkpoint, restore_optimizer, set_global_rng_states, unprefixed,
-                                        write_checkpoint)
+from blindfast.train.checkpoint import read_checkpoint, write_checkpoint
+from blindfast.train.small_run import cosine_lr, open_run, save_run
 from blindfast.train.steps import CHECKPOINT_NAME, DATA_STREAM, LOG_NAME, NOISE_STREAM, run_steps, stream_seed
 
 __all__ = ["KernelDenoiserConfig", "KernelTrainResult", "train_kernel_denoiser", "training_kernels",
@@ -208,23 +207,9 @@ def train_kernel_denoiser(out_dir, config: KernelDenoiserConfig = KernelDenoiser
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     generators = {"data": torch.Generator().manual_seed(stream_seed(config.seed, DATA_STREAM)),
                   "noise": torch.Generator().manual_seed(stream_seed(config.seed, NOISE_STREAM))}
-    state = {"nimg": 0, "seconds": 0.0, "commands": []}
-    if resume:
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"no kernel-denoiser checkpoint to resume in {out_dir} (expected {checkpoint})")
-        tensors, header = read_checkpoint(checkpoint)
-        check_resumable(checkpoint, header.get("config", {}), config.to_json(), ("snapshot_kimg",), "other settings")
-        load_module_state(net, unprefixed("net", tensors), "the kernel denoiser", checkpoint)
-        restore_optimizer(optimizer, unprefixed("optimizer", tensors), header["optimizer"], checkpoint)
-        for name, g in generators.items():
-            g.set_state(tensors[f"rng/{name}"])
-        set_global_rng_states(unprefixed("global_rng", tensors))
-        state.update({key: header[key] for key in ("nimg", "seconds", "commands")})
-    else:
-        if checkpoint.exists():
-            raise FileExistsError(f"{out_dir} already holds a kernel-denoiser checkpoint ({checkpoint}): resume it "
-                                  f"or choose another output folder")
-        out_dir.mkdir(parents=True, exist_ok=True)
+    state = open_run(checkpoint, what="kernel-denoiser", resume=resume, config=config.to_json(),
+                     may_change=("snapshot_kimg",), module=net, prefix="net", optimizer=optimizer,
+                     generators=generators)
     state["commands"] = state["commands"] + [config.command(out_dir, resume)]
     kernels = _kernels_file(out_dir, config, resume)
     total_nimg = round(config.kimg * 1000)
@@ -232,13 +217,9 @@ def train_kernel_denoiser(out_dir, config: KernelDenoiserConfig = KernelDenoiser
     seconds_before = state["seconds"]
 
     def save(_nimg: int = 0) -> None:
-        flat, index = flatten_optimizer(optimizer)
-        tensors = {**prefixed("net", net.state_dict()), **prefixed("optimizer", flat),
-                   **prefixed("rng", {name: g.get_state() for name, g in generators.items()}),
-                   **prefixed("global_rng", global_rng_states())}
-        header = {"config": config.to_json(), "net_config": net.config(), "optimizer": index, "nimg": state["nimg"],
-                  "seconds": seconds_before + time.perf_counter() - started, "commands": state["commands"]}
-        write_checkpoint(checkpoint, tensors, header)
+        counters = {**state, "seconds": seconds_before + time.perf_counter() - started}
+        save_run(checkpoint, module=net, prefix="net", optimizer=optimizer, generators=generators,
+                 counters=counters, config=config.to_json(), header={"net_config": net.config()})
 
     def step(_nimg: int) -> float:
         picks = torch.randint(kernels.shape[0], (config.batch,), generator=generators["data"])
@@ -248,8 +229,7 @@ def train_kernel_denoiser(out_dir, config: KernelDenoiserConfig = KernelDenoiser
         return loss.item()
 
     def commit(nimg: int) -> float:
-        # cosine decay from lr to 0 over the run, at the step's starting count
-        lr = config.lr * 0.5 * (1 + math.cos(math.pi * (nimg - config.batch) / total_nimg))
+        lr = cosine_lr(config.lr, nimg, config.batch, total_nimg)
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.step()
