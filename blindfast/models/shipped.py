@@ -13,9 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
@@ -24,7 +26,8 @@ from blindfast.models.latent_prior import LatentFlowPrior
 from blindfast.models.prior import NetworkPrior
 from blindfast.models.unet import UNet
 
-__all__ = ["load_shipped_prior", "shipped_priors", "file_sha256", "check_weights_file", "ShippedPriorError",
+__all__ = ["load_shipped_prior", "shipped_priors", "file_sha256", "check_weights_file", "load_shipped_module",
+           "ShippedPriorError",
            "WEIGHTS_DIR", "MANIFEST_FORMAT", "MANIFEST_VERSION", "KINDS", "NAME_PATTERN", "MAKE_ONE"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -65,6 +68,51 @@ def check_weights_file(weights: Path, sha256, what: str) -> None:
     got = file_sha256(weights)
     if got != sha256:
         raise ShippedPriorError(f"{what}: {weights} is corrupt: expected SHA-256 {sha256}, got {got}")
+
+
+def load_shipped_module(name: str, directory, *, what: str, manifest_format: str, manifest_version: int,
+                        command: str, build: Callable[[dict], nn.Module], device=None) -> nn.Module:
+    """A shipped network other than a prior (the kernel denoiser, the contrastive encoder), in eval mode with frozen
+    parameters: the manifest ``<name>.json`` of ``manifest_format`` / ``manifest_version`` in ``directory`` (default
+    ``blindfast/weights``), the weights ``<name>.safetensors`` checked against its SHA-256, loaded into
+    ``build(manifest)``.
+
+    Args:
+        what: the kind in messages ("shipped kernel denoiser").
+        command: the blindfast command that exports one (``--export NAME``), named when none exists.
+    Raises:
+        TypeError: a name that is not a str.
+        ValueError: a name that does not match :data:`NAME_PATTERN`.
+        FileNotFoundError: no such manifest, or its weights file is missing.
+        ShippedPriorError: a manifest of another format, a corrupt weights file, weights that do not fit.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, the name of a {what}, got {type(name).__name__}")
+    if not NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"name must match {NAME_PATTERN.pattern} (a file name without extension), got {name!r}")
+    folder = WEIGHTS_DIR if directory is None else Path(_validate.path_like("directory", directory))
+    device = torch.device("cpu") if device is None else _validate.device("device", device)
+    manifest_path = folder / f"{name}.json"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"no {what} {name!r}: {manifest_path} does not exist; make one with blindfast "
+                                f"{command} --out DIR --export {name}")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ShippedPriorError(f"manifest {manifest_path} is not valid JSON: {err}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != manifest_format \
+            or manifest.get("version") != manifest_version:
+        got = (manifest.get("format"), manifest.get("version")) if isinstance(manifest, dict) else type(manifest)
+        raise ShippedPriorError(f"manifest {manifest_path}: expected format {manifest_format!r} version "
+                                f"{manifest_version}, got {got}")
+    weights = folder / f"{name}.safetensors"
+    check_weights_file(weights, manifest.get("sha256"), f"{what} {name!r}")
+    try:
+        module = build(manifest)
+        module.load_state_dict(load_file(str(weights)))
+    except (KeyError, TypeError, ValueError, SafetensorError, RuntimeError) as err:
+        raise ShippedPriorError(f"{what} {name!r}: its manifest or weights do not fit: {err}") from None
+    return module.to(device).eval().requires_grad_(False)
 
 
 def _directory(directory) -> Path:

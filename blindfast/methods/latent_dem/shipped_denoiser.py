@@ -23,8 +23,7 @@ import platform
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 from torch import Tensor, nn
 
 import blindfast
@@ -33,7 +32,7 @@ from blindfast.atomic_file import save_atomic
 from blindfast.methods.latent_dem.kernel_denoiser import KernelDenoiser
 from blindfast.methods.latent_dem.train_kernel_denoiser import (COMMAND, KernelDenoiserConfig, noisy_kernels,
                                                                 training_kernels)
-from blindfast.models.shipped import NAME_PATTERN, WEIGHTS_DIR, ShippedPriorError, check_weights_file
+from blindfast.models.shipped import NAME_PATTERN, WEIGHTS_DIR, load_shipped_module
 from blindfast.train.checkpoint import load_module_state, read_checkpoint, unprefixed
 from blindfast.train.steps import CHECKPOINT_NAME, stream_seed
 
@@ -168,31 +167,6 @@ def load_kernel_denoiser(name: str = DEFAULT_NAME, directory=None, *, device=Non
         ShippedPriorError: a manifest of another format, or a corrupt weights file (SHA-256 mismatch), or weights
             that do not fit the manifest's architecture.
     """
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str, the name of a shipped kernel denoiser, got {type(name).__name__}")
-    if not NAME_PATTERN.fullmatch(name):
-        raise ValueError(f"name must match {NAME_PATTERN.pattern} (a file name without extension), got {name!r}")
-    folder = WEIGHTS_DIR if directory is None else Path(_validate.path_like("directory", directory))
-    device = torch.device("cpu") if device is None else _validate.device("device", device)
-    manifest_path = folder / f"{name}.json"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"no shipped kernel denoiser {name!r}: {manifest_path} does not exist; make one with "
-                                f"blindfast {COMMAND} --out DIR --export {name}")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ShippedPriorError(f"manifest {manifest_path} is not valid JSON: {err}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT \
-            or manifest.get("version") != MANIFEST_VERSION:
-        got = (manifest.get("format"), manifest.get("version")) if isinstance(manifest, dict) else type(manifest)
-        raise ShippedPriorError(f"manifest {manifest_path}: expected format {MANIFEST_FORMAT!r} version "
-                                f"{MANIFEST_VERSION}, got {got}")
-    weights = folder / f"{name}.safetensors"
-    check_weights_file(weights, manifest.get("sha256"), f"shipped kernel denoiser {name!r}")
-    try:
-        net = KernelDenoiser(**manifest["net"])
-        net.load_state_dict(load_file(str(weights)))
-    except (KeyError, TypeError, SafetensorError, RuntimeError) as err:
-        raise ShippedPriorError(f"shipped kernel denoiser {name!r}: its manifest or weights do not fit: "
-                                f"{err}") from None
-    return net.to(device).eval().requires_grad_(False)
+    return load_shipped_module(name, directory, what="shipped kernel denoiser", manifest_format=MANIFEST_FORMAT,
+                               manifest_version=MANIFEST_VERSION, command=COMMAND,
+                               build=lambda manifest: KernelDenoiser(**manifest["net"]), device=device)
