@@ -166,7 +166,7 @@ def load_encoder(name_or_dir=DEFAULT_NAME, *, directory=None, device=None) -> Co
 
     Args:
         name_or_dir: a shipped encoder's name (its manifest's file stem), or a folder holding a train-cl
-            ``checkpoint.safetensors``.
+            ``checkpoint.safetensors`` (an existing folder of that name wins over a shipped name).
         directory: where shipped encoders are; default ``blindfast/weights`` in the installed package.
         device: where to put it; default the CPU.
     Returns:

@@ -188,7 +188,7 @@ def build_encoder(preset: str, channels: int, seed: int) -> ContrastiveEncoder:
 
 
 def train_cl(out_dir, config: CLConfig = CLConfig(), *, resume: bool = False, progress: bool = True,
-             device=None, world: World = World(),
+             device=None, dtype: torch.dtype = torch.float32, world: World = World(),
              callback: Callable[[int, float], None] | None = None) -> CLTrainResult:
     """Trains the contrastive encoder (module docstring).
 
@@ -200,6 +200,7 @@ def train_cl(out_dir, config: CLConfig = CLConfig(), *, resume: bool = False, pr
         resume: continue ``out_dir``'s checkpoint (same settings but ``snapshot_kimg``).
         progress: a progress bar (rank 0).
         device: where to train; default the CPU (pairs are drawn on the CPU and moved there).
+        dtype: of the encoders, the queue and the pairs (float64 for the data-parallel test's exact comparison).
         world: this process's rank and the number of processes.
         callback: ``callback(nimg, loss)`` after every step (a KeyboardInterrupt raised there stops the run as
             Ctrl-C does).
@@ -219,7 +220,7 @@ def train_cl(out_dir, config: CLConfig = CLConfig(), *, resume: bool = False, pr
     photos = load_photos(config.data, pair_config.crop)
     encoder = build_encoder(config.preset, photos[0].shape[0], config.seed)
     init = torch.Generator().manual_seed(stream_seed(config.seed, INIT_STREAM))
-    moco = MoCo(encoder, config.queue, config.momentum, generator=init).to(device)
+    moco = MoCo(encoder, config.queue, config.momentum, generator=init).to(device=device, dtype=dtype)
     optimizer = torch.optim.Adam(moco.query.parameters(), lr=config.lr)
     generators = {"data": torch.Generator().manual_seed(stream_seed(config.seed, DATA_STREAM)),
                   "noise": torch.Generator().manual_seed(stream_seed(config.seed, NOISE_STREAM))}
@@ -267,7 +268,7 @@ def train_cl(out_dir, config: CLConfig = CLConfig(), *, resume: bool = False, pr
         query_is_x = torch.rand(config.batch, generator=generators["noise"]) < 0.5
         side = query_is_x.reshape(-1, 1, 1, 1)
         queries, keys = torch.where(side, pairs.x_t, pairs.y), torch.where(side, pairs.y, pairs.x_t)
-        loss, _, _, k = moco(queries[part].to(device), keys[part].to(device), pairs.clean[part].to(device),
+        loss, _, _, k = moco(*(batch[part].to(device=device, dtype=dtype) for batch in (queries, keys, pairs.clean)),
                              config.temperature, config.colour_weight)
         loss.backward()
         pending["keys"] = k
