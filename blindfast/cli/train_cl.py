@@ -8,8 +8,8 @@ import argparse
 import os
 
 from blindfast.cli.arg_types import non_negative_float, non_negative_int, positive_float, positive_int
-from blindfast.cli.common import CommandError, add_command, print_table
-from blindfast.cli.export_prior import in_source_checkout
+from blindfast.cli.common import CommandError, add_command, default_device
+from blindfast.cli.shipping import check_export, finish_training
 
 
 def _float_pair(text: str) -> tuple[float, float]:
@@ -24,54 +24,37 @@ def _float_pair(text: str) -> tuple[float, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from blindfast.methods.cl_dps.pairs import parse_families
     from blindfast.methods.cl_dps.shipped_encoder import export_encoder
     from blindfast.methods.cl_dps.train import EMBEDDED, CLConfig, train_cl
-    from blindfast.models.shipped import NAME_PATTERN, WEIGHTS_DIR
-    from blindfast.train import LOG_NAME, World
+    from blindfast.train import World
 
     families = parse_families(args.ops)  # an unknown family: ValueError, exit 2 before anything is read
     if args.data != EMBEDDED and not os.path.isdir(args.data):
         raise CommandError(f"--data must be a folder of photos or {EMBEDDED!r} (the embedded train photos), got "
                            f"{args.data!r}, which is not a folder")
-    if args.export is not None and not NAME_PATTERN.fullmatch(args.export):
-        raise CommandError(f"--export NAME must match {NAME_PATTERN.pattern} (a file name without extension), got "
-                           f"{args.export!r}")
-    if args.export is not None and args.export_dir is None and not in_source_checkout(WEIGHTS_DIR):
-        raise CommandError(f"--export-dir is required: blindfast is installed at {WEIGHTS_DIR.parent}, not in a "
-                           f"source checkout, and --export writes into the package's weights only in a checkout")
+    check_export(args.export, args.export_dir)
     config = CLConfig(data=args.data, families=families, patch=args.patch, margin=args.margin,
                       time_range=args.time_range, noise_range=args.noise_range, preset=args.preset, kimg=args.kimg,
                       batch=args.batch, lr=args.lr, queue=args.queue, momentum=args.momentum,
                       temperature=args.temperature, colour_weight=args.colour_weight,
                       snapshot_kimg=args.snapshot_kimg, seed=args.seed)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(args.device)
     # Under torchrun: one process per GPU (or CPU share), each training on its part of every batch.
     with World.from_environment(device) as world:
         result = train_cl(args.out, config, resume=args.resume, progress=not args.quiet,
                           device=world.local_device(device), world=world)
     if world.rank != 0:
         return 130 if result.interrupted else 0
-    rows = [("pairs seen", result.nimg), ("training time", f"{result.seconds:.0f} s"),
-            ("checkpoint", result.checkpoint), ("log", os.path.join(args.out, LOG_NAME))]
-    if result.interrupted:
-        print_table(rows)
-        print("interrupted: the checkpoint holds the last completed step; continue with --resume")
-        return 130  # the shell's status for a run ended by SIGINT
-    if args.export is not None:
+
+    def export():
         manifest = export_encoder(args.out, args.export, out_dir=args.export_dir, held_out=args.held_out)
-        for row in manifest["retrieval"]:
-            rows.append((f"top-1 retrieval, {row['family']}",
-                         f"{row['top1']:.3f} at the training's t, {row['top1_clean']:.3f} at t = 1 (untrained "
-                         f"{row['top1_untrained']:.3f}, {row['top1_clean_untrained']:.3f}; chance "
-                         f"{row['chance']:.4f})"))
-        out_dir = args.export_dir or WEIGHTS_DIR
-        rows += [("wrote", os.path.join(out_dir, manifest["weights"])),
-                 ("manifest", os.path.join(out_dir, f"{manifest['name']}.json"))]
-    print_table(rows)
-    return 0
+        return manifest, [(f"top-1 retrieval, {row['family']}",
+                           f"{row['top1']:.3f} at the training's t, {row['top1_clean']:.3f} at t = 1 (untrained "
+                           f"{row['top1_untrained']:.3f}, {row['top1_clean_untrained']:.3f}; chance "
+                           f"{row['chance']:.4f})") for row in manifest["retrieval"]]
+
+    return finish_training(result, args.out, "pairs seen", export if args.export else None, args.export_dir)
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -4,44 +4,27 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from blindfast.cli.arg_types import non_negative_float, non_negative_int, positive_float, positive_int
-from blindfast.cli.common import CommandError, add_command, print_table
-from blindfast.cli.export_prior import in_source_checkout
+from blindfast.cli.common import add_command
+from blindfast.cli.shipping import check_export, finish_training
 
 
 def run(args: argparse.Namespace) -> int:
     from blindfast.methods.latent_dem import KernelDenoiserConfig, export_kernel_denoiser, train_kernel_denoiser
-    from blindfast.models.shipped import NAME_PATTERN, WEIGHTS_DIR
-    from blindfast.train.steps import LOG_NAME
 
-    if args.export is not None and not NAME_PATTERN.fullmatch(args.export):
-        raise CommandError(f"--export NAME must match {NAME_PATTERN.pattern} (a file name without extension), got "
-                           f"{args.export!r}")
-    if args.export is not None and args.export_dir is None and not in_source_checkout(WEIGHTS_DIR):
-        raise CommandError(f"--export-dir is required: blindfast is installed at {WEIGHTS_DIR.parent}, not in a "
-                           f"source checkout, and --export writes into the package's weights only in a checkout")
+    check_export(args.export, args.export_dir)
     config = KernelDenoiserConfig(kernel_size=args.kernel_size, kernels=args.kernels, kimg=args.kimg,
                                   batch=args.batch, lr=args.lr, snapshot_kimg=args.snapshot_kimg, seed=args.seed)
     result = train_kernel_denoiser(args.out, config, resume=args.resume, progress=not args.quiet)
-    rows = [("kernels seen", result.nimg), ("training time", f"{result.seconds:.0f} s"),
-            ("checkpoint", result.checkpoint), ("log", os.path.join(args.out, LOG_NAME))]
-    if result.interrupted:
-        print_table(rows)
-        print("interrupted: the checkpoint holds the last completed step; continue with --resume")
-        return 130  # the shell's status for a run ended by SIGINT
-    if args.export is not None:
+
+    def export():
         manifest = export_kernel_denoiser(args.out, args.export, out_dir=args.export_dir, held_out=args.held_out)
-        for row in manifest["mse"]:
-            rows.append((f"MSE at {row['noise_level_mean_taps']:g} mean taps ({row['noise_level']:.3g})",
-                         f"noisy {row['mse_noisy']:.3g}, denoised {row['mse_denoised']:.3g} "
-                         f"({row['gain_db']:+.2f} dB)"))
-        out_dir = args.export_dir or WEIGHTS_DIR
-        rows += [("wrote", os.path.join(out_dir, manifest["weights"])),
-                 ("manifest", os.path.join(out_dir, f"{manifest['name']}.json"))]
-    print_table(rows)
-    return 0
+        return manifest, [(f"MSE at {row['noise_level_mean_taps']:g} mean taps ({row['noise_level']:.3g})",
+                           f"noisy {row['mse_noisy']:.3g}, denoised {row['mse_denoised']:.3g} "
+                           f"({row['gain_db']:+.2f} dB)") for row in manifest["mse"]]
+
+    return finish_training(result, args.out, "kernels seen", export if args.export else None, args.export_dir)
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -7,6 +7,7 @@ import pytest
 from _cli import command_error
 
 from blindfast.__main__ import main
+from blindfast.cli import shipping
 from blindfast.cli import train_kernel_denoiser as command_module
 from blindfast.methods.latent_dem import load_kernel_denoiser
 
@@ -57,6 +58,6 @@ def test_train_export_and_bad_export_name(tmp_path, capsys):
 
 
 def test_export_needs_export_dir_outside_a_checkout(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(command_module, "in_source_checkout", lambda weights_dir: False)
+    monkeypatch.setattr(shipping, "in_source_checkout", lambda weights_dir: False)
     err = command_error(capsys, ["train-kernel-denoiser", "--out", str(tmp_path), "--export", "x"])
     assert "--export-dir is required: blindfast is installed at" in err

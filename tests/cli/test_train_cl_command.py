@@ -4,42 +4,34 @@ encoder with its retrieval manifest; Ctrl-C keeps the last checkpoint and --resu
 import json
 
 import pytest
+from _cli import command_error
 from PIL import Image
 
 from blindfast.__main__ import main
+from blindfast.cli import shipping
 from blindfast.cli import train_cl as command_module
 from blindfast.methods.cl_dps import load_encoder
 from blindfast.methods.cl_dps import train as train_module
 from blindfast.train.checkpoint import read_checkpoint
 
-USAGE = "usage: blindfast train-cl"
 TINY = ["--data", "embedded", "--patch", "16", "--margin", "16", "--kimg", "0.016", "--batch", "4", "--queue", "8",
         "--quiet"]
 
 
-def _fails(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert USAGE in err and "Traceback" not in err
-    return err
-
-
 def test_unknown_family(tmp_path, capsys):
-    err = _fails(["train-cl", "--data", "embedded", "--out", str(tmp_path), "--ops", "rotation,swirl"], capsys)
+    err = command_error(capsys, ["train-cl", "--data", "embedded", "--out", str(tmp_path), "--ops", "rotation,swirl"])
     assert "expected operator families among rotation, zoom, motion, gaussian, got 'swirl'" in err
 
 
 def test_missing_data_folder(tmp_path, capsys):
-    err = _fails(["train-cl", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "run")], capsys)
+    err = command_error(capsys, ["train-cl", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "run")])
     assert "--data must be a folder of photos or 'embedded'" in err and "nope" in err
 
 
 def test_photo_smaller_than_the_crop(tmp_path, capsys):
     (tmp_path / "photos").mkdir()
     Image.new("RGB", (100, 90)).save(tmp_path / "photos" / "a.png")
-    err = _fails(["train-cl", "--data", str(tmp_path / "photos"), "--out", str(tmp_path / "run")], capsys)
+    err = command_error(capsys, ["train-cl", "--data", str(tmp_path / "photos"), "--out", str(tmp_path / "run")])
     assert "every photo must be at least 128 x 128 pixels" in err and "a.png of 90 x 100" in err
 
 
@@ -49,12 +41,12 @@ def test_photo_smaller_than_the_crop(tmp_path, capsys):
     ("--time-range", "0.5", "must be two numbers LOW,HIGH, got '0.5'"),
 ])
 def test_bad_numeric_option(option, value, wording, tmp_path, capsys):
-    err = _fails(["train-cl", "--data", "embedded", "--out", str(tmp_path), option, value], capsys)
+    err = command_error(capsys, ["train-cl", "--data", "embedded", "--out", str(tmp_path), option, value])
     assert f"error: argument {option}: {wording}" in err
 
 
 def test_bad_momentum(tmp_path, capsys):
-    err = _fails(["train-cl", "--data", "embedded", "--out", str(tmp_path), "--momentum", "1.5"], capsys)
+    err = command_error(capsys, ["train-cl", "--data", "embedded", "--out", str(tmp_path), "--momentum", "1.5"])
     assert "momentum" in err and "1.5" in err
 
 
@@ -79,11 +71,11 @@ def test_train_interrupt_resume_and_export(tmp_path, monkeypatch, capsys):
     assert manifest["pairs_seen"] == 16 and len(manifest["commands"]) == 2
     assert manifest["export_command"].endswith(f"--resume --export tiny --held-out 8 --export-dir {tmp_path / 'w'}")
     assert load_encoder("tiny", directory=tmp_path / "w").config["widths"] == (32, 64, 128)
-    err = _fails(run, capsys)  # a fresh run over the checkpoint
+    err = command_error(capsys, run)  # a fresh run over the checkpoint
     assert "already holds a train-cl checkpoint" in err
 
 
 def test_export_needs_export_dir_outside_a_checkout(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(command_module, "in_source_checkout", lambda weights_dir: False)
-    err = _fails(["train-cl", "--data", "embedded", "--out", str(tmp_path), "--export", "x"], capsys)
+    monkeypatch.setattr(shipping, "in_source_checkout", lambda weights_dir: False)
+    err = command_error(capsys, ["train-cl", "--data", "embedded", "--out", str(tmp_path), "--export", "x"])
     assert "--export-dir is required: blindfast is installed at" in err

@@ -26,8 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 
 import blindfast
 from blindfast import _validate
@@ -35,7 +34,7 @@ from blindfast.atomic_file import save_atomic
 from blindfast.methods.cl_dps.encoder import ContrastiveEncoder
 from blindfast.methods.cl_dps.pairs import PairConfig, draw_pairs
 from blindfast.methods.cl_dps.train import COMMAND, EMBEDDED, CLConfig, build_encoder, load_photos
-from blindfast.models.shipped import NAME_PATTERN, WEIGHTS_DIR, ShippedPriorError, check_weights_file
+from blindfast.models.shipped import NAME_PATTERN, WEIGHTS_DIR, load_shipped_module
 from blindfast.train.checkpoint import load_module_state, read_checkpoint, unprefixed
 from blindfast.train.steps import CHECKPOINT_NAME, stream_seed
 
@@ -187,26 +186,6 @@ def load_encoder(name_or_dir=DEFAULT_NAME, *, directory=None, device=None) -> Co
     if not NAME_PATTERN.fullmatch(name):
         raise ValueError(f"expected a shipped encoder's name (matching {NAME_PATTERN.pattern}) or a train-cl run "
                          f"folder, got {name!r}")
-    folder = WEIGHTS_DIR if directory is None else Path(_validate.path_like("directory", directory))
-    manifest_path = folder / f"{name}.json"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"no shipped contrastive encoder {name!r}: {manifest_path} does not exist (nor is "
-                                f"{name!r} a folder); make one with blindfast {COMMAND} --out DIR --export {name}")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ShippedPriorError(f"manifest {manifest_path} is not valid JSON: {err}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT \
-            or manifest.get("version") != MANIFEST_VERSION:
-        got = (manifest.get("format"), manifest.get("version")) if isinstance(manifest, dict) else type(manifest)
-        raise ShippedPriorError(f"manifest {manifest_path}: expected format {MANIFEST_FORMAT!r} version "
-                                f"{MANIFEST_VERSION}, got {got}")
-    weights = folder / f"{name}.safetensors"
-    check_weights_file(weights, manifest.get("sha256"), f"shipped contrastive encoder {name!r}")
-    try:
-        encoder = ContrastiveEncoder(**manifest["encoder"])
-        encoder.load_state_dict(load_file(str(weights)))
-    except (KeyError, TypeError, ValueError, SafetensorError, RuntimeError) as err:
-        raise ShippedPriorError(f"shipped contrastive encoder {name!r}: its manifest or weights do not fit: "
-                                f"{err}") from None
-    return encoder.to(device).eval().requires_grad_(False)
+    return load_shipped_module(name, directory, what="shipped contrastive encoder",
+                               manifest_format=MANIFEST_FORMAT, manifest_version=MANIFEST_VERSION, command=COMMAND,
+                               build=lambda manifest: ContrastiveEncoder(**manifest["encoder"]), device=device)

@@ -20,7 +20,6 @@ interrupt, so ``resume=True`` continues bit for bit on the CPU.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable
@@ -35,10 +34,8 @@ from blindfast.data import ImageFolder, embedded_images
 from blindfast.methods.cl_dps.encoder import SMALL, WIDE, ContrastiveEncoder
 from blindfast.methods.cl_dps.moco import MoCo, concat_all_gather
 from blindfast.methods.cl_dps.pairs import FAMILIES, PairConfig, draw_pairs, parse_families
-from blindfast.train.checkpoint import (check_resumable, flatten_optimizer, global_rng_states, load_module_state,
-                                        prefixed, read_checkpoint, restore_optimizer, set_global_rng_states, unprefixed,
-                                        write_checkpoint)
 from blindfast.train.distributed import World
+from blindfast.train.small_run import cosine_lr, open_run, save_run
 from blindfast.train.steps import CHECKPOINT_NAME, DATA_STREAM, LOG_NAME, NOISE_STREAM, run_steps, stream_seed
 
 __all__ = ["CLConfig", "CLTrainResult", "train_cl", "load_photos", "build_encoder", "EMBEDDED", "PRESETS", "COMMAND",
@@ -224,23 +221,9 @@ def train_cl(out_dir, config: CLConfig = CLConfig(), *, resume: bool = False, pr
     optimizer = torch.optim.Adam(moco.query.parameters(), lr=config.lr)
     generators = {"data": torch.Generator().manual_seed(stream_seed(config.seed, DATA_STREAM)),
                   "noise": torch.Generator().manual_seed(stream_seed(config.seed, NOISE_STREAM))}
-    state = {"nimg": 0, "seconds": 0.0, "commands": []}
-    if resume:
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"no train-cl checkpoint to resume in {out_dir} (expected {checkpoint})")
-        tensors, header = read_checkpoint(checkpoint)
-        check_resumable(checkpoint, header.get("config", {}), config.to_json(), ("snapshot_kimg",), "other settings")
-        load_module_state(moco, unprefixed("moco", tensors), "the MoCo encoders and queue", checkpoint)
-        restore_optimizer(optimizer, unprefixed("optimizer", tensors), header["optimizer"], checkpoint)
-        for name, g in generators.items():
-            g.set_state(tensors[f"rng/{name}"])
-        set_global_rng_states(unprefixed("global_rng", tensors))
-        state.update({key: header[key] for key in ("nimg", "seconds", "commands")})
-    else:
-        if checkpoint.exists():
-            raise FileExistsError(f"{out_dir} already holds a train-cl checkpoint ({checkpoint}): resume it or choose "
-                                  f"another output folder")
-        out_dir.mkdir(parents=True, exist_ok=True)
+    state = open_run(checkpoint, what="train-cl", resume=resume, config=config.to_json(),
+                     may_change=("snapshot_kimg",), module=moco, prefix="moco", optimizer=optimizer,
+                     generators=generators)
     world.broadcast_module(moco)
     state["commands"] = state["commands"] + [config.command(out_dir, resume)]
     total_nimg = round(config.kimg * 1000)
@@ -250,18 +233,11 @@ def train_cl(out_dir, config: CLConfig = CLConfig(), *, resume: bool = False, pr
     pending = {}
 
     def save(_nimg: int = 0) -> None:
-        if not writer:
-            return
-        flat, index = flatten_optimizer(optimizer)
-        tensors = {**prefixed("moco", {k: v.detach().cpu() for k, v in moco.state_dict().items()}),
-                   **prefixed("optimizer", {k: v.cpu() for k, v in flat.items()}),
-                   **prefixed("rng", {name: g.get_state() for name, g in generators.items()}),
-                   **prefixed("global_rng", global_rng_states())}
-        header = {"config": config.to_json(), "encoder": {k: list(v) if isinstance(v, tuple) else v
-                                                          for k, v in moco.query.config.items()},
-                  "optimizer": index, "nimg": state["nimg"],
-                  "seconds": seconds_before + time.perf_counter() - started, "commands": state["commands"]}
-        write_checkpoint(checkpoint, tensors, header)
+        if writer:
+            counters = {**state, "seconds": seconds_before + time.perf_counter() - started}
+            encoder = {k: list(v) if isinstance(v, tuple) else v for k, v in moco.query.config.items()}
+            save_run(checkpoint, module=moco, prefix="moco", optimizer=optimizer, generators=generators,
+                     counters=counters, config=config.to_json(), header={"encoder": encoder})
 
     def step(_nimg: int) -> float:
         pairs = draw_pairs(photos, config.batch, pair_config, generators["data"])
@@ -275,8 +251,7 @@ def train_cl(out_dir, config: CLConfig = CLConfig(), *, resume: bool = False, pr
         return world.average_gradients(moco.query.parameters(), loss.detach()).item()
 
     def commit(nimg: int) -> float:
-        # cosine decay from lr to 0 over the run, at the step's starting count
-        lr = config.lr * 0.5 * (1 + math.cos(math.pi * (nimg - config.batch) / total_nimg))
+        lr = cosine_lr(config.lr, nimg, config.batch, total_nimg)
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.step()
