@@ -11,7 +11,6 @@ model for multicore architectures": attainable GFLOP/s = min(peak GFLOP/s, inten
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 __all__ = ["Case", "cases", "device_limits", "comparisons", "markdown", "roofline", "as_json"]
 

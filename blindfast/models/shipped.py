@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -19,15 +20,17 @@ from pathlib import Path
 import torch
 from torch import nn
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save
 
+import blindfast
 from blindfast import _validate
+from blindfast.atomic_file import save_atomic
 from blindfast.models.latent_prior import LatentFlowPrior
 from blindfast.models.prior import NetworkPrior
 from blindfast.models.unet import UNet
 
 __all__ = ["load_shipped_prior", "shipped_priors", "file_sha256", "check_weights_file", "load_shipped_module",
-           "ShippedPriorError",
+           "save_shipped_module", "check_export_name", "ShippedPriorError",
            "WEIGHTS_DIR", "MANIFEST_FORMAT", "MANIFEST_VERSION", "KINDS", "NAME_PATTERN", "MAKE_ONE"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -113,6 +116,39 @@ def load_shipped_module(name: str, directory, *, what: str, manifest_format: str
     except (KeyError, TypeError, ValueError, SafetensorError, RuntimeError) as err:
         raise ShippedPriorError(f"{what} {name!r}: its manifest or weights do not fit: {err}") from None
     return module.to(device).eval().requires_grad_(False)
+
+
+def check_export_name(name) -> str:
+    """``name`` as a shipped file stem (letters, digits, ``_``, ``.``, ``-``); ValueError otherwise."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"name must match {NAME_PATTERN.pattern} (a file name without extension), got {name!r}")
+    return name
+
+
+def save_shipped_module(module: nn.Module, name: str, out_dir, *, manifest_format: str, manifest_version: int,
+                        fields: dict) -> dict:
+    """Ships a network other than a prior: its float32 weights ``out_dir/<name>.safetensors``, then the manifest
+    ``out_dir/<name>.json`` (format, version, name, weights, SHA-256, dtype, parameter count, the environment, and
+    ``fields``), both atomically, the weights first: what :func:`load_shipped_module` reads back.
+
+    Returns:
+        the manifest.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = save({key: value.detach().to(torch.float32).contiguous() for key, value in module.state_dict().items()})
+    weights = out_dir / f"{check_export_name(name)}.safetensors"
+    save_atomic(weights, lambda f: f.write(data))
+    manifest = {
+        "format": manifest_format, "version": manifest_version, "name": name, "weights": weights.name,
+        "sha256": hashlib.sha256(data).hexdigest(), "dtype": "float32",
+        "parameters": sum(p.numel() for p in module.parameters()),
+        "environment": {"blindfast": blindfast.__version__, "torch": torch.__version__,
+                        "threads": torch.get_num_threads(), "machine": platform.machine()},
+        **fields,
+    }
+    save_atomic(out_dir / f"{name}.json", lambda f: f.write((json.dumps(manifest, indent=2) + "\n").encode("utf-8")))
+    return manifest
 
 
 def _directory(directory) -> Path:

@@ -19,22 +19,17 @@ dict (trunk and heads) in float32, the trained weights bit for bit.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import platform
 from dataclasses import replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import save
 
-import blindfast
 from blindfast import _validate
-from blindfast.atomic_file import save_atomic
 from blindfast.methods.cl_dps.encoder import ContrastiveEncoder
 from blindfast.methods.cl_dps.pairs import PairConfig, draw_pairs
 from blindfast.methods.cl_dps.train import COMMAND, EMBEDDED, CLConfig, build_encoder, load_photos
-from blindfast.models.shipped import NAME_PATTERN, WEIGHTS_DIR, load_shipped_module
+from blindfast.models.shipped import (NAME_PATTERN, WEIGHTS_DIR, check_export_name, load_shipped_module,
+                                      save_shipped_module)
 from blindfast.train.checkpoint import load_module_state, read_checkpoint, unprefixed
 from blindfast.train.steps import CHECKPOINT_NAME, stream_seed
 
@@ -113,8 +108,7 @@ def export_encoder(run_dir, name: str = DEFAULT_NAME, *, out_dir=None, held_out:
         blindfast.train.CheckpointError: an unreadable checkpoint.
     """
     run_dir = Path(run_dir)
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise ValueError(f"name must match {NAME_PATTERN.pattern} (a file name without extension), got {name!r}")
+    name = check_export_name(name)
     held_out = _validate.positive_int("held_out", held_out)
     out_dir = WEIGHTS_DIR if out_dir is None else Path(out_dir)
     encoder, header, _ = _run_encoder(run_dir)
@@ -131,14 +125,7 @@ def export_encoder(run_dir, name: str = DEFAULT_NAME, *, out_dir=None, held_out:
     for row, before in zip(retrieval, untrained):
         row["top1_untrained"], row["top1_clean_untrained"] = before["top1"], before["top1_clean"]
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data = save({key: value.detach().to(torch.float32).contiguous() for key, value in encoder.state_dict().items()})
-    weights = out_dir / f"{name}.safetensors"
-    save_atomic(weights, lambda f: f.write(data))
-    manifest = {
-        "format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "name": name, "weights": weights.name,
-        "sha256": hashlib.sha256(data).hexdigest(), "dtype": "float32",
-        "parameters": sum(p.numel() for p in encoder.parameters()),
+    fields = {
         "encoder": {k: list(v) if isinstance(v, tuple) else v for k, v in encoder.config.items()},
         "commands": header["commands"],
         "export_command": f"{config.command(run_dir, resume=True)} --export {name} --held-out {held_out}"
@@ -147,15 +134,12 @@ def export_encoder(run_dir, name: str = DEFAULT_NAME, *, out_dir=None, held_out:
         "data": {"photos": "embedded train photos (blindfast.data.embedded_images('train'))"
                  if config.data == EMBEDDED else config.data, "pairs": pair_config.to_json()},
         "pairs_seen": header["nimg"], "training_seconds": header["seconds"],
-        "environment": {"blindfast": blindfast.__version__, "torch": torch.__version__,
-                        "threads": torch.get_num_threads(), "machine": platform.machine()},
         "held_out": {"photos": "embedded test photos (blindfast.data.embedded_images('test'))",
                      "pairs_per_family": held_out, "seed": config.seed, "stream": HELD_OUT_STREAM},
         "retrieval": retrieval,
     }
-    save_atomic(out_dir / f"{name}.json",
-                lambda f: f.write((json.dumps(manifest, indent=2) + "\n").encode("utf-8")))
-    return manifest
+    return save_shipped_module(encoder, name, out_dir, manifest_format=MANIFEST_FORMAT,
+                               manifest_version=MANIFEST_VERSION, fields=fields)
 
 
 def load_encoder(name_or_dir=DEFAULT_NAME, *, directory=None, device=None) -> ContrastiveEncoder:

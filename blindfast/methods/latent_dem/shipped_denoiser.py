@@ -16,23 +16,17 @@ trained weights bit for bit, so the manifest's figures are those of the weights 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import platform
 from pathlib import Path
 
 import torch
-from safetensors.torch import save
 from torch import Tensor, nn
 
-import blindfast
 from blindfast import _validate
-from blindfast.atomic_file import save_atomic
 from blindfast.methods.latent_dem.kernel_denoiser import KernelDenoiser
 from blindfast.methods.latent_dem.train_kernel_denoiser import (COMMAND, KernelDenoiserConfig, noisy_kernels,
                                                                 training_kernels)
-from blindfast.models.shipped import NAME_PATTERN, WEIGHTS_DIR, load_shipped_module
+from blindfast.models.shipped import WEIGHTS_DIR, check_export_name, load_shipped_module, save_shipped_module
 from blindfast.train.checkpoint import load_module_state, read_checkpoint, unprefixed
 from blindfast.train.steps import CHECKPOINT_NAME, stream_seed
 
@@ -107,8 +101,7 @@ def export_kernel_denoiser(run_dir, name: str = DEFAULT_NAME, *, out_dir=None,
         blindfast.train.CheckpointError: an unreadable checkpoint.
     """
     run_dir = Path(run_dir)
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise ValueError(f"name must match {NAME_PATTERN.pattern} (a file name without extension), got {name!r}")
+    name = check_export_name(name)
     held_out = _validate.positive_int("held_out", held_out)
     out_dir = WEIGHTS_DIR if out_dir is None else Path(out_dir)
     checkpoint = run_dir / CHECKPOINT_NAME
@@ -121,16 +114,9 @@ def export_kernel_denoiser(run_dir, name: str = DEFAULT_NAME, *, out_dir=None,
     noise = torch.Generator().manual_seed(stream_seed(config.seed, HELD_OUT_STREAM + 1))
     mse = measure_kernel_denoiser(net, held_out_kernels(config, held_out), HELD_OUT_LEVELS, noise)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data = save({key: value.detach().to(torch.float32).contiguous() for key, value in net.state_dict().items()})
-    weights = out_dir / f"{name}.safetensors"
-    save_atomic(weights, lambda f: f.write(data))
     scale = config.kernel_size ** 2
-    manifest = {
-        "format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "name": name, "weights": weights.name,
-        "sha256": hashlib.sha256(data).hexdigest(), "dtype": "float32",
-        "parameters": sum(p.numel() for p in net.parameters()), "net": net.config(),
-        "commands": header["commands"],
+    fields = {
+        "net": net.config(), "commands": header["commands"],
         "export_command": f"{config.command(run_dir, resume=True)} --export {name} --held-out {held_out}"
                           + ("" if out_dir == WEIGHTS_DIR else f" --export-dir {out_dir}"),
         "settings": saved,
@@ -139,15 +125,12 @@ def export_kernel_denoiser(run_dir, name: str = DEFAULT_NAME, *, out_dir=None,
                  "noise_range_mean_taps": list(config.noise_range),
                  "noise_range": [level / scale for level in config.noise_range], "seed": config.seed},
         "images_seen": header["nimg"], "training_seconds": header["seconds"],
-        "environment": {"blindfast": blindfast.__version__, "torch": torch.__version__,
-                        "threads": torch.get_num_threads(), "machine": platform.machine()},
         "held_out": {"kernels": held_out, "seed": config.seed, "stream": HELD_OUT_STREAM,
                      "levels_mean_taps": list(HELD_OUT_LEVELS)},
         "mse": mse,
     }
-    save_atomic(out_dir / f"{name}.json",
-                lambda f: f.write((json.dumps(manifest, indent=2) + "\n").encode("utf-8")))
-    return manifest
+    return save_shipped_module(net, name, out_dir, manifest_format=MANIFEST_FORMAT,
+                               manifest_version=MANIFEST_VERSION, fields=fields)
 
 
 def load_kernel_denoiser(name: str = DEFAULT_NAME, directory=None, *, device=None) -> KernelDenoiser:
