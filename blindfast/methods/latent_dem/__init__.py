@@ -8,6 +8,7 @@ M-step (:func:`em_parametric`, :func:`gradient_m_step`); ``blindfast deblur --me
 (encoder/decoder, gluing) is not built yet.
 """
 
+from blindfast.methods.latent_dem import deblur_method  # noqa: F401  (registers --method latentdem)
 from blindfast.methods.latent_dem.em import (EMResult, EMStep, ParametricEMResult, delta_kernel, diffusion_em,
                                              em_deblur, em_parametric)
 from blindfast.methods.latent_dem.kernel_denoiser import KernelDenoiser

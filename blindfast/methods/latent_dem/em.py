@@ -42,8 +42,8 @@ from blindfast.physics import Blur, Operator
 from blindfast.restore.validation import check_measurement, check_positive
 from blindfast.sampling import ddpm_time_grid
 
-__all__ = ["diffusion_em", "em_deblur", "em_parametric", "EMResult", "ParametricEMResult", "EMStep", "MStep", "delta_kernel", "DEFAULT_STEPS", "HQS_DELTA",
-           "HQS_ITERS", "HQS_LAMBDA", "GUIDANCE_SCALE"]
+__all__ = ["diffusion_em", "em_deblur", "em_parametric", "EMResult", "ParametricEMResult", "EMStep", "MStep",
+           "delta_kernel", "DEFAULT_STEPS", "HQS_DELTA", "HQS_ITERS", "HQS_LAMBDA", "GUIDANCE_SCALE"]
 
 # m_step(image (1, C, H, W) in [0, 1], params) -> the updated params
 MStep = Callable[[Tensor, dict], dict]

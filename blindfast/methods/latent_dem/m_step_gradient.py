@@ -5,9 +5,10 @@ r"""LatentDEM's M-step for non-linear parametric operators (issue 16, "M-step"):
 
 the negative log-likelihood of :math:`y = A_\phi(\hat x) + \sigma n` (:class:`~blindfast.physics.GaussianNoise` on
 top of the operator, M the number of measured values: the paper's M-step, the maximisation of
-:math:`\log p(y \mid \hat x, \phi)` over the operator's parameters, with the Gaussian likelihood of its E-step). Autograd reaches every tensor parameter of an operator: :class:`~blindfast.physics.RotationBlur`'s
-``angle`` and ``centre``, :class:`~blindfast.physics.ZoomBlur`'s ``zoom`` and ``centre``, and the noise level
-``sigma`` itself (``"sigma"`` among the learnt names; its optimum is :math:`\sigma^2 = \lVert r\rVert^2 / M`).
+:math:`\log p(y \mid \hat x, \phi)` over the operator's parameters, with the Gaussian likelihood of its E-step).
+Autograd reaches every tensor parameter of an operator: :class:`~blindfast.physics.RotationBlur`'s ``angle`` and
+``centre``, :class:`~blindfast.physics.ZoomBlur`'s ``zoom`` and ``centre``, and the noise level ``sigma``
+itself (``"sigma"`` among the learnt names; its optimum is :math:`\sigma^2 = \lVert r\rVert^2 / M`).
 
 Each learnt parameter stays in its valid range ``(low, high)`` by construction: it is optimised as an unbounded
 :math:`u` with :math:`p = low + (high - low)\,\mathrm{sigmoid}(u)` (``sigma``: the same on :math:`\log\sigma`), which
