@@ -6,8 +6,8 @@ comes from scene outside the frame) by ``--kernels`` 17 x 17 ``motion_kernel``s 
 0.01; the noise std estimated from the photo as the command does. For each photo and kernel size k (``--kernel-sizes``):
 
 - EM on the central crop (``central_crop_box``: 64 x 64 or the photo if smaller) finds the kernel; the whole photo
-  is restored with it by pnp (the command's default) and by cg; the EM's own image is scored where the crop is the
-  whole photo;
+  is restored with it by pnp and by cg, and with it pruned (``prune_kernel``, what the command restores with) by
+  cg; the EM's own image is scored where the crop is the whole photo;
 - on photos up to ``--whole-max`` pixels a side, EM on the whole photo too (its image, and its kernel by pnp);
 - the non-blind bound: pnp with the true kernel.
 
@@ -28,7 +28,7 @@ import torch
 from blindfast.data import embedded_images
 from blindfast.data import EMBEDDED_SPLITS
 from blindfast.methods.latent_dem import em_deblur, load_kernel_denoiser
-from blindfast.methods.latent_dem.deblur_method import PADDING, central_crop_box
+from blindfast.methods.latent_dem.deblur_method import PADDING, central_crop_box, prune_kernel
 from blindfast.metrics import mnc, psnr
 from blindfast.models import load_shipped_prior
 from blindfast.physics import Blur, motion_kernel
@@ -53,8 +53,8 @@ def main() -> None:
     kernels = motion_kernel(args.kernels, TRUE_KERNEL, generator=torch.Generator().manual_seed(5))["kernel"]
     kernels = kernels.reshape(args.kernels, TRUE_KERNEL, TRUE_KERNEL)
     names = EMBEDDED_SPLITS["train"]
-    columns = ["y", "EM image (crop = photo)", "crop EM kernel + pnp", "crop EM kernel + cg", "whole EM image",
-               "whole EM kernel + pnp", "true kernel + pnp"]
+    columns = ["y", "EM image (crop = photo)", "crop EM kernel + pnp", "crop EM kernel + cg",
+               "crop EM kernel pruned + cg", "whole EM image", "whole EM kernel + pnp", "true kernel + pnp"]
     print("| size | k | photo | kernel | MNC crop EM | MNC whole EM | " + " | ".join(f"PSNR {c}" for c in columns)
           + " | EM s |")
     print("|---" * (7 + len(columns)) + "|")
@@ -91,6 +91,8 @@ def main() -> None:
                         row["EM image (crop = photo)"] = psnr(em.image.clamp(0, 1), x).item()
                     row["crop EM kernel + pnp"] = restore(em.kernel, "pnp")
                     row["crop EM kernel + cg"] = restore(em.kernel, "cg")
+                    row["crop EM kernel pruned + cg"] = restore(prune_kernel(em.kernel), "cg")
+                    mnc_pruned = mnc(prune_kernel(em.kernel), kernel).item()
                     mnc_whole = None
                     if crop_h < size <= args.whole_max:
                         whole = em_deblur(y, prior, kernel_size=kernel_size, sigma=sigma,
@@ -99,14 +101,14 @@ def main() -> None:
                         row["whole EM image"] = psnr(whole.image.clamp(0, 1), x).item()
                         row["whole EM kernel + pnp"] = restore(whole.kernel, "pnp")
                     row["true kernel + pnp"] = restore(kernel, "pnp")
-                    results.append((size, kernel_size, row, mnc_crop, mnc_whole))
+                    results.append((size, kernel_size, row, mnc_crop, mnc_whole, mnc_pruned))
                     cells = [f"{row[c]:.2f}" if c in row else "" for c in columns]
                     print(f"| {size} | {kernel_size} | {photo} | {index} | {mnc_crop:.3f} | "
                           f"{'' if mnc_whole is None else f'{mnc_whole:.3f}'} | " + " | ".join(cells)
                           + f" | {seconds:.1f} |", flush=True)
     print("\nmeans per (size, k):\n")
-    print("| size | k | MNC crop EM | " + " | ".join(f"PSNR {c}" for c in columns) + " |")
-    print("|---" * (3 + len(columns)) + "|")
+    print("| size | k | MNC crop EM | MNC pruned | " + " | ".join(f"PSNR {c}" for c in columns) + " |")
+    print("|---" * (4 + len(columns)) + "|")
     for size in args.sizes:
         for kernel_size in args.kernel_sizes:
             mine = [r for r in results if r[0] == size and r[1] == kernel_size]
@@ -114,7 +116,8 @@ def main() -> None:
             for c in columns:
                 values = [r[2][c] for r in mine if c in r[2]]
                 cells.append(f"{statistics.mean(values):.2f}" if values else "")
-            print(f"| {size} | {kernel_size} | {statistics.mean(r[3] for r in mine):.3f} | " + " | ".join(cells)
+            print(f"| {size} | {kernel_size} | {statistics.mean(r[3] for r in mine):.3f} | "
+                  f"{statistics.mean(r[5] for r in mine):.3f} | " + " | ".join(cells)
                   + " |")
 
 

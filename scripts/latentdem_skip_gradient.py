@@ -22,6 +22,7 @@ import argparse
 import csv
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -74,7 +75,7 @@ def main() -> None:
     parser.add_argument("--kernels", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--outer", type=int, default=4, help="vanilla EM's outer iterations")
-    parser.add_argument("--log", default="latentdem_skip_gradient.csv")
+    parser.add_argument("--log", default="outputs/latentdem_skip_gradient.csv")
     args = parser.parse_args()
     torch.set_num_threads(1)
     prior, denoiser = load_shipped_prior("pixel_tiny"), load_kernel_denoiser()
@@ -83,6 +84,7 @@ def main() -> None:
     blur, runs = Blur(padding="circular"), variants(args.outer)
     names = list(runs)
     rows = []
+    Path(args.log).parent.mkdir(parents=True, exist_ok=True)
     with open(args.log, "w", newline="") as log:
         writer = csv.writer(log)
         writer.writerow(["photo", "kernel", "seed", "variant", "seconds", "psnr", "kernel_mse", "mnc", "psnr_y"])

@@ -12,7 +12,7 @@ from PIL import Image
 from blindfast.__main__ import main
 from blindfast.data import embedded_images, read_image
 from blindfast.metrics import kernel_mse, mnc
-from blindfast.methods.latent_dem.deblur_method import DEFAULT_KERNEL_SIZE, central_crop_box
+from blindfast.methods.latent_dem.deblur_method import DEFAULT_KERNEL_SIZE, central_crop_box, prune_kernel
 from blindfast.physics import Blur, motion_kernel
 
 K = 7
@@ -98,6 +98,14 @@ def test_a_grey_photo_and_the_default_kernel_size(tmp_path):
                                                 (7, 9, (1, 0, 4, 8))])
 def test_central_crop_box(height, width, box):
     assert central_crop_box(height, width) == box
+
+
+def test_prune_kernel_drops_taps_below_the_fraction_of_the_peak():
+    kernel = torch.tensor([[0.0, 0.05, 0.1], [0.19, 0.5, 0.21], [0.2, 0.0, 0.01]], dtype=torch.float64)
+    expected = np.array([[0, 0, 0], [0, 0.5, 0.21], [0.2, 0, 0]])    # 0.4 * peak 0.5 = 0.2: 0.2 itself is kept
+    expected /= expected.sum()
+    np.testing.assert_allclose(prune_kernel(kernel, 0.4).numpy(), expected, rtol=1e-12)
+    np.testing.assert_allclose(prune_kernel(kernel, 0.0).numpy(), kernel.numpy() / kernel.sum().item(), rtol=1e-12)
 
 
 def _bad_inputs(tmp_path):

@@ -125,7 +125,7 @@ def diffusion_em(y: Tensor, prior: Prior, op: Operator, params: dict, m_step: MS
     (an operator's parameters, by gradient) are this loop with their M-step.
 
     Args:
-        y: (1, C, Ho, Wo) the measurement in [0, 1] units.
+        y: (1, C, H, W) the measurement in [0, 1] units.
         prior: a pixel :class:`~blindfast.models.Prior` on [-1, 1] images of y's size.
         op, params: the forward operator, one that keeps the image size (blurs), and the starting parameters phi.
         m_step: ``m_step(image, params) -> params`` with image (1, C, H, W) = D(z0_hat) clipped to [0, 1]; None
