@@ -79,21 +79,9 @@ def _blur(args: argparse.Namespace, y):
     raise CommandError("expected the blur: one of --kernel, --psf-grid or --method, got none of them")
 
 
-def _prior(name_or_dir: str):
-    from blindfast.models import load_shipped_prior, shipped_priors
-
-    folder = Path(name_or_dir)
-    if folder.is_dir():
-        priors = shipped_priors(folder)
-        if len(priors) != 1:
-            raise CommandError(f"--prior {folder}: expected a folder holding one prior (a manifest .json and its "
-                               f"weights), got {len(priors)}: {sorted(priors)}")
-        return load_shipped_prior(next(iter(priors)), folder)
-    return load_shipped_prior(name_or_dir)
-
-
 def _solver(args: argparse.Namespace, op, sigma: float, lam: float):
     """solve(y, params) -> x for the chosen solver and settings."""
+    from blindfast.models import load_prior
     from blindfast.physics import Blur
     from blindfast.restore import PriorDenoiser, cg_tikhonov, diffpir, pnp_hqs, wiener
     from blindfast.restore.diffpir import DIFFPIR_STEPS
@@ -107,7 +95,7 @@ def _solver(args: argparse.Namespace, op, sigma: float, lam: float):
     if args.solver == "cg":
         return lambda y, params: cg_tikhonov(y, op, params, lam=lam, iters=args.iters or 30,
                                              progress=not args.quiet and args.tile is None)
-    denoiser = PriorDenoiser(_prior(args.prior), tile=DEFAULT_DENOISE_TILE)
+    denoiser = PriorDenoiser(load_prior(args.prior), tile=DEFAULT_DENOISE_TILE)
     if args.solver == "pnp":
         return lambda y, params: pnp_hqs(y, op, params, denoiser, sigma=sigma, iters=args.iters or PNP_ITERS,
                                          progress=not args.quiet and args.tile is None)
@@ -278,7 +266,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     deblur.add_argument("--prior", default=DEFAULT_PRIOR, help="a shipped prior's name or a folder holding one, for "
                                                                "pnp / diffpir (default: %(default)s)")
     deblur.add_argument("--reference", default=None, help="the sharp photo: the report gets PSNR / SSIM")
-    deblur.add_argument("--seed", type=int, default=0, help="seeds diffpir's noise (default: %(default)s)")
+    deblur.add_argument("--seed", type=int, default=0, help="seeds diffpir's noise and a diffusion-based blind "
+                                                            "method's sampler (default: %(default)s)")
     deblur.add_argument("--quiet", action="store_true", help="no progress bar")
     for method in methods.values():
         if method.add_arguments is not None:

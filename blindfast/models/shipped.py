@@ -29,9 +29,9 @@ from blindfast.models.latent_prior import LatentFlowPrior
 from blindfast.models.prior import NetworkPrior
 from blindfast.models.unet import UNet
 
-__all__ = ["load_shipped_prior", "shipped_priors", "file_sha256", "check_weights_file", "load_shipped_module",
-           "save_shipped_module", "check_export_name", "ShippedPriorError",
-           "WEIGHTS_DIR", "MANIFEST_FORMAT", "MANIFEST_VERSION", "KINDS", "NAME_PATTERN", "MAKE_ONE"]
+__all__ = ["load_shipped_prior", "load_prior", "shipped_priors", "file_sha256", "check_weights_file",
+           "load_shipped_module", "save_shipped_module", "check_export_name", "ShippedPriorError", "WEIGHTS_DIR",
+           "MANIFEST_FORMAT", "MANIFEST_VERSION", "KINDS", "NAME_PATTERN", "MAKE_ONE"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MANIFEST_FORMAT = "blindfast-shipped-prior"
@@ -255,3 +255,20 @@ def load_shipped_prior(name: str, directory=None, *, device=None) -> NetworkPrio
         raise ShippedPriorError(f"shipped prior {name!r}: {weights} does not fit the manifest's architecture: "
                                 f"{err}") from None
     return prior.to(device).eval().requires_grad_(False)
+
+
+def load_prior(name_or_folder: str, *, device=None) -> NetworkPrior | LatentFlowPrior:
+    """A prior named on a command line (``--prior``): a folder holding exactly one prior (its manifest and
+    weights, as ``blindfast export-prior`` writes), else the name of a shipped one (:func:`load_shipped_prior`).
+
+    Raises:
+        ValueError: a folder that holds no prior or several; the errors of :func:`load_shipped_prior`.
+    """
+    folder = Path(name_or_folder)
+    if folder.is_dir():
+        priors = shipped_priors(folder)
+        if len(priors) != 1:
+            raise ValueError(f"--prior {folder}: expected a folder holding one prior (a manifest .json and its "
+                             f"weights), got {len(priors)}: {sorted(priors)}")
+        return load_shipped_prior(next(iter(priors)), folder, device=device)
+    return load_shipped_prior(name_or_folder, device=device)

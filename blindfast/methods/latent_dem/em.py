@@ -13,30 +13,41 @@ issue 16): blind deblurring of a uniform circular blur :math:`y = k \circledast 
             z_{t-1} = DDIM(z_t)                                                        (e_step.prior_ddim_step)
     return D(z_0), k
 
-The latent variant will run the same loop on a latent state, with the autoencoder's decoder as D and the gluing
-term added to the E-step; this slice builds the pixel variant only.
+The loop itself (:func:`diffusion_em`) takes any size-keeping forward operator :math:`A_\phi` in place of the kernel
+convolution and any M-step: :func:`em_deblur` is it with the blur and the HQS kernel update, :func:`em_parametric`
+with a non-linear parametric operator (rotation, zoom blur) and the gradient M-step
+(:mod:`blindfast.methods.latent_dem.m_step_gradient`). The latent variant will run the same loop on a latent state,
+with the autoencoder's decoder as D and the gluing term added to the E-step; only the pixel variant is built.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from blindfast import _validate
 from blindfast.methods.latent_dem.e_step import guided_ddim_step, prior_ddim_step, to_image
+from blindfast.methods.latent_dem.m_step_gradient import GRADIENT_ITERS, check_learnable, gradient_m_step
 from blindfast.methods.latent_dem.schedules import SKIP_EVERY, annealed_zeta, is_full_em_step
 from blindfast.models import Prior
 from blindfast.models.prior import alpha_bar_of_time
 from blindfast.ops import hqs_kernel_update
+from blindfast.physics import Blur, Operator
 from blindfast.restore.validation import check_measurement, check_positive
 from blindfast.sampling import ddpm_time_grid
 
-__all__ = ["em_deblur", "EMResult", "EMStep", "delta_kernel", "DEFAULT_STEPS", "HQS_DELTA", "HQS_ITERS", "HQS_LAMBDA",
-           "GUIDANCE_SCALE"]
+__all__ = ["diffusion_em", "em_deblur", "em_parametric", "EMResult", "ParametricEMResult", "EMStep", "MStep",
+           "delta_kernel", "DEFAULT_STEPS", "HQS_DELTA", "HQS_ITERS", "HQS_LAMBDA", "GUIDANCE_SCALE"]
+
+# m_step(image (1, C, H, W) in [0, 1], params) -> the updated params
+MStep = Callable[[Tensor, dict], dict]
+_CIRCULAR_BLUR = Blur(padding="circular")  # the kernel M-step's model (hqs_kernel_update assumes a circular boundary)
 
 DEFAULT_STEPS = 100  # DDIM steps T (CPU size)
 HQS_DELTA = 5e6      # the M-step's HQS penalty delta (issue 16: alpha = sigma^2 delta)
@@ -72,6 +83,16 @@ class EMResult(NamedTuple):
     steps: list[EMStep]
 
 
+class ParametricEMResult(NamedTuple):
+    """``image``: (1, C, H, W) in [0, 1] units (not clipped); ``params``: the operator's parameters, the learnt ones
+    estimated; ``sigma``: the noise std (estimated when learnt); ``steps``: one :class:`EMStep` per sampler step."""
+
+    image: Tensor
+    params: dict
+    sigma: float
+    steps: list[EMStep]
+
+
 def delta_kernel(kernel_size: int, *, dtype=torch.float32, device=None) -> Tensor:
     """A centred (kernel_size, kernel_size) delta: the blur-free starting kernel."""
     kernel = torch.zeros(kernel_size, kernel_size, dtype=dtype, device=device)
@@ -94,10 +115,58 @@ def _check(y: Tensor, kernel_size: int, sigma: float, true_kernel: Tensor | None
         raise ValueError(f"true_kernel must be a ({kernel_size}, {kernel_size}) tensor (kernel_size), got {got}")
 
 
+def diffusion_em(y: Tensor, prior: Prior, op: Operator, params: dict, m_step: MStep | None, *,
+                 steps: int = DEFAULT_STEPS, skip_start: int | None = None, skip_every: int = SKIP_EVERY,
+                 guidance_scale: float = GUIDANCE_SCALE, generator: torch.Generator | None = None,
+                 progress: bool = False) -> tuple[Tensor, dict, list[EMStep]]:
+    r"""Diffusion EM with any forward operator (the module docstring's loop with :math:`A_\phi` for the blur): one
+    DDIM run in which each full EM step guides the step by ``op.A(., **params)`` (the E-step) and then updates the
+    parameters by ``m_step(D(z0_hat), params)``. :func:`em_deblur` (the kernel, by HQS) and :func:`em_parametric`
+    (an operator's parameters, by gradient) are this loop with their M-step.
+
+    Args:
+        y: (1, C, H, W) the measurement in [0, 1] units.
+        prior: a pixel :class:`~blindfast.models.Prior` on [-1, 1] images of y's size.
+        op, params: the forward operator, one that keeps the image size (blurs), and the starting parameters phi.
+        m_step: ``m_step(image, params) -> params`` with image (1, C, H, W) = D(z0_hat) clipped to [0, 1]; None
+            holds the parameters fixed (the non-blind bound).
+        steps: T, DDIM steps on DDPM's schedule (:func:`blindfast.sampling.ddpm_time_grid`).
+        skip_start, skip_every: the skip-gradient schedule's S_T and K (:func:`is_full_em_step`).
+        guidance_scale: zeta' >= 0, the E-step's step before the annealing (:data:`GUIDANCE_SCALE`).
+        generator: draws z_T.
+        progress: a tqdm bar over the steps.
+    Returns:
+        ``(image, params, steps)``: (1, C, H, W) D(z_0) (not clipped), the last parameters, one :class:`EMStep`
+        per sampler step, in order.
+    """
+    _validate.positive_int("steps", steps)
+    _validate.real("guidance_scale", guidance_scale, 0)
+    alpha_bars = alpha_bar_of_time(ddpm_time_grid(steps)).tolist()  # T + 1 values, the last 1
+    z = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
+    record = []
+    for i in tqdm(range(steps), desc="EM", disable=not progress, leave=False):
+        t = steps - i
+        zeta = annealed_zeta(t, steps)
+        full = is_full_em_step(t, steps, skip_start=skip_start, skip_every=skip_every)
+        start = time.perf_counter()
+        if not full:
+            z = prior_ddim_step(prior, z, alpha_bars[i], alpha_bars[i + 1])
+            record.append(EMStep(t, zeta, False, math.nan, time.perf_counter() - start, 0.0))
+            continue
+        z, image, residual = guided_ddim_step(prior, z, alpha_bars[i], alpha_bars[i + 1], y, op, params,
+                                              scale=guidance_scale / zeta)
+        e_done = m_done = time.perf_counter()
+        if m_step is not None:
+            params = m_step(image.clamp(0, 1), params)
+            m_done = time.perf_counter()
+        record.append(EMStep(t, zeta, True, residual.item(), e_done - start, m_done - e_done))
+    return to_image(z), params, record
+
+
 def em_deblur(y: Tensor, prior: Prior, *, kernel_size: int, sigma: float, steps: int = DEFAULT_STEPS,
               kernel_denoiser=None, true_kernel: Tensor | None = None, skip_start: int | None = None,
               skip_every: int = SKIP_EVERY, guidance_scale: float = GUIDANCE_SCALE, delta: float = HQS_DELTA,
-              lam: float = HQS_LAMBDA, generator: torch.Generator | None = None) -> EMResult:
+              lam: float = HQS_LAMBDA, generator: torch.Generator | None = None, progress: bool = False) -> EMResult:
     r"""Blind deblurring by LatentDEM's EM loop with a pixel prior (module docstring).
 
     The E-step's step is ``guidance_scale`` / zeta_t on the gradient of the residual's norm (see
@@ -121,33 +190,60 @@ def em_deblur(y: Tensor, prior: Prior, *, kernel_size: int, sigma: float, steps:
         guidance_scale: zeta' >= 0, the E-step's step before the annealing (:data:`GUIDANCE_SCALE`).
         delta, lam: the M-step's HQS penalty and kernel-prior weight.
         generator: draws z_T.
+        progress: a tqdm bar over the steps.
     Returns:
         :class:`EMResult`.
     """
     _check(y, kernel_size, sigma, true_kernel)
-    _validate.positive_int("steps", steps)
-    _validate.real("guidance_scale", guidance_scale, 0)
-    alpha_bars = alpha_bar_of_time(ddpm_time_grid(steps)).tolist()  # T + 1 values, the last 1
     kernel = delta_kernel(kernel_size, dtype=y.dtype, device=y.device) if true_kernel is None \
         else true_kernel.to(y)
-    z = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
-    record = []
-    for i in range(steps):
-        t = steps - i
-        zeta = annealed_zeta(t, steps)
-        full = is_full_em_step(t, steps, skip_start=skip_start, skip_every=skip_every)
-        start = time.perf_counter()
-        if not full:
-            z = prior_ddim_step(prior, z, alpha_bars[i], alpha_bars[i + 1])
-            record.append(EMStep(t, zeta, False, math.nan, time.perf_counter() - start, 0.0))
-            continue
-        z, image, residual = guided_ddim_step(prior, z, alpha_bars[i], alpha_bars[i + 1], y, kernel,
-                                              scale=guidance_scale / zeta)
-        e_done = m_done = time.perf_counter()
-        if true_kernel is None:
-            kernel = hqs_kernel_update(image.clamp(0, 1), y[0], kernel, sigma=sigma, delta=delta, iters=HQS_ITERS,
-                                       denoiser=kernel_denoiser, lam=lam)
-            m_done = time.perf_counter()
-        record.append(EMStep(t, zeta, True, residual.item(), e_done - start, m_done - e_done))
-    return EMResult(to_image(z), kernel, record)
 
+    def hqs_m_step(image: Tensor, params: dict) -> dict:
+        return {"kernel": hqs_kernel_update(image, y[0], params["kernel"], sigma=sigma, delta=delta,
+                                            iters=HQS_ITERS, denoiser=kernel_denoiser, lam=lam)}
+
+    image, params, record = diffusion_em(y, prior, _CIRCULAR_BLUR, {"kernel": kernel},
+                                         hqs_m_step if true_kernel is None else None, steps=steps,
+                                         skip_start=skip_start, skip_every=skip_every, guidance_scale=guidance_scale,
+                                         generator=generator, progress=progress)
+    return EMResult(image, params["kernel"], record)
+
+
+def em_parametric(y: Tensor, prior: Prior, op: Operator, params: dict, learn: Sequence[str], *, sigma: float,
+                  steps: int = DEFAULT_STEPS, iters: int = GRADIENT_ITERS, ranges: dict | None = None,
+                  skip_start: int | None = None, skip_every: int = SKIP_EVERY,
+                  guidance_scale: float = GUIDANCE_SCALE, generator: torch.Generator | None = None,
+                  progress: bool = False) -> ParametricEMResult:
+    r"""LatentDEM's EM loop for a non-linear parametric operator (issue 16): the same E-step with ``op.A`` in place
+    of the kernel convolution, and the gradient M-step (:func:`~blindfast.methods.latent_dem.m_step_gradient.
+    gradient_m_step`, ``iters`` Adam steps warm-started from the last parameters) on D(z0_hat) at each full EM step.
+
+    Args:
+        y: (1, C, H, W) the measurement in [0, 1] units.
+        prior: a pixel :class:`~blindfast.models.Prior` on [-1, 1] images of y's size.
+        op: a size-keeping operator, e.g. :class:`~blindfast.physics.RotationBlur`; params: its starting
+            parameters, those in ``learn`` tensors inside their ranges.
+        learn: the names to estimate: op's tensor parameters and/or ``"sigma"`` (the noise std).
+        sigma: the noise std (> 0), held fixed or the start when learnt. The E-step's normalised step does not
+            depend on it; the M-step's objective does when "sigma" is learnt.
+        steps, skip_start, skip_every, guidance_scale, generator, progress: as :func:`diffusion_em`.
+        iters, ranges: the M-step's Adam steps and valid ranges (:data:`VALID_RANGES` by default).
+    Returns:
+        :class:`ParametricEMResult`.
+    """
+    check_measurement(y)
+    if y.shape[0] != 1:
+        raise ValueError(f"y must hold one image, (1, C, H, W), got {tuple(y.shape)}")
+    check_learnable(params, learn, sigma, ranges)
+    noise_std = float(sigma)
+
+    def m_step(image: Tensor, current: dict) -> dict:
+        nonlocal noise_std
+        current, noise_std = gradient_m_step(image, y, op, current, learn, sigma=noise_std, ranges=ranges,
+                                             iters=iters)
+        return current
+
+    image, params, record = diffusion_em(y, prior, op, dict(params), m_step, steps=steps, skip_start=skip_start,
+                                         skip_every=skip_every, guidance_scale=guidance_scale, generator=generator,
+                                         progress=progress)
+    return ParametricEMResult(image, params, noise_std, record)
