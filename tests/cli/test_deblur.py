@@ -181,9 +181,14 @@ def _bad_inputs(files):
     ]
 
 
-@pytest.mark.parametrize("case", range(13))
+BAD_INPUT_CASES = 16
+
+
+@pytest.mark.parametrize("case", range(BAD_INPUT_CASES))
 def test_bad_input_exits_2_naming_expected_and_got_and_writes_nothing(files, capsys, case):
-    argv, message = _bad_inputs(files)[case]
+    cases = _bad_inputs(files)
+    assert len(cases) == BAD_INPUT_CASES   # every case runs (the count was once left behind the list)
+    argv, message = cases[case]
     before = sorted(p.name for p in files.iterdir())
     err = command_error(capsys, ["deblur", *argv, "--out", str(files / "out.png"), "--quiet"])
     assert message in err
