@@ -19,7 +19,7 @@ from tqdm import tqdm
 from blindfast.cli.arg_types import positive_float, positive_int
 from blindfast.data import apply_tiled, tile_slices
 from blindfast.methods.cl_dps.encoder import ContrastiveEncoder
-from blindfast.methods.cl_dps.patch_score import grid_padding
+from blindfast.methods.cl_dps.patch_score import check_geometry, grid_padding
 from blindfast.methods.cl_dps.sampler import CLDPS_PATCH, CLDPS_STEPS, CLDPS_STRIDE, CLDPS_ZETA, cl_dps
 from blindfast.models import Prior
 from blindfast.ops import patch_grid
@@ -49,6 +49,7 @@ def restore_photo(y: Tensor, prior: Prior, encoder: ContrastiveEncoder, *, patch
     Returns:
         ((1, C, H, W) the restored photo in [0, 1], the report entries: tiles, patches scored per step, times).
     """
+    check_geometry(encoder, y, patch, stride)
     start = time.perf_counter()
     whole = y.shape[-2] * y.shape[-1] <= whole_image_pixels
     regions = [(slice(None), slice(None))] if whole else tile_slices(y.shape[-2:], tile, overlap)

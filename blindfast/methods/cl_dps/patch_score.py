@@ -73,7 +73,7 @@ class PatchScore:
 
     def _features(self, patches: Tensor) -> Tensor:
         """(L, C, n, n) -> (L, D), ``batch`` patches per encoder call."""
-        return torch.cat([self.encoder.features(chunk) for chunk in patches.split(self.batch)])
+        return torch.cat([self.encoder.features(_channels_last(chunk)) for chunk in patches.split(self.batch)])
 
     def _check(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[0] != 1 or tuple(x.shape[-2:]) != self.image_size \
@@ -113,11 +113,17 @@ class PatchScore:
             patch_grads, total = [], patches.new_zeros(())
             for chunk, y_chunk in zip(patches.detach().split(self.batch), self.y_features.split(self.batch)):
                 chunk.requires_grad_(True)
-                similarity = -(self.encoder.features(chunk) * y_chunk).sum() / self.patch_count
+                similarity = -(self.encoder.features(_channels_last(chunk)) * y_chunk).sum() / self.patch_count
                 patch_grads.append(torch.autograd.grad(similarity, chunk)[0])
                 total = total + similarity.detach()
             (grad,) = torch.autograd.grad(patches, image, grad_outputs=torch.cat(patch_grads))
         return total, grad
+
+
+def _channels_last(patches: Tensor) -> Tensor:
+    """The patches in channels-last layout: the encoder's convolutions (oneDNN) run its forward and backward ~1.5x
+    faster so on 1 CPU thread (25 patches of 64 x 64, SMALL encoder: 0.46 s -> 0.30 s); the values are the same."""
+    return patches.contiguous(memory_format=torch.channels_last)
 
 
 def check_geometry(encoder: ContrastiveEncoder, y: Tensor, patch: int, stride: int) -> None:
