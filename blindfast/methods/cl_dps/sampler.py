@@ -14,9 +14,13 @@ code's constant scale (``scale`` 0.3 to 50 across its configs, on the raw mean s
 
 - the normalisation by ρ: the score's gradient shrinks as the estimate's features approach y's and changes with the
   encoder; dividing by the residual keeps the step's size set by ζ alone, as DPS does for its pixel residual;
-- ρ and the factor HW / n^2 are per patch, not per image: the mean over patches would shrink each pixel's pull as
-  1 / L on larger images, and the whole-image norm of DPS as 1 / sqrt(L); with them a ζ tuned on 64 x 64 crops
-  holds at any size (each pixel lies in about (n / s)^2 patches, so the pull does grow with the overlap).
+- ρ and the factor HW / n^2 are per patch, not per image: the mean over the L patches alone would shrink each
+  pixel's pull as 1 / L on larger images, and the whole-image norm of DPS as 1 / sqrt(L). A pixel lies in about
+  c = (n / s)^2 of the L ≈ HW / s^2 patches, so with the factor its pull is the mean of its c patches' pulls,
+  whatever the image size and the overlap: a ζ chosen on 64 x 64 crops holds on larger images and other strides.
+
+On crops of the train photos (README, "CL-DPS: sampling") the normalised step restored 2 dB better than the constant
+scale, each at its best ζ.
 """
 
 from __future__ import annotations
