@@ -14,7 +14,7 @@ __all__ = ["main", "COMMANDS"]
 
 # Modules of blindfast.cli, each with register(commands) adding its subcommand(s), in --help order.
 COMMANDS = ("info", "demo", "psf_estimate", "deblur", "train_prior", "train_shipped", "export_prior",
-            "train_kernel_denoiser")
+            "train_kernel_denoiser", "train_cl")
 
 
 def build_parser() -> argparse.ArgumentParser:
