@@ -10,7 +10,7 @@ padding; a 13 x 13 motion kernel (``motion_kernel``, intensity 0.5) and a 13 x 1
 (one row per crop, operator and CL-DPS setting) and a mean row per operator.
 
     python scripts/cldps_quality.py [--split test] [--sizes 64,128] [--ops rotation,zoom,motion,gaussian]
-        [--steps 100] [--zetas 1] [--strides 16] [--columns cldps,unguided,dps] [--encoder cl_tiny] [--threads 1]
+        [--steps 100] [--zetas 30] [--strides 32] [--columns cldps,unguided,dps] [--encoder cl_tiny] [--threads 1]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 import torch
 
 from blindfast.data import EMBEDDED_SPLITS, embedded_images
-from blindfast.methods.cl_dps.sampler import CLDPS_STEPS, cl_dps
+from blindfast.methods.cl_dps.sampler import CLDPS_STEPS, CLDPS_STRIDE, CLDPS_ZETA, cl_dps
 from blindfast.metrics import psnr, ssim
 from blindfast.models import load_shipped_prior
 from blindfast.physics import (Blur, RotationBlur, ZoomBlur, gaussian_kernel, motion_kernel, rotation_params,
@@ -66,8 +66,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="64,128")
     parser.add_argument("--ops", default=",".join(OPS))
     parser.add_argument("--steps", type=int, default=CLDPS_STEPS)
-    parser.add_argument("--zetas", default="1", help="CL-DPS zeta values (a sweep when several)")
-    parser.add_argument("--strides", default="16", help="CL-DPS patch strides (a sweep when several)")
+    parser.add_argument("--zetas", default=str(CLDPS_ZETA), help="CL-DPS zeta values (a sweep when several)")
+    parser.add_argument("--strides", default=str(CLDPS_STRIDE), help="CL-DPS patch strides (a sweep when several)")
     parser.add_argument("--columns", default="cldps,unguided,dps", help="which of cldps, unguided, dps to run")
     parser.add_argument("--encoder", default="cl_tiny")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on the 2 shared cores)")

@@ -83,3 +83,23 @@ def test_cldps_bad_inputs_exit_2_and_write_nothing(files, tiny_encoder, capsys):
         err = capsys.readouterr().err
         assert "usage: blindfast deblur" in err and message in err, (argv, err)
         assert not (files / "bad.png").exists() and not (files / "bad.report.json").exists()
+
+
+def test_cldps_defaults_to_the_shipped_encoder_and_prior(files):
+    out = files / "default.png"
+    assert main(["deblur", "--input", str(files / "blurred.png"), "--out", str(out), "--method", "cldps", "--steps",
+                 "1", "--quiet"]) == 0
+    method = json.loads((files / "default.report.json").read_text())["method_report"]
+    assert (method["encoder"], method["prior"], method["zeta"], method["stride"], method["steps"]) == \
+        ("cl_tiny", "pixel_tiny", 30.0, 32, 1)
+    assert np.asarray(Image.open(out)).shape == (64, 64, 3)
+
+
+def test_cldps_missing_encoder_exits_2(files, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["deblur", "--input", str(files / "blurred.png"), "--out", str(files / "bad.png"), "--method", "cldps",
+              "--encoder", "no_such_encoder", "--quiet"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: blindfast deblur" in err and "no_such_encoder" in err
+    assert not (files / "bad.png").exists()
