@@ -14,10 +14,10 @@ CL-DPS's :class:`~blindfast.methods.cl_dps.encoder.ContrastiveEncoder`, with CL-
 
   with the InfoNCE of He et al. 2020, Eq. 1 (:func:`blindfast.ops.info_nce`) and the colour head's prediction
   :math:`\hat c` against the clean patch's colour at each last-stage location, its average over each d x d cell
-  (d = the encoder's downsampling). Default :math:`\lambda = 1`: the colour MSE is small ([-1, 1] pixels, about
-  0.1 for an untrained head, 0.01 or less once it has learnt the colours) beside the InfoNCE (log(1 + K) = 8.3 at
-  the start, 1 to 3 once trained), so the colour term shapes the trunk without drowning the contrastive one; CL-DPS
-  only asks that colour be kept (without it the restored colours drift).
+  (d = the encoder's downsampling). Default :math:`\lambda = 1`: measured on 128 train pairs, the colour MSE
+  ([-1, 1] pixels) is 0.52 for an untrained head and 0.015 after cl_tiny's run, the InfoNCE about log(1 + K) = 8.3
+  at chance and 4.6 after it; so the colour term is learnt early and then shapes the trunk without drowning the
+  contrastive one. CL-DPS only asks that colour be kept (without it the restored colours drift).
 """
 
 from __future__ import annotations

@@ -28,7 +28,6 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
-from torch import nn
 
 import blindfast
 from blindfast import _validate
