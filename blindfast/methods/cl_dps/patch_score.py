@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from blindfast.methods.cl_dps.encoder import ContrastiveEncoder
 from blindfast.ops import patch_grid, patchify
 
-__all__ = ["PatchScore", "grid_padding", "DEFAULT_BATCH"]
+__all__ = ["PatchScore", "grid_padding", "check_geometry", "DEFAULT_BATCH"]
 
 # patches per encoder call; 64 patches of 64 x 64 keep the SMALL encoder's activations under ~100 MB
 DEFAULT_BATCH = 64

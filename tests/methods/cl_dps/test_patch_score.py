@@ -102,5 +102,6 @@ def test_bad_inputs_name_what_was_expected_and_got():
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
             PatchScore(encoder, **kwargs)
-    with pytest.raises(ValueError, match=r"expected a \(1, 3, 16, 16\) image like the measurement, got \(1, 3, 16, 20\)"):
+    wrong_size = r"expected a \(1, 3, 16, 16\) image like the measurement, got \(1, 3, 16, 20\)"
+    with pytest.raises(ValueError, match=wrong_size):
         PatchScore(encoder, y, patch=8, stride=4).score(torch.zeros(1, 3, 16, 20))
