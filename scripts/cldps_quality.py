@@ -1,0 +1,131 @@
+"""CL-DPS on embedded photos: PSNR / SSIM of the measurement, CL-DPS, an unguided sample of the same prior and DPS
+with the true operator (the upper bound), for rotation, zoom, motion and Gaussian blur with noise 0.01.
+
+Centre crops (``--sizes``) of the ``--split`` photos (``blindfast.data.embedded_images``): "test" (coffee, chelsea)
+for the README's quality table, "train" (motorcycle_left, astronaut, rocket) for choosing CL-DPS's defaults
+(``--zetas`` / ``--strides`` sweep; never on the test photos). Degradations, each drawn from its own seeded
+generator: RotationBlur (``rotation_params``: 10-30 degrees) and ZoomBlur (``zoom_params``: 1.05-1.3), reflect
+padding; a 13 x 13 motion kernel (``motion_kernel``, intensity 0.5) and a 13 x 13 Gaussian of sigma 2 with
+``Blur(padding="reflect")``. Every sampler runs ``--steps`` Euler steps from the same seed. Prints a Markdown table
+(one row per crop, operator and CL-DPS setting) and a mean row per operator.
+
+    python scripts/cldps_quality.py [--split test] [--sizes 64,128] [--ops rotation,zoom,motion,gaussian]
+        [--steps 100] [--zetas 30] [--strides 32] [--columns cldps,unguided,dps] [--encoder cl_tiny] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from blindfast.data import EMBEDDED_SPLITS, embedded_images
+from blindfast.methods.cl_dps.sampler import CLDPS_STEPS, CLDPS_STRIDE, CLDPS_ZETA, cl_dps
+from blindfast.metrics import psnr, ssim
+from blindfast.models import load_shipped_prior
+from blindfast.physics import (Blur, RotationBlur, ZoomBlur, gaussian_kernel, motion_kernel, rotation_params,
+                               zoom_params)
+from blindfast.restore.dps import dps
+from blindfast.sampling import sample
+
+SIGMA = 0.01
+KERNEL = 13
+OPS = ("rotation", "zoom", "motion", "gaussian")
+# the train split's second stereo view repeats the first: three distinct photos
+PHOTOS = {"train": ("motorcycle_left", "astronaut", "rocket"), "test": ("coffee", "chelsea")}
+
+
+def degradation(name: str, seed: int):
+    """(operator, params) of one degradation family, drawn from ``torch.Generator().manual_seed(seed)``."""
+    generator = torch.Generator().manual_seed(seed)
+    if name == "rotation":
+        return RotationBlur(padding="reflect"), rotation_params(1, generator=generator)
+    if name == "zoom":
+        return ZoomBlur(padding="reflect"), zoom_params(1, generator=generator)
+    if name == "motion":
+        kernel = motion_kernel(1, KERNEL, generator=generator)["kernel"].reshape(1, 1, KERNEL, KERNEL)
+        return Blur(padding="reflect"), {"kernel": kernel}
+    return Blur(padding="reflect"), {"kernel": gaussian_kernel(KERNEL, 2.0)[None, None]}
+
+
+def centre_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    top, left = (image.shape[-2] - size) // 2, (image.shape[-1] - size) // 2
+    return image[None, :, top:top + size, left:left + size].contiguous()
+
+
+def scores(x: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
+    x = x.clamp(0, 1)
+    return psnr(x, reference).item(), ssim(x, reference).item()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", choices=("train", "test"), default="test")
+    parser.add_argument("--sizes", default="64,128")
+    parser.add_argument("--ops", default=",".join(OPS))
+    parser.add_argument("--steps", type=int, default=CLDPS_STEPS)
+    parser.add_argument("--zetas", default=str(CLDPS_ZETA), help="CL-DPS zeta values (a sweep when several)")
+    parser.add_argument("--strides", default=str(CLDPS_STRIDE), help="CL-DPS patch strides (a sweep when several)")
+    parser.add_argument("--columns", default="cldps,unguided,dps", help="which of cldps, unguided, dps to run")
+    parser.add_argument("--encoder", default="cl_tiny")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on the 2 shared cores)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from blindfast.methods.cl_dps.shipped_encoder import load_encoder
+
+    prior, encoder = load_shipped_prior("pixel_tiny"), load_encoder(args.encoder)
+    columns = args.columns.split(",")
+    settings = [(float(z), int(s)) for z in args.zetas.split(",") for s in args.strides.split(",")]
+    names = EMBEDDED_SPLITS[args.split]
+    photos = {name: image for name, image in zip(names, embedded_images(args.split)) if name in PHOTOS[args.split]}
+    print(f"{args.split} photos {', '.join(photos)}; centre crops {args.sizes}; noise {SIGMA}; {args.steps} Euler "
+          f"steps; encoder {args.encoder}\n")
+    print("| photo | size | op | zeta | stride | y PSNR / SSIM | CL-DPS | unguided | DPS (true op) | CL-DPS s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    gains: dict[tuple, list] = {}
+    start = time.perf_counter()
+    for op_index, op_name in enumerate(args.ops.split(",")):
+        for size in (int(s) for s in args.sizes.split(",")):
+            for photo_index, (photo, image) in enumerate(photos.items()):
+                x = centre_crop(image, size)
+                seed = 100 * op_index + photo_index
+                op, params = degradation(op_name, seed)
+                noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 1))
+                with torch.no_grad():
+                    y = (op.A(x, **params) + SIGMA * noise).clamp(0, 1)
+                y_scores = scores(y, x)
+                generator = lambda: torch.Generator().manual_seed(seed + 2)   # noqa: E731 (same start for all)
+                unguided = dps_scores = None
+                if "unguided" in columns:
+                    with torch.no_grad():
+                        sampled = sample(prior, x.shape, method="euler", steps=args.steps, generator=generator())
+                    unguided = scores((sampled + 1) / 2, x)
+                if "dps" in columns:
+                    dps_scores = scores(dps(y, op, params, prior, steps=args.steps, generator=generator()), x)
+                for zeta, stride in settings:
+                    cl_scores, cl_seconds = None, float("nan")
+                    if "cldps" in columns:
+                        cl_start = time.perf_counter()
+                        restored = cl_dps(y, prior, encoder, stride=stride, steps=args.steps, zeta=zeta,
+                                          generator=generator())
+                        cl_seconds = time.perf_counter() - cl_start
+                        cl_scores = scores(restored, x)
+                        gains.setdefault((op_name, size, zeta, stride), []).append(
+                            (y_scores[0], cl_scores[0], dps_scores[0] if dps_scores else float("nan")))
+                    cells = [f"{s[0]:.2f} / {s[1]:.3f}" if s else "-" for s in (y_scores, cl_scores, unguided,
+                                                                                   dps_scores)]
+                    print(f"| {photo} | {size} | {op_name} | {zeta:g} | {stride} | {' | '.join(cells)} | "
+                          f"{cl_seconds:.1f} |", flush=True)
+    print("\n| op | size | zeta | stride | mean y PSNR | mean CL-DPS PSNR | gain over y | gap to DPS |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (op_name, size, zeta, stride), rows in gains.items():
+        y_mean, cl_mean, dps_mean = (statistics.mean(r[i] for r in rows) for i in range(3))
+        print(f"| {op_name} | {size} | {zeta:g} | {stride} | {y_mean:.2f} | {cl_mean:.2f} | {cl_mean - y_mean:+.2f} | "
+              f"{dps_mean - cl_mean:+.2f} |")
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
