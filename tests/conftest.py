@@ -26,3 +26,14 @@ def flow_loss_of():
         return (v.double() - (x1.double() - x0.double())).square().mean().item()
 
     return measure
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny computations (``pytestmark = pytest.mark.usefixtures(...)``): there
+    torch's thread pool only adds overhead, and its threads spin when the 2 cores are shared (a 64 x 64 EM run took
+    125 s with 2 threads, 1.2 s with 1). Restored after the module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from blindfast.cli.arg_types import positive_int
+from blindfast.arg_types import positive_int
 from blindfast.cli.common import CommandError, add_command, print_table
 
 RAW_NAME = "pytest-benchmark.json"

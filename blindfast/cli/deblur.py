@@ -16,7 +16,7 @@ import pkgutil
 import time
 from pathlib import Path
 
-from blindfast.cli.arg_types import positive_float, positive_int
+from blindfast.arg_types import positive_float, positive_int
 from blindfast.cli.common import CommandError, add_command, print_table
 
 SOLVERS = ("wiener", "cg", "pnp", "diffpir")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from blindfast.cli.arg_types import non_negative_int
+from blindfast.arg_types import non_negative_int
 from blindfast.cli.common import CommandError, add_command, print_table
 
 

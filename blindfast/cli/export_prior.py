@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from blindfast.cli.arg_types import positive_float, positive_int
+from blindfast.arg_types import positive_float, positive_int
 from blindfast.cli.common import CommandError, add_command, default_device, print_table
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from blindfast.cli.arg_types import non_negative_int, positive_int
+from blindfast.arg_types import non_negative_int, positive_int
 from blindfast.cli.common import CommandError, add_command, default_device, print_table
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from blindfast.cli.arg_types import non_negative_float, non_negative_int, positive_float, positive_int
+from blindfast.arg_types import non_negative_float, non_negative_int, positive_float, positive_int
 from blindfast.cli.common import CommandError, add_command, default_device
 from blindfast.cli.shipping import check_export, finish_training
 

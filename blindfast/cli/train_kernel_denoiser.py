@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from blindfast.cli.arg_types import non_negative_float, non_negative_int, positive_float, positive_int
+from blindfast.arg_types import non_negative_float, non_negative_int, positive_float, positive_int
 from blindfast.cli.common import add_command
 from blindfast.cli.shipping import check_export, finish_training
 

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from blindfast.cli.arg_types import fraction, non_negative_float, positive_float, positive_int
+from blindfast.arg_types import fraction, non_negative_float, positive_float, positive_int
 from blindfast.cli.common import add_command, print_table
 
 

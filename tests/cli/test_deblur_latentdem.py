@@ -19,13 +19,7 @@ K = 7
 TRUE_KERNEL = motion_kernel(1, K, generator=torch.Generator().manual_seed(0))["kernel"].reshape(K, K)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny images: one thread on the 2 shared cores (as the EM tests). Restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _photo(path, height, width, grey=False):

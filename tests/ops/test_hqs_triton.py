@@ -61,13 +61,7 @@ def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
     return ((got.double().cpu() - ref).abs().max() / ref.abs().max()).item()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The references run on tiny images, where torch's CPU thread pool only adds overhead; restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run_triton(inputs, delta, denoiser, iters=ITERS):

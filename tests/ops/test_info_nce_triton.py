@@ -33,14 +33,7 @@ F32_FLOOR = 4 * torch.finfo(torch.float32).eps
 TEMPERATURE = 0.2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The references run on tiny inputs, where torch's CPU thread pool only adds overhead (and spins when the
-    machine is shared); restored after the module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _inputs(case: str, dtype: torch.dtype, seed: int = 0):

@@ -39,13 +39,7 @@ F32_FACTOR = 4.0  # slack on plain torch's float32 error (different operation or
 F32_FLOOR = 4 * torch.finfo(torch.float32).eps  # a few roundings, where torch happens to be exact
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The references run on tiny images, where torch's CPU thread pool only adds overhead; restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _image(case, dtype, seed=0):

@@ -109,14 +109,7 @@ def _cotangent(case: str, padding: str, dtype: torch.dtype):
 OPS = ("forward", "adjoint", "grad_psf")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The references run on tiny images, where torch's CPU thread pool only adds overhead (and spins when the
-    machine is shared); restored after the module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("padding", PADDINGS)

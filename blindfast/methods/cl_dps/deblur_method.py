@@ -17,12 +17,13 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from blindfast.cli.arg_types import positive_float, positive_int
+from blindfast.arg_types import positive_float, positive_int
 from blindfast.data import apply_tiled, tile_slices
 from blindfast.methods.cl_dps.encoder import ContrastiveEncoder
 from blindfast.methods.cl_dps.patch_score import check_geometry, grid_padding
 from blindfast.methods.cl_dps.sampler import CLDPS_PATCH, CLDPS_STEPS, CLDPS_STRIDE, CLDPS_ZETA, cl_dps
 from blindfast.models import Prior
+from blindfast.models.shipped import load_prior
 from blindfast.ops import patch_grid
 from blindfast.restore.registry import DeblurMethod, MethodResult, register_method
 
@@ -92,11 +93,9 @@ def _load_encoder(name_or_dir: str) -> ContrastiveEncoder:
 
 
 def _run(y: Tensor, options) -> MethodResult:
-    from blindfast.cli.deblur import _prior   # the command's one way of reading --prior (name or folder)
-
     load_start = time.perf_counter()
     encoder = _load_encoder(options.encoder)
-    prior = _prior(options.prior)
+    prior = load_prior(options.prior)
     load_s = time.perf_counter() - load_start
     steps = options.steps or CLDPS_STEPS
     restored, report = restore_photo(y, prior, encoder, stride=options.patch_stride, steps=steps, zeta=options.zeta,

@@ -14,14 +14,7 @@ from blindfast.physics import Blur, motion_kernel
 SIZE, KERNEL, SIGMA, STEPS = 64, 9, 0.01, 40
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The 64 x 64 runs are tiny: with torch's default 2 threads on the 2 shared cores the end-to-end test took 125 s,
-    with 1 thread 1.2 s. Restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

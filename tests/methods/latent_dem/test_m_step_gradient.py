@@ -16,13 +16,7 @@ from blindfast.physics import RotationBlur, ZoomBlur
 SIZE = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny images: one thread on the 2 shared cores (as test_em.py). Restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _crop(index: int) -> torch.Tensor:

@@ -1,5 +1,7 @@
 """argparse ``type=`` converters for numeric options: a bad value is refused by the parser itself, so the message
-("argument --iters: must be a positive integer, got '-1'") stands under the command's own usage, exit status 2."""
+("argument --iters: must be a positive integer, got '-1'") stands under the command's own usage, exit status 2.
+Below the command line, so that a blind method can declare its own ``deblur`` options (``DeblurMethod.add_arguments``)
+with them."""
 
 from __future__ import annotations
 
