@@ -59,10 +59,13 @@ def _blur(args: argparse.Namespace, y):
             if getattr(args, option) is not None and option not in method.reads:
                 reads = " or ".join(f"--{o.replace('_', '-')}" for o in method.reads) or "no blur option"
                 raise CommandError(f"--method {method.name} reads {reads}, got --{option.replace('_', '-')}")
-        result = method.run(y, args)
-        if result.restored is not None and (args.solver is not None or args.tile is not None):
+        if method.restores and (args.solver is not None or args.tile is not None):
             given = "--solver" if args.solver is not None else "--tile"
             raise CommandError(f"--method {method.name} restores the photo itself: expected no {given}, got one")
+        result = method.run(y, args)
+        if (result.restored is not None) != method.restores:
+            raise ValueError(f"--method {method.name} is registered with restores={method.restores} but returned "
+                             f"{'a photo' if result.restored is not None else 'an operator'}")
         return result
     if args.kernel is not None:
         kernel = _load_array(args.kernel, "--kernel", (2, 3), "(kh, kw) or (C, kh, kw)")
@@ -185,8 +188,7 @@ def run(args: argparse.Namespace) -> int:
         "channels": y.shape[1], "bits": bits, "solver": args.solver, "method": args.method,
         "operator": "kernel" if args.kernel else "psf_grid" if args.psf_grid else args.method,
         "settings": {"sigma": sigma, "sigma_estimated": args.sigma is None, "lam": lam, "iters": args.iters,
-                     "steps": args.steps,
-                     "tile": args.tile, "padding": PADDING,
+                     "steps": args.steps, "tile": args.tile, "padding": PADDING,
                      "prior": args.prior if args.solver in ("pnp", "diffpir") else None, "seed": args.seed},
         "threads": torch.get_num_threads(),
     }

@@ -60,6 +60,8 @@ class DeblurMethod:
         add_arguments: optional ``add_arguments(group)``, adding the method's own options to an argparse group.
         reads: the command's blur options the method reads ("kernel", "psf_grid"): e.g. DDM restores with the grid
             ``psf-estimate`` learned, given by ``--psf-grid``; the command refuses the others next to ``--method``.
+        restores: the method returns the restored photo (``MethodResult.restored``), not an operator: the command
+            refuses ``--solver`` and ``--tile`` before running it.
     """
 
     name: str
@@ -67,6 +69,7 @@ class DeblurMethod:
     run: Callable[[Tensor, object], MethodResult]
     add_arguments: Callable[[object], None] | None = None
     reads: tuple[str, ...] = ()
+    restores: bool = False
 
 
 _METHODS: dict[str, DeblurMethod] = {}

@@ -119,12 +119,14 @@ def test_a_registered_method_plugs_in_without_editing_the_command(files, monkeyp
 
 def test_a_method_that_restores_itself_writes_its_photo_files_and_report(files, sharp, monkeypatch, capsys):
     monkeypatch.setattr(registry, "_METHODS", {})
+    runs = []
 
     def restore(y, options):
+        runs.append(options.method)
         return MethodResult(restored=sharp, report={"note": "the truth"},
                             outputs={".kernel.npy": lambda f: np.save(f, np.eye(3, dtype=np.float32))})
 
-    register_method(DeblurMethod("oracle", "returns the sharp photo", restore))
+    register_method(DeblurMethod("oracle", "returns the sharp photo", restore, restores=True))
     assert main(["deblur", "--input", str(files / "blurred.png"), "--out", str(files / "o.png"), "--method", "oracle",
                  "--reference", str(files / "sharp.png"), "--quiet"]) == 0
     report = json.loads((files / "o.report.json").read_text())
@@ -135,7 +137,11 @@ def test_a_method_that_restores_itself_writes_its_photo_files_and_report(files, 
         err = command_error(capsys, ["deblur", "--input", str(files / "blurred.png"), "--out", str(files / "p.png"),
                                   "--method", "oracle", option, value])
         assert f"--method oracle restores the photo itself: expected no {option}, got one" in err
-    assert not (files / "p.png").exists()
+    assert not (files / "p.png").exists() and runs == ["oracle"]     # refused before the method ran
+    register_method(DeblurMethod("liar", "says it returns an operator", restore))
+    err = command_error(capsys, ["deblur", "--input", str(files / "blurred.png"), "--out", str(files / "p.png"),
+                                 "--method", "liar"])
+    assert "--method liar is registered with restores=False but returned a photo" in err
 
 
 def test_a_method_result_holds_an_operator_or_a_photo():

@@ -115,4 +115,4 @@ def _add_arguments(group) -> None:
 
 register_method(DeblurMethod("cldps", "CL-DPS: diffusion posterior sampling guided by a contrastive patch encoder "
                                       "(restores the photo itself; --prior, --steps, --seed apply)",
-                             _run, add_arguments=_add_arguments))
+                             _run, add_arguments=_add_arguments, restores=True))
