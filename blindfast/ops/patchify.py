@@ -98,6 +98,8 @@ def _per_channel(name: str, values, like: Tensor, channels: int, positive: bool)
         raise ValueError(f"{name} must have one value per channel ({channels}), got {len(floats)}: {floats}")
     if positive and not all(v > 0 for v in floats):
         raise ValueError(f"{name} must be > 0 in every channel, got {floats}")
+    if torch.compiler.is_compiling():   # traced into the graph once; dynamo does not trace through lru_cache
+        return torch.tensor(floats, dtype=dtype, device=like.device)
     return _device_constant(tuple(floats), dtype, like.device)
 
 
