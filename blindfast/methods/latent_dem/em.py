@@ -45,8 +45,8 @@ from blindfast.restore.validation import check_measurement, check_positive
 from blindfast.sampling import ddpm_time_grid
 
 __all__ = ["diffusion_em", "em_deblur", "em_parametric", "EMResult", "ParametricEMResult", "EMStep", "MStep",
-           "delta_kernel", "latent_autoencoder", "DEFAULT_STEPS", "HQS_DELTA", "HQS_ITERS", "HQS_LAMBDA", "GUIDANCE_SCALE",
-           "LATENT_GUIDANCE_SCALE", "GLUING"]
+           "delta_kernel", "latent_autoencoder", "DEFAULT_STEPS", "HQS_DELTA", "HQS_ITERS", "HQS_LAMBDA",
+           "GUIDANCE_SCALE", "LATENT_GUIDANCE_SCALE", "GLUING"]
 
 # m_step(image (1, C, H, W) in [0, 1], params) -> the updated params
 MStep = Callable[[Tensor, dict], dict]
@@ -133,25 +133,32 @@ def _check(y: Tensor, kernel_size: int, sigma: float, true_kernel: Tensor | None
 def latent_autoencoder(prior: Prior, image_shape: tuple[int, ...]) -> tuple[Autoencoder | None, tuple[int, ...]]:
     """The E-step's D and E for ``prior`` on [0, 1] images of ``image_shape`` (1, C, H, W), and the sampler state's
     shape: ``(None, image_shape)`` for a pixel prior; for a latent prior (one with ``encode`` and ``decode`` on
-    [-1, 1] images, e.g. :class:`~blindfast.models.LatentFlowPrior`) D = (decode + 1) / 2, E = encode(2 x - 1) and
-    the latent shape (1, L, H / f, W / f).
+    [-1, 1] images: :class:`~blindfast.models.LatentFlowPrior`, the Stable Diffusion prior) D = (decode + 1) / 2,
+    E = encode(2 x - 1) and the shape of the latents of such images (1, L, h, w).
 
     Raises:
-        ValueError: for images a latent prior cannot take: channels other than its autoencoder's, or H, W not
-            multiples of its downsampling factor f times its network's multiple.
+        ValueError: for images a latent prior cannot take: ones its encoder refuses (channels, sides not multiples of
+            its downsampling factor f) or whose latents its U-Net cannot take (sides not multiples of
+            2^(levels - 1)), naming the image shape expected and got.
     """
     if not (hasattr(prior, "encode") and hasattr(prior, "decode")):
         return None, tuple(image_shape)
-    channels = prior.autoencoder.image_channels
-    factor = prior.downsampling_factor
-    multiple = factor * 2 ** (len(getattr(prior.net, "channel_mults", [1])) - 1)
-    _, c, h, w = image_shape
-    if c != channels or h % multiple or w % multiple:
-        raise ValueError(f"the latent prior takes images (1, {channels}, H, W) with H and W multiples of {multiple} "
-                         f"(downsampling factor {factor} times its network's multiple; latents (1, "
-                         f"{prior.latent_channels}, H/{factor}, W/{factor})), got y of shape {tuple(image_shape)}")
+    factor = getattr(prior, "downsampling_factor", None)
+    levels = getattr(getattr(prior, "net", None), "channel_mults", None)
+    multiple = factor * 2 ** (len(levels) - 1) if factor and levels else factor
+    channels = getattr(getattr(prior, "autoencoder", None), "image_channels", "C")
+    expected = f"(1, {channels}, H, W) with H and W multiples of {multiple}" if multiple else "its autoencoder's"
+    try:
+        with torch.no_grad():
+            latent_shape = tuple(prior.encode(torch.zeros(image_shape)).shape)
+    except ValueError as err:
+        raise ValueError(f"the latent prior takes images {expected}, got y of shape {tuple(image_shape)} ({err})") \
+            from None
+    if multiple and (image_shape[-2] % multiple or image_shape[-1] % multiple):
+        raise ValueError(f"the latent prior takes images {expected} (downsampling factor {factor} times its "
+                         f"U-Net's {multiple // factor}), got y of shape {tuple(image_shape)}")
     autoencoder = Autoencoder(decode=lambda z: (prior.decode(z) + 1) / 2, encode=lambda x: prior.encode(2 * x - 1))
-    return autoencoder, (1, prior.latent_channels, h // factor, w // factor)
+    return autoencoder, latent_shape
 
 
 def diffusion_em(y: Tensor, prior: Prior, op: Operator, params: dict, m_step: MStep | None, *,
@@ -212,7 +219,8 @@ def diffusion_em(y: Tensor, prior: Prior, op: Operator, params: dict, m_step: MS
 def em_deblur(y: Tensor, prior: Prior, *, kernel_size: int, sigma: float, steps: int = DEFAULT_STEPS,
               kernel_denoiser=None, true_kernel: Tensor | None = None, skip_start: int | None = None,
               skip_every: int = SKIP_EVERY, guidance_scale: float | None = None, gluing: float = GLUING,
-              delta: float = HQS_DELTA, lam: float = HQS_LAMBDA, generator: torch.Generator | None = None, progress: bool = False) -> EMResult:
+              delta: float = HQS_DELTA, lam: float = HQS_LAMBDA, generator: torch.Generator | None = None,
+              progress: bool = False) -> EMResult:
     r"""Blind deblurring by LatentDEM's EM loop with a latent or a pixel prior (module docstring).
 
     The E-step's step is ``guidance_scale`` / zeta_t on the gradient of the residual's norm (see
