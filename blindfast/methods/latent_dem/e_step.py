@@ -82,10 +82,11 @@ def prior_ddim_step(prior: Prior, z: Tensor, alpha_bar: float, alpha_bar_prev: f
     """A prior-only DDIM step (eta = 0; the skip-gradient schedule's skipped steps).
 
     Args:
-        prior: a pixel prior on [-1, 1] data; z: (B, C, H, W) the VP state at ``alpha_bar``.
+        prior: a pixel prior on [-1, 1] data or a latent prior; z: (B, C, H, W) (pixel) or (B, L, h, w) (latent)
+            the VP state at ``alpha_bar``.
         alpha_bar, alpha_bar_prev: the schedule at t and t - 1 (1 on the last step).
     Returns:
-        (B, C, H, W) the state at t - 1.
+        the state at t - 1, z's shape.
     """
     with torch.no_grad():
         return ddim_step(z, prior.vp_epsilon(z, alpha_bar), alpha_bar, alpha_bar_prev)
