@@ -1,6 +1,7 @@
 """LatentDEM's latent variant: the gluing gradient against a float64 autograd reference, a tiny end-to-end run raises
 the kernel's MNC above the delta start, images the latent prior cannot take are refused clearly."""
 
+import copy
 import math
 
 import pytest
@@ -22,10 +23,11 @@ def prior():
     return load_shipped_prior("latent_tiny")
 
 
-def _reference_gluing_gradient(prior, z, alpha_bar, y, kernel):
-    r"""float64 grad_z ||z0 - E(A^T y + (I - A^T A) D(z0))||, written out: z0 by Tweedie, D = (decode + 1) / 2,
-    E = encode(2 x - 1), A^T as the vector-Jacobian product of A (not the operator's own adjoint)."""
-    prior = prior.double()
+def _reference_gradient(prior, z, alpha_bar, y, kernel, scale, gamma):
+    r"""float64 grad_z (scale ||y - A D(z0)|| + gamma ||z0 - E(A^T y + (I - A^T A) D(z0))||), written out: z0 by
+    Tweedie, D = (decode + 1) / 2, E = encode(2 x - 1), A^T as the vector-Jacobian product of A (not the operator's
+    own adjoint)."""
+    prior = copy.deepcopy(prior).double()
     blur = Blur(padding="circular")
     z = z.double().requires_grad_(True)
     y, kernel = y.double(), kernel.double()
@@ -39,24 +41,25 @@ def _reference_gluing_gradient(prior, z, alpha_bar, y, kernel):
     image = (prior.decode(z0) + 1) / 2
     glued = adjoint(y) + image - adjoint(blur.A(image, kernel=kernel))
     g = z0 - prior.encode(2 * glued - 1)
-    (grad,) = torch.autograd.grad(g.square().sum().sqrt(), z)
-    prior.float()
+    objective = scale * (y - blur.A(image, kernel=kernel)).square().sum().sqrt() + gamma * g.square().sum().sqrt()
+    (grad,) = torch.autograd.grad(objective, z)
     return grad
 
 
-def test_gluing_gradient_matches_float64_autograd(prior):
-    """A 16 x 16 image (4 x 4 latents), a 5 x 5 motion kernel: the E-step's gluing guidance (gamma = 0.7, no data
-    term) is gamma grad ||g||."""
+@pytest.mark.parametrize("scale, gamma", [(0.0, 0.7), (0.4, 0.0), (0.4, 0.7)])
+def test_guidance_gradient_matches_float64_autograd(prior, scale, gamma):
+    """A 16 x 16 image (4 x 4 latents), a 5 x 5 motion kernel: the latent E-step's guidance is scale grad ||r|| +
+    gamma grad ||g|| (the gluing term alone, the data term alone, both)."""
     gen = torch.Generator().manual_seed(0)
     kernel = motion_kernel(1, 5, generator=gen)["kernel"].reshape(5, 5)
     y = torch.rand(1, 3, 16, 16, generator=gen)
     z = torch.randn(1, 4, 4, 4, generator=gen)
-    alpha_bar, gamma = 0.6, 0.7
+    alpha_bar = 0.6
     autoencoder, shape = latent_autoencoder(prior, tuple(y.shape))
     assert shape == (1, 4, 4, 4)
-    grad, *_ = guidance_gradient(prior, z, alpha_bar, y, Blur(padding="circular"), {"kernel": kernel}, 0.0,
+    grad, *_ = guidance_gradient(prior, z, alpha_bar, y, Blur(padding="circular"), {"kernel": kernel}, scale,
                                  autoencoder=autoencoder, gluing=gamma)
-    reference = gamma * _reference_gluing_gradient(prior, z, alpha_bar, y, kernel)
+    reference = _reference_gradient(prior, z, alpha_bar, y, kernel, scale, gamma)
     torch.testing.assert_close(grad.double(), reference, rtol=1e-3, atol=1e-4 * reference.abs().max().item())
 
 
