@@ -73,7 +73,8 @@ def test_gluing_needs_a_latent_prior():
 
 def test_end_to_end_raises_kernel_mnc(prior):
     """The centre 64 x 64 crop of chelsea (a test photo), a 9 x 9 motion kernel, noise 0.01, 40 steps: MNC 0.43 for
-    the delta start, 0.63 measured (the pixel variant's test reaches 0.94: the latent variant is the weaker one)."""
+    the delta start, 0.59 measured (0.63 with gluing gamma = 0.1; the pixel variant's test reaches 0.94: the latent
+    variant is the weaker one)."""
     image = embedded_images("test")[1]
     top, left = (image.shape[-2] - 64) // 2, (image.shape[-1] - 64) // 2
     x = image[None, :, top:top + 64, left:left + 64].contiguous()
