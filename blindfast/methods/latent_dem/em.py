@@ -1,7 +1,7 @@
 r"""LatentDEM's EM loop (Bai et al. 2024, "Blind Inversion using Latent Diffusion Priors", Alg. 1; issue 16): blind
 deblurring of a uniform circular blur :math:`y = k \circledast x + n`, :math:`n \sim \mathcal N(0, \sigma^2 I)`,
-with a latent diffusion prior (the state z is the prior's latent, D its decoder, the E-step adds the gluing term) or a
-pixel one (the FastEM-like setting: z is the image in [-1, 1], D(z) = (z + 1) / 2, no gluing).
+with a latent diffusion prior (the state z is the prior's latent, D its decoder, the E-step may add the gluing term) or
+a pixel one (the FastEM-like setting: z is the image in [-1, 1], D(z) = (z + 1) / 2, no gluing).
 
 ::
 
@@ -131,9 +131,9 @@ def _check(y: Tensor, kernel_size: int, sigma: float, true_kernel: Tensor | None
         raise ValueError(f"true_kernel must be a ({kernel_size}, {kernel_size}) tensor (kernel_size), got {got}")
 
 
-def latent_autoencoder(prior: Prior, image_shape: tuple[int, ...]) -> tuple[Autoencoder | None, tuple[int, ...]]:
-    """The E-step's D and E for ``prior`` on [0, 1] images of ``image_shape`` (1, C, H, W), and the sampler state's
-    shape: ``(None, image_shape)`` for a pixel prior; for a latent prior (one with ``encode`` and ``decode`` on
+def latent_autoencoder(prior: Prior, y: Tensor) -> tuple[Autoencoder | None, tuple[int, ...]]:
+    """The E-step's D and E for ``prior`` on [0, 1] images like the measurement ``y`` (1, C, H, W), and the sampler
+    state's shape: ``(None, y.shape)`` for a pixel prior; for a latent prior (one with ``encode`` and ``decode`` on
     [-1, 1] images: :class:`~blindfast.models.LatentFlowPrior`, the Stable Diffusion prior) D = (decode + 1) / 2,
     E = encode(2 x - 1) and the shape of the latents of such images (1, L, h, w).
 
@@ -142,22 +142,22 @@ def latent_autoencoder(prior: Prior, image_shape: tuple[int, ...]) -> tuple[Auto
             its downsampling factor f) or whose latents its U-Net cannot take (sides not multiples of
             2^(levels - 1)), naming the image shape expected and got.
     """
+    image_shape = tuple(y.shape)
     if not (hasattr(prior, "encode") and hasattr(prior, "decode")):
-        return None, tuple(image_shape)
+        return None, image_shape
     factor = getattr(prior, "downsampling_factor", None)
     levels = getattr(getattr(prior, "net", None), "channel_mults", None)
     multiple = factor * 2 ** (len(levels) - 1) if factor and levels else factor
     channels = getattr(getattr(prior, "autoencoder", None), "image_channels", "C")
-    expected = f"(1, {channels}, H, W) with H and W multiples of {multiple}" if multiple else "its autoencoder's"
+    expected = f"(1, {channels}, H, W) with H and W multiples of {multiple}" if multiple else "its encoder accepts"
     try:
         with torch.no_grad():
-            latent_shape = tuple(prior.encode(torch.zeros(image_shape)).shape)
+            latent_shape = tuple(prior.encode(torch.zeros_like(y)).shape)
     except ValueError as err:
-        raise ValueError(f"the latent prior takes images {expected}, got y of shape {tuple(image_shape)} ({err})") \
-            from None
+        raise ValueError(f"the latent prior takes images {expected}, got y of shape {image_shape} ({err})") from None
     if multiple and (image_shape[-2] % multiple or image_shape[-1] % multiple):
         raise ValueError(f"the latent prior takes images {expected} (downsampling factor {factor} times its "
-                         f"U-Net's {multiple // factor}), got y of shape {tuple(image_shape)}")
+                         f"U-Net's {multiple // factor}), got y of shape {image_shape}")
     autoencoder = Autoencoder(decode=lambda z: (prior.decode(z) + 1) / 2, encode=lambda x: prior.encode(2 * x - 1))
     return autoencoder, latent_shape
 
@@ -191,7 +191,7 @@ def diffusion_em(y: Tensor, prior: Prior, op: Operator, params: dict, m_step: MS
     _validate.positive_int("steps", steps)
     _validate.real("guidance_scale", guidance_scale, 0)
     _validate.real("gluing", gluing, 0)
-    autoencoder, state_shape = latent_autoencoder(prior, tuple(y.shape))
+    autoencoder, state_shape = latent_autoencoder(prior, y)
     decode = to_image if autoencoder is None else autoencoder.decode
     gluing = gluing if autoencoder is not None else 0.0
     alpha_bars = alpha_bar_of_time(ddpm_time_grid(steps)).tolist()  # T + 1 values, the last 1
@@ -254,7 +254,7 @@ def em_deblur(y: Tensor, prior: Prior, *, kernel_size: int, sigma: float, steps:
     """
     _check(y, kernel_size, sigma, true_kernel)
     if guidance_scale is None:
-        latent = latent_autoencoder(prior, tuple(y.shape))[0] is not None
+        latent = latent_autoencoder(prior, y)[0] is not None
         guidance_scale = LATENT_GUIDANCE_SCALE if latent else GUIDANCE_SCALE
     kernel = delta_kernel(kernel_size, dtype=y.dtype, device=y.device) if true_kernel is None \
         else true_kernel.to(y)

@@ -55,7 +55,7 @@ def test_guidance_gradient_matches_float64_autograd(prior, scale, gamma):
     y = torch.rand(1, 3, 16, 16, generator=gen)
     z = torch.randn(1, 4, 4, 4, generator=gen)
     alpha_bar = 0.6
-    autoencoder, shape = latent_autoencoder(prior, tuple(y.shape))
+    autoencoder, shape = latent_autoencoder(prior, y)
     assert shape == (1, 4, 4, 4)
     grad, *_ = guidance_gradient(prior, z, alpha_bar, y, Blur(padding="circular"), {"kernel": kernel}, scale,
                                  autoencoder=autoencoder, gluing=gamma)
