@@ -59,6 +59,7 @@ def test_writes_the_kernel_its_picture_and_the_report(tmp_path, true_kernel_file
     report = json.loads((tmp_path / "out.report.json").read_text())
     assert report["solver"] == "cg" and report["method"] == "latentdem"   # the command's default solver
     method = report["method_report"]
+    assert method["variant"] == "pixel"
     assert method["crop"] == {"top": 0, "left": 0, "height": 48, "width": 40}
     assert method["steps"] == 4 and method["kernel_size"] == K and method["times"]["em_s"] > 0
     found = torch.from_numpy(kernel)
@@ -88,10 +89,22 @@ def test_a_grey_photo_and_the_default_kernel_size(tmp_path):
     assert np.load(tmp_path / "out.kernel.npy").shape == (DEFAULT_KERNEL_SIZE, DEFAULT_KERNEL_SIZE) == (17, 17)
 
 
-@pytest.mark.parametrize("height, width, box", [(64, 64, (0, 0, 64, 64)), (30, 200, (1, 68, 28, 64)),
-                                                (7, 9, (1, 0, 4, 8))])
-def test_central_crop_box(height, width, box):
-    assert central_crop_box(height, width) == box
+def test_latent_runs_the_latent_variant_on_a_crop_of_multiples_of_16(tmp_path, true_kernel_file):
+    photo = _photo(tmp_path / "in.png", 48, 40, grey=True)
+    assert main(["deblur", "--method", "latentdem", "--latent", "--input", photo, "--out", str(tmp_path / "out.png"),
+                 "--kernel-size", str(K), "--true-kernel", true_kernel_file, "--steps", "4", "--quiet"]) == 0
+    method = json.loads((tmp_path / "out.report.json").read_text())["method_report"]
+    assert method["variant"] == "latent" and method["crop"] == {"top": 0, "left": 4, "height": 48, "width": 32}
+    assert method["steps"] == 4 and 0 <= method["kernel_mnc"] <= 1
+    assert np.load(tmp_path / "out.kernel.npy").shape == (K, K)
+    assert Image.open(tmp_path / "out.png").size == (40, 48)
+
+
+@pytest.mark.parametrize("height, width, multiple, box", [(64, 64, 4, (0, 0, 64, 64)), (30, 200, 4, (1, 68, 28, 64)),
+                                                          (7, 9, 4, (1, 0, 4, 8)), (48, 40, 16, (0, 4, 48, 32)),
+                                                          (100, 30, 16, (18, 7, 64, 16))])
+def test_central_crop_box(height, width, multiple, box):
+    assert central_crop_box(height, width, multiple) == box
 
 
 def test_prune_kernel_drops_taps_below_the_fraction_of_the_peak():

@@ -1,11 +1,11 @@
 """LatentDEM (Bai et al. 2024, "Blind Inversion using Latent Diffusion Priors"): EM blind deblurring with a latent
-diffusion prior. Built so far: the M-step's plug-and-play kernel denoiser (:class:`KernelDenoiser`), its training
+diffusion prior. Built: the M-step's plug-and-play kernel denoiser (:class:`KernelDenoiser`), its training
 (:func:`train_kernel_denoiser`, ``blindfast train-kernel-denoiser``) and the shipped weights
 (:func:`load_kernel_denoiser`), for :func:`blindfast.ops.hqs_kernel_update`'s ``denoiser``; the EM loop with a
-pixel prior (:func:`em_deblur`) and its schedules (:func:`annealed_zeta`, :func:`is_full_em_step`); the same loop
-for any size-keeping operator (:func:`diffusion_em`) and for non-linear parametric operators with the gradient
-M-step (:func:`em_parametric`, :func:`gradient_m_step`); ``blindfast deblur --method latentdem``. The latent variant
-(encoder/decoder, gluing) is not built yet.
+latent prior (decoder and gluing term) or a pixel one (:func:`em_deblur`) and its schedules (:func:`annealed_zeta`,
+:func:`is_full_em_step`); the same loop for any size-keeping operator (:func:`diffusion_em`) and for non-linear
+parametric operators with the gradient M-step (:func:`em_parametric`, :func:`gradient_m_step`);
+``blindfast deblur --method latentdem [--latent]``.
 """
 
 from blindfast.methods.latent_dem import deblur_method  # noqa: F401  (registers --method latentdem)
