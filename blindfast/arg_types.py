@@ -1,14 +1,32 @@
 """argparse ``type=`` converters for numeric options: a bad value is refused by the parser itself, so the message
-("argument --iters: must be a positive integer, got '-1'") stands under the command's own usage, exit status 2.
-Below the command line, so that a blind method can declare its own ``deblur`` options (``DeblurMethod.add_arguments``)
-with them."""
+("argument --iters: must be a positive integer, got '-1'") stands under the command's own usage, exit status 2;
+and :func:`read_npy`, the array file an option names. Below the command line, so that a blind method can declare
+and read its own ``deblur`` options (``DeblurMethod.add_arguments``) with them."""
 
 from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
-__all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "fraction"]
+__all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "fraction", "read_npy"]
+
+
+def read_npy(path: str, option: str):
+    """The array in the .npy file ``path`` that ``option`` names (``--kernel k.npy``), read without pickles.
+
+    Raises:
+        ValueError: no such file, or a file that is not a .npy array; the message starts with ``option path``.
+    """
+    import numpy as np
+
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"{option} {path}: no such file")
+    try:
+        return np.load(file, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{option} {path}: expected a .npy array, got an unreadable file ({err})") from None
 
 
 def _number(text: str, kind, what: str):

@@ -14,9 +14,8 @@ import importlib.metadata
 import json
 import pkgutil
 import time
-from pathlib import Path
 
-from blindfast.arg_types import positive_float, positive_int
+from blindfast.arg_types import positive_float, positive_int, read_npy
 from blindfast.cli.common import CommandError, add_command, print_table
 
 SOLVERS = ("wiener", "cg", "pnp", "diffpir")
@@ -30,13 +29,7 @@ def _load_array(path: str, option: str, ndim: tuple[int, ...], layout: str):
     import numpy as np
     import torch
 
-    file = Path(path)
-    if not file.is_file():
-        raise CommandError(f"{option} {path}: no such file")
-    try:
-        array = np.load(file, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise CommandError(f"{option} {path}: expected a .npy array, got an unreadable file ({err})") from None
+    array = read_npy(path, option)
     if array.ndim not in ndim or not np.issubdtype(array.dtype, np.floating):
         raise CommandError(f"{option} {path}: expected a float array of shape {layout}, got {array.dtype} "
                            f"{array.shape}")

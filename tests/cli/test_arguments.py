@@ -1,9 +1,11 @@
 """Every numeric option of every command refuses a bad value under its own command's usage (exit 2, the option and
 the value named, no traceback); an unreadable input file and an installed package's weights folder likewise."""
 
+import numpy as np
 import pytest
 
 from blindfast.__main__ import main
+from blindfast.arg_types import read_npy
 from blindfast.cli import export_prior
 
 # (command with its required options, option, the converter's wording)
@@ -68,3 +70,16 @@ def test_export_prior_needs_out_dir_outside_a_checkout(tmp_path, monkeypatch, ca
     assert f"--out-dir is required: blindfast is installed at {installed.parent}" in capsys.readouterr().err
     (tmp_path / "site-packages" / "pyproject.toml").write_text("")  # the same layout in a checkout
     assert export_prior.in_source_checkout(installed)
+
+
+def test_read_npy_names_the_option_and_refuses_a_missing_or_unreadable_file(tmp_path):
+    np.save(tmp_path / "k.npy", np.eye(3, dtype=np.float32))
+    np.testing.assert_array_equal(read_npy(str(tmp_path / "k.npy"), "--kernel"), np.eye(3, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"--kernel .*missing.npy: no such file"):
+        read_npy(str(tmp_path / "missing.npy"), "--kernel")
+    (tmp_path / "text.npy").write_text("not an array")
+    with pytest.raises(ValueError, match=r"--true-kernel .*text.npy: expected a .npy array, got an unreadable file"):
+        read_npy(str(tmp_path / "text.npy"), "--true-kernel")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))   # pickled: refused, never loaded
+    with pytest.raises(ValueError, match="expected a .npy array, got an unreadable file"):
+        read_npy(str(tmp_path / "objects.npy"), "--psf-grid")

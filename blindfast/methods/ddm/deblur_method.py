@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from blindfast.arg_types import read_npy
 from blindfast.physics import SpaceVaryingBlur
 from blindfast.restore.registry import DeblurMethod, MethodResult, register_method
 
@@ -18,10 +18,8 @@ def _run(y, options) -> MethodResult:
     if getattr(options, "psf_grid", None) is None:
         raise ValueError("--method ddm restores with the PSF grid that `blindfast psf-estimate` learned: pass "
                          "--psf-grid OUT/psf_grid.npy")
-    path = Path(options.psf_grid)
-    if not path.is_file():
-        raise ValueError(f"--psf-grid {path}: no such file")
-    grid = np.load(path, allow_pickle=False)
+    path = options.psf_grid
+    grid = read_npy(path, "--psf-grid")
     if grid.ndim != 6 or grid.shape[0] != 1 or grid.shape[1] != y.shape[1] or not np.issubdtype(grid.dtype,
                                                                                                  np.floating):
         raise ValueError(f"--psf-grid {path}: expected psf-estimate's float (1, {y.shape[1]}, Gy, Gx, k, k) array "

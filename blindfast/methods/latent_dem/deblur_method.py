@@ -29,12 +29,12 @@ Beside the output (``--out out.png``): ``out.kernel.npy`` ((k, k) float32, non-n
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from blindfast.arg_types import read_npy
 from blindfast.restore.registry import DeblurMethod, MethodResult, register_method
 
 PRIOR_SIZE = 64           # the shipped pixel priors were trained on 64 x 64 patches
@@ -83,13 +83,7 @@ def _kernel_size(value: str) -> int:
 
 def _true_kernel(path: str, kernel_size: int) -> Tensor:
     """--true-kernel: a (k, k) float .npy with k = --kernel-size."""
-    file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"--true-kernel {path}: no such file")
-    try:
-        array = np.load(file, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"--true-kernel {path}: expected a .npy array, got an unreadable file ({err})") from None
+    array = read_npy(path, "--true-kernel")
     if array.shape != (kernel_size, kernel_size) or not np.issubdtype(array.dtype, np.floating):
         raise ValueError(f"--true-kernel {path}: expected a 2-d float array of shape ({kernel_size}, {kernel_size}) "
                          f"(--kernel-size), got {array.dtype} {array.shape}")
