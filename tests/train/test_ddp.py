@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from PIL import Image
 
-from _spawn import DEADLINE_S, free_port, run_ranks, set_torchrun_variables
+from _spawn import DEADLINE_S, free_port, rank_results, save_result, set_torchrun_variables
 from _standin import SIZE, gaussian_data, stand_in
 from blindfast.train import CHECKPOINT_NAME, LOG_NAME, TrainConfig, World, read_checkpoint, train_prior
 from blindfast.train.distributed import LAUNCH_VARIABLES
@@ -73,15 +73,14 @@ def _worker(rank, port, root):
         except Exception as err:
             result["batch_error"] = (type(err).__name__, str(err))
     result["initialised_after_exit"] = dist.is_initialized()
-    torch.save(result, root / f"result{rank}.pt")
+    save_result(root, rank, result)
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     """The folder the two ranks trained in, and their results."""
     root = tmp_path_factory.mktemp("ddp")
-    run_ranks(_worker, (free_port(), root), WORLD_SIZE)
-    return root, [torch.load(root / f"result{rank}.pt", weights_only=True) for rank in range(WORLD_SIZE)]
+    return root, rank_results(_worker, root, WORLD_SIZE)
 
 
 def _log_rows(folder):

@@ -4,7 +4,7 @@ same global batch (float64): the same weights and, through the all-gather of the
 import pytest
 import torch
 
-from _spawn import free_port, run_ranks, set_torchrun_variables
+from _spawn import rank_results, save_result, set_torchrun_variables
 from blindfast.methods.cl_dps.train import CLConfig, train_cl
 from blindfast.train import World
 
@@ -17,14 +17,13 @@ def _worker(rank, port, root):
     torch.set_num_threads(1)
     with World.from_environment("cpu") as world:
         result = train_cl(root / "ddp", CLConfig(**TINY), dtype=torch.float64, world=world, progress=False)
-    torch.save({k: v.detach().clone() for k, v in result.moco.state_dict().items()}, root / f"state{rank}.pt")
+    save_result(root, rank, {k: v.detach().clone() for k, v in result.moco.state_dict().items()})
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     root = tmp_path_factory.mktemp("cl_ddp")
-    run_ranks(_worker, (free_port(), root), WORLD_SIZE)
-    return root, [torch.load(root / f"state{rank}.pt", weights_only=True) for rank in range(WORLD_SIZE)]
+    return root, rank_results(_worker, root, WORLD_SIZE)
 
 
 def test_two_processes_train_as_one_with_one_queue(ranks, tmp_path):

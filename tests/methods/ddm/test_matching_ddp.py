@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from _spawn import free_port, run_ranks, set_torchrun_variables
+from _spawn import rank_results, save_result, set_torchrun_variables
 from blindfast.methods.ddm.matching import CHECKPOINT_NAME, CURVE_NAME, MatchingConfig, Stage, match_operator
 from blindfast.methods.ddm.photos import BlurryPatches, SharpPatches
 from blindfast.train import World
@@ -41,14 +41,13 @@ def _worker(rank, port, root):
             _fit(root / "odd", world, batch=31)
         except ValueError as err:
             outcome["batch_error"] = str(err)
-    torch.save(outcome, root / f"result{rank}.pt")
+    save_result(root, rank, outcome)
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddm_ddp")
-    run_ranks(_worker, (free_port(), root), WORLD_SIZE)
-    return root, [torch.load(root / f"result{rank}.pt", weights_only=True) for rank in range(WORLD_SIZE)]
+    return root, rank_results(_worker, root, WORLD_SIZE)
 
 
 def _losses(folder):
