@@ -8,6 +8,7 @@ import stat
 
 import pytest
 import torch
+from _files import flip_bits
 from safetensors.torch import save_file
 from torch import nn
 
@@ -138,9 +139,7 @@ def test_truncated_file(tmp_path, keep):
 
 def test_flipped_byte_in_tensor_data(tmp_path):
     path = _write(tmp_path)
-    data = bytearray(path.read_bytes())
-    data[-20] ^= 0x10
-    path.write_bytes(bytes(data))
+    flip_bits(path, -20, 0x10)
     with pytest.raises(CheckpointError, match=rf"checkpoint {path} is corrupt: its contents do not match"):
         read_checkpoint(path)
 

@@ -11,6 +11,7 @@ import platform
 
 import pytest
 import torch
+from _files import flip_bits
 
 import blindfast
 from blindfast.__main__ import main
@@ -210,11 +211,9 @@ def test_corrupted_weights(pixel_run, tmp_path):
     _, weights = pixel_run
     for name in ("pix.json", "pix.safetensors"):
         (tmp_path / name).write_bytes((weights / name).read_bytes())
-    data = bytearray((tmp_path / "pix.safetensors").read_bytes())
-    data[-1] ^= 1  # one bit of the last weight
-    (tmp_path / "pix.safetensors").write_bytes(bytes(data))
+    data = flip_bits(tmp_path / "pix.safetensors", -1, 1)   # one bit of the last weight
     expected = shipped_priors(tmp_path)["pix"]["sha256"]
-    got = hashlib.sha256(bytes(data)).hexdigest()
+    got = hashlib.sha256(data).hexdigest()
     with pytest.raises(ShippedPriorError, match=f"is corrupt: expected SHA-256 {expected}, got {got}"):
         load_shipped_prior("pix", tmp_path)
 

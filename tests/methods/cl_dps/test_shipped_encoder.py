@@ -3,10 +3,10 @@ above the non-matching ones, its manifest matches its weights, and the loader re
 file."""
 
 import json
-import shutil
 
 import pytest
 import torch
+from _files import copy_shipped, flip_bits
 
 from blindfast.data import embedded_images
 from blindfast.methods.cl_dps import ContrastiveEncoder, PairConfig, draw_pairs, load_encoder
@@ -46,17 +46,9 @@ def test_manifest_matches_the_weights():
     assert DEFAULT_NAME not in shipped_priors()  # the priors' listing skips this sibling format
 
 
-def _copy(tmp_path):
-    for suffix in (".json", ".safetensors"):
-        shutil.copy(WEIGHTS_DIR / f"{DEFAULT_NAME}{suffix}", tmp_path / f"{DEFAULT_NAME}{suffix}")
-    return tmp_path / f"{DEFAULT_NAME}.safetensors"
-
-
 def test_loader_refuses_a_corrupt_weights_file(tmp_path):
-    weights = _copy(tmp_path)
-    data = bytearray(weights.read_bytes())
-    data[-5] ^= 0xFF
-    weights.write_bytes(bytes(data))
+    weights = copy_shipped(DEFAULT_NAME, tmp_path)
+    flip_bits(weights, -5, 0xFF)
     with pytest.raises(ShippedPriorError, match=f"is corrupt: expected SHA-256 {MANIFEST['sha256']}"):
         load_encoder(DEFAULT_NAME, directory=tmp_path)
 
@@ -66,7 +58,7 @@ def test_loader_refuses_missing_and_foreign_files(tmp_path):
         load_encoder("absent", directory=tmp_path)
     with pytest.raises(ValueError, match="expected a shipped encoder's name .* got '../up'"):
         load_encoder("../up", directory=tmp_path)
-    _copy(tmp_path)
+    copy_shipped(DEFAULT_NAME, tmp_path)
     (tmp_path / f"{DEFAULT_NAME}.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="its weights file .* does not exist"):
         load_encoder(DEFAULT_NAME, directory=tmp_path)

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+from _files import copy_shipped, flip_bits
 
 from blindfast.methods.latent_dem import DEFAULT_NAME, load_kernel_denoiser
 from blindfast.methods.latent_dem import KernelDenoiserConfig, measure_kernel_denoiser
@@ -66,24 +67,16 @@ def test_manifest_figures_are_those_of_the_shipped_weights():
         assert row["mse_denoised"] == pytest.approx(recorded["mse_denoised"], rel=1e-3)
 
 
-def _copy(tmp_path):
-    for suffix in (".json", ".safetensors"):
-        shutil.copy(WEIGHTS_DIR / f"{DEFAULT_NAME}{suffix}", tmp_path / f"{DEFAULT_NAME}{suffix}")
-    return tmp_path / f"{DEFAULT_NAME}.safetensors"
-
-
 def test_loader_refuses_a_corrupt_weights_file(tmp_path):
-    weights = _copy(tmp_path)
-    data = bytearray(weights.read_bytes())
-    data[-5] ^= 0xFF
-    weights.write_bytes(bytes(data))
+    weights = copy_shipped(DEFAULT_NAME, tmp_path)
+    flip_bits(weights, -5, 0xFF)
     with pytest.raises(ShippedPriorError, match=rf"{weights} is corrupt: expected SHA-256 {MANIFEST['sha256']}, "
                                                 r"got [0-9a-f]{64}"):
         load_kernel_denoiser(directory=tmp_path)
 
 
 def test_loader_refuses_a_missing_weights_file(tmp_path):
-    _copy(tmp_path).unlink()
+    copy_shipped(DEFAULT_NAME, tmp_path).unlink()
     with pytest.raises(FileNotFoundError, match="its weights file .*kernel_denoiser_k33.safetensors does not exist"):
         load_kernel_denoiser(directory=tmp_path)
 
