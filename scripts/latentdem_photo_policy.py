@@ -80,7 +80,7 @@ def main() -> None:
                                    cg_tikhonov(y, restore_op, params, lam=tikhonov_weight(sigma), iters=30))
                         return psnr(out.clamp(0, 1), x).item()
 
-                    crop_top, crop_left, crop_h, crop_w = central_crop_box(size, size)
+                    crop_top, crop_left, crop_h, crop_w = central_crop_box(size, size, prior.image_multiple)
                     start = time.perf_counter()
                     em = em_deblur(y[..., crop_top:crop_top + crop_h, crop_left:crop_left + crop_w].contiguous(),
                                    prior, kernel_size=kernel_size, sigma=sigma, kernel_denoiser=kernel_denoiser,

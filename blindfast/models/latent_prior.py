@@ -85,6 +85,11 @@ class LatentFlowPrior(NetworkPrior):
         """f: latents are (B, L, H/f, W/f) for (B, C, H, W) images."""
         return self.autoencoder.downsampling_factor
 
+    @property
+    def image_multiple(self) -> int:
+        """What the images' H and W must be multiples of: f times the U-Net's multiple on the latents."""
+        return self.downsampling_factor * super().image_multiple
+
     def encode(self, images: Tensor) -> Tensor:
         r"""The latents :math:`s\, \mu(x)` the prior models.
 

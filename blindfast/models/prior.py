@@ -95,6 +95,8 @@ class Prior(nn.Module):
     batch size.
     """
 
+    image_multiple: int = 1   # what the H and W of the images it models must be multiples of (any size here)
+
     def velocity(self, x_t: Tensor, t, cond: Tensor | None = None) -> Tensor:
         """:math:`v = E[x_1 - x_0 | x_t]`."""
         raise NotImplementedError
@@ -150,6 +152,11 @@ class NetworkPrior(Prior):
         if not isinstance(net, nn.Module):
             raise TypeError(f"net must be a torch.nn.Module (e.g. a blindfast.models.UNet), got {type(net).__name__}")
         self.net = net
+
+    @property
+    def image_multiple(self) -> int:
+        """What H and W must be multiples of: the network's ``size_multiple`` (1 for a network without one)."""
+        return getattr(self.net, "size_multiple", 1)
 
     def velocity(self, x_t: Tensor, t, cond: Tensor | None = None) -> Tensor:
         _validate.floating_tensor("x_t", x_t, "(B, C, H, W)")

@@ -274,12 +274,17 @@ class UNet(nn.Module):
                 "blocks_per_level": self.blocks_per_level, "attention_levels": list(self.attention_levels),
                 "dropout": self.dropout, "time_embedding_dim": self.time_embedding_dim}
 
+    @property
+    def size_multiple(self) -> int:
+        """What H and W must be multiples of: each level but the last halves the image (2^(levels - 1))."""
+        return 2 ** (len(self.channel_mults) - 1)
+
     def _check(self, x_t: Tensor, t: Tensor, cond: Tensor | None) -> None:
         _validate.floating_tensor("x_t", x_t, f"(B, {self.image_channels}, H, W)")
         if x_t.dim() != 4 or x_t.shape[1] != self.image_channels:
             raise ValueError(f"x_t must have shape (B, {self.image_channels}, H, W), got {tuple(x_t.shape)}")
         B, _, H, W = x_t.shape
-        multiple = 2 ** (len(self.channel_mults) - 1)
+        multiple = self.size_multiple
         if H % multiple or W % multiple:
             raise ValueError(f"H and W must be multiples of {multiple} (2^(levels - 1)), got H = {H}, W = {W}")
         if not isinstance(t, Tensor):

@@ -307,9 +307,8 @@ def train_shipped_latent(out_dir, *, ae_kimg: float, kimg: float, preset: str = 
     torch.manual_seed(seed)  # the initial weights of both networks (overwritten by the checkpoints on resume)
     ae = KLAutoencoder.from_preset(ae_preset)
     net = UNet.from_preset(preset, image_channels=ae.latent_channels)
-    unet_multiple = 2 ** (len(net.channel_mults) - 1)
-    _check_patch(patch, ae.downsampling_factor * unet_multiple,
-                 f"the autoencoder's f = {ae.downsampling_factor} times the U-Net's {unet_multiple}")
+    _check_patch(patch, ae.downsampling_factor * net.size_multiple,
+                 f"the autoencoder's f = {ae.downsampling_factor} times the U-Net's {net.size_multiple}")
     data = training_patches(patch)
     ae_dir, checkpoint = out_dir / AUTOENCODER_DIR, out_dir / CHECKPOINT_NAME
     if resume and checkpoint.is_file() and (out_dir / RUN_RECORD).is_file():

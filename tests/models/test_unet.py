@@ -359,3 +359,14 @@ def test_unknown_preset():
 def test_bad_constructor_argument(override, message):
     with pytest.raises(ValueError, match=message):
         _small_custom(**override)
+
+
+def test_the_size_multiples_of_the_shipped_priors():
+    """What their images' sides must be multiples of: 2^(levels - 1) for the pixel U-Net, times the autoencoder's f
+    for the latent prior; a prior without a network takes any size."""
+    from blindfast.models import GaussianPrior, load_shipped_prior
+
+    pixel, latent = load_shipped_prior("pixel_tiny"), load_shipped_prior("latent_tiny")
+    assert pixel.net.size_multiple == 2 ** (len(pixel.net.channel_mults) - 1) == pixel.image_multiple == 4
+    assert latent.image_multiple == latent.downsampling_factor * latent.net.size_multiple == 16
+    assert GaussianPrior().image_multiple == 1

@@ -41,12 +41,6 @@ CLDPS_STEPS = 100    # Euler steps of the flow ODE, as restore.dps
 CLDPS_ZETA = 30.0    # README "CL-DPS: sampling": the best of 3-100 on train crops
 
 
-def unet_multiple(prior: Prior) -> int:
-    """The multiple the prior's U-Net needs H and W to be (1 for a prior without one)."""
-    mults = getattr(getattr(prior, "net", None), "channel_mults", None)
-    return 2 ** (len(mults) - 1) if mults else 1
-
-
 def cl_dps(y: Tensor, prior: Prior, encoder: ContrastiveEncoder, *, patch: int = CLDPS_PATCH,
            stride: int = CLDPS_STRIDE, steps: int = CLDPS_STEPS, zeta: float = CLDPS_ZETA, method: str = "euler",
            batch: int = DEFAULT_BATCH, generator: torch.Generator | None = None, progress: bool = False) -> Tensor:
@@ -78,7 +72,7 @@ def cl_dps(y: Tensor, prior: Prior, encoder: ContrastiveEncoder, *, patch: int =
     if not zeta > 0:
         raise ValueError(f"zeta must be > 0, got {zeta!r}")
     H, W = y.shape[-2:]
-    multiple = unet_multiple(prior)
+    multiple = prior.image_multiple
     pad_h, pad_w = -H % multiple, -W % multiple
     y_padded = torch.nn.functional.pad(2 * y - 1, (0, pad_w, 0, pad_h), mode="reflect") if pad_h or pad_w \
         else 2 * y - 1

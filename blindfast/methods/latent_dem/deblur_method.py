@@ -7,9 +7,9 @@ against the latent variant's 0.722; images 19.49 against 19.60 dB), the command 
 kernel, and the held-out crops agree (README).
 
 Photos of any size: the EM loop runs on the photo's central crop of the prior's training size
-(:data:`PRIOR_SIZE` = 64, less for smaller photos, each side a multiple of 4 for the pixel U-Net, of 16 for the latent
-prior: its autoencoder's downsampling 4 times its U-Net's 4) and finds the one kernel
-of the photo's uniform blur, then pruned (:func:`prune_kernel`); the whole photo is restored with that kernel by
+(:data:`PRIOR_SIZE` = 64, less for smaller photos, each side a multiple of the prior's ``image_multiple``: 4 for
+the pixel U-Net, 16 for the latent prior, its autoencoder's downsampling 4 times its U-Net's 4) and finds the one
+kernel of the photo's uniform blur, then pruned (:func:`prune_kernel`); the whole photo is restored with that kernel by
 ``--solver`` (the command's default, ``cg``; reflect boundary), as a kernel given by ``--kernel`` would be.
 
 Chosen on crops of the *train* photos (``scripts/latentdem_photo_policy.py``, README "LatentDEM", 17 x 17 kernels,
@@ -47,16 +47,14 @@ DEFAULT_KERNEL_SIZE = 17
 # and 128 pixels, k = 17, cg) the mean PSNR against the measurement went from -2.68 dB unpruned to -2.22 / -1.85 /
 # -1.28 / -1.17 dB at 0.05 / 0.1 / 0.2 / 0.3, MNC 0.718 -> 0.723 at 0.2 but 0.688 at 0.3, hence 0.2.
 PRUNE_FRACTION = 0.2
-UNET_MULTIPLE = 4         # the shipped U-Nets halve the image twice
-LATENT_MULTIPLE = 16      # latent_tiny: the autoencoder's downsampling 4 times its U-Net's 4
 LATENT_PRIOR = "latent_tiny"
 PADDING = "reflect"       # the command's boundary for photos (blindfast.cli.deblur.PADDING)
 KERNEL_PNG_ZOOM = 8
 
 
-def central_crop_box(height: int, width: int, multiple: int = UNET_MULTIPLE) -> tuple[int, int, int, int]:
+def central_crop_box(height: int, width: int, multiple: int) -> tuple[int, int, int, int]:
     """(top, left, crop height, crop width): the centred crop of side min(side, PRIOR_SIZE) rounded down to a
-    multiple of ``multiple`` (the prior's: UNET_MULTIPLE pixel, LATENT_MULTIPLE latent), per axis."""
+    multiple of ``multiple`` (the prior's ``image_multiple``: 4 for pixel_tiny, 16 for latent_tiny), per axis."""
     crop_h = min(height, PRIOR_SIZE) // multiple * multiple
     crop_w = min(width, PRIOR_SIZE) // multiple * multiple
     return (height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w
@@ -107,13 +105,13 @@ def _run(y: Tensor, options) -> MethodResult:
     from blindfast.restore.noise_level import estimate_noise_std
 
     kernel_size = options.kernel_size
-    top, left, crop_h, crop_w = central_crop_box(*y.shape[-2:], LATENT_MULTIPLE if options.latent else UNET_MULTIPLE)
+    load_start = time.perf_counter()
+    prior, denoiser = _em_prior(options.prior, options.latent), load_kernel_denoiser()
+    top, left, crop_h, crop_w = central_crop_box(*y.shape[-2:], prior.image_multiple)
     if kernel_size > min(crop_h, crop_w):
         raise ValueError(f"--kernel-size must be at most the side of the photo's central crop, {min(crop_h, crop_w)} "
                          f"(photo {y.shape[-2]}x{y.shape[-1]}, crop {crop_h}x{crop_w}), got {kernel_size}")
     true_kernel = _true_kernel(options.true_kernel, kernel_size) if options.true_kernel else None
-    load_start = time.perf_counter()
-    prior, denoiser = _em_prior(options.prior, options.latent), load_kernel_denoiser()
     # as the command does: a noise-free file still has quantisation noise
     sigma = max(options.sigma if options.sigma is not None else estimate_noise_std(y), 1e-4)
     crop = y[..., top:top + crop_h, left:left + crop_w]
