@@ -18,6 +18,7 @@ from triton.runtime.jit import KernelInterface  # noqa: E402  (compiled and inte
 
 from blindfast.ops.patchify import _per_channel  # noqa: E402
 from blindfast.triton_kernels import flow, hqs, info_nce, patchify, sv_conv  # noqa: E402
+from blindfast.triton_kernels.tuning import TunedKernel  # noqa: E402
 
 CUDA_X_LIMIT = 2**31 - 1   # programs on a grid's first axis
 CUDA_YZ_LIMIT = 65535      # ... and on its second and third
@@ -25,14 +26,19 @@ BIG = (1, 3, 5792, 5792)   # 1.006e8 elements: one 33 MP RGB item
 
 
 class _Recorder:
-    """Stands in for a ``@triton.jit`` kernel: ``kernel[grid](*args, **kwargs)`` records the grid and runs nothing."""
+    """Stands in for a ``@triton.jit`` or ``@tuned`` kernel: ``kernel[grid](*args, **kwargs)`` records the grid and
+    runs nothing. A tuned kernel's grid is a callable of the meta-parameters: it is recorded once per config (each
+    could be the one the autotuner picks)."""
 
-    def __init__(self, name: str, launches: list):
-        self.name, self.launches = name, launches
+    def __init__(self, name: str, launches: list, configs=None):
+        self.name, self.launches, self.configs = name, launches, configs
 
     def __getitem__(self, grid):
         def launch(*args, **kwargs):
-            self.launches.append((self.name, grid, args))
+            if self.configs is None:
+                self.launches.append((self.name, grid, args))
+            for config in self.configs or ():
+                self.launches.append((self.name, grid({**kwargs, **config.kwargs}), args))
         return launch
 
 
@@ -49,6 +55,8 @@ def launches(monkeypatch):
         for name, value in vars(module).items():
             if isinstance(value, KernelInterface) and name.endswith("_kernel"):
                 monkeypatch.setattr(module, name, _Recorder(name, recorded))
+            elif isinstance(value, TunedKernel):
+                monkeypatch.setattr(module, name, _Recorder(name, recorded, value.configs))
     monkeypatch.setattr(torch, "tensor", _no_host_copies)
     monkeypatch.setattr(torch, "as_tensor", _no_host_copies)
     return recorded
