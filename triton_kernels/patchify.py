@@ -162,7 +162,11 @@ def patchify(x: torch.Tensor, size: int, stride: int, mean: torch.Tensor | None,
     _check_inputs(*(t for t in (x, mean, std, out) if t is not None))
     if out.numel() == 0:
         return out
-    grid = lambda meta: (B * ly * C * triton.cdiv(size, meta["BLOCK_R"]) * triton.cdiv(lx * size, meta["BLOCK_T"]),)  # noqa: E731
+    bands = B * ly * C
+
+    def grid(meta):
+        return (bands * triton.cdiv(size, meta["BLOCK_R"]) * triton.cdiv(lx * size, meta["BLOCK_T"]),)
+
     _patchify_kernel[grid](
         x, x if mean is None else mean, x if std is None else std, out,
         C, H, W, size, stride, ly, lx, size_class(out.numel()),
@@ -181,7 +185,10 @@ def overlap_add(patches: torch.Tensor, height: int, width: int, stride: int, std
     if x.numel() == 0:
         return x
     planes = x.shape[0] * C
-    grid = lambda meta: (planes * triton.cdiv(height, meta["BLOCK_H"]) * triton.cdiv(width, meta["BLOCK_W"]),)  # noqa: E731
+
+    def grid(meta):
+        return (planes * triton.cdiv(height, meta["BLOCK_H"]) * triton.cdiv(width, meta["BLOCK_W"]),)
+
     _overlap_add_kernel[grid](
         patches, patches if std is None else std, x,
         C, height, width, size, stride, ly, lx, triton.cdiv(size, stride), size_class(patches.numel()),
