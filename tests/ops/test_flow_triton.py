@@ -17,6 +17,7 @@ from blindfast.ops.reference.flow import (  # noqa: E402
     power_ema_update_reference,
 )
 from blindfast.triton_kernels import flow as tk  # noqa: E402
+from _autotuner import emulate_autotuner  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Two rows of an odd length (957): a ragged block each under the default config, two under the smallest.
@@ -143,6 +144,34 @@ def test_every_config_of_every_kernel(config):
     power_ema_update_reference(ref_ema, [x1, z[0]], 0.93)
     for e, r in zip(ema, ref_ema):
         torch.testing.assert_close(e, r, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="emulates the autotuner of the interpreter")
+@pytest.mark.parametrize("chosen", range(len(tk.CONFIGS)))
+def test_the_autotuners_timing_runs_change_no_result(monkeypatch, chosen):
+    """Every config timed on the launch's own buffers, then one chosen: the in-place kernels (the EMA, a step or an
+    interpolation written over an input) name their output in restore_value, and the partial sums' layout is the
+    same for every block, so the results are the references' (see tests/ops/_autotuner.py)."""
+    emulate_autotuner(monkeypatch, chosen)
+    x0, x1, g, z = randn(SHAPE, 1), randn(SHAPE, 2), randn(SHAPE, 3), randn(SHAPE, 4)
+    t = torch.rand(SHAPE[0], dtype=torch.float64)
+    out = x0.clone()
+    tk.flow_interpolate(out, x1, t, out)
+    torch.testing.assert_close(out, flow_interpolate_reference(x0, x1, t), rtol=1e-14, atol=1e-14)
+    dt = tk.flow_interpolate_backward(g, x0, x1, t, [False, False, True])[2]
+    torch.testing.assert_close(dt, interpolate_grads(x0, x1, t, g)[2], rtol=1e-12, atol=1e-12)
+    loss, _ = tk.flow_matching_loss(x0, x1, z, t, False)
+    torch.testing.assert_close(loss, flow_matching_loss_reference(x0, x1, z, t), rtol=1e-12, atol=1e-12)
+    coefficients = [0.7, 1.3, -0.4, -1.0, 1.0, 0.9, 0.2, 0.3, -0.5]
+    a, p, q, lo, hi, b, c, s, w = coefficients
+    stepped = x0.clone()
+    tk.fused_step(stepped, x1, g, z, coefficients, True, stepped)
+    expected = a * (p * x0 + q * x1).clamp(lo, hi) + b * x0 + c * x1 + s * g + w * z
+    torch.testing.assert_close(stepped, expected, rtol=1e-14, atol=1e-14)
+    ema, ref_ema = [x0.clone()], [x0.clone()]
+    tk.lerp_(ema, [x1], 1.0 - 0.93)
+    power_ema_update_reference(ref_ema, [x1], 0.93)
+    torch.testing.assert_close(ema[0], ref_ema[0], rtol=1e-14, atol=1e-14)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the ops' CUDA path needs a GPU")

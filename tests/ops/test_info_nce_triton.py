@@ -14,6 +14,7 @@ triton = pytest.importorskip("triton")
 
 from blindfast.ops.reference.info_nce import info_nce_reference  # noqa: E402
 from blindfast.triton_kernels import info_nce as tk  # noqa: E402
+from _autotuner import emulate_autotuner  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -117,6 +118,21 @@ def test_every_config(config):
                       target_programs=8)
     for g, e in zip(got, _reference(q, k_pos, queue)):
         assert _rel_err(g.cpu(), e) < F64_RTOL
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="emulates the autotuner of the interpreter")
+@pytest.mark.parametrize("chosen", [0, len(tk.CONFIGS) - 1])
+def test_the_autotuners_timing_runs_change_no_result(monkeypatch, chosen):
+    """Every config timed on the launch's own buffers, then one chosen: the dq partials, which the kernel adds into,
+    are named in reset_to_zero, so the gradients are the reference's (see tests/ops/_autotuner.py)."""
+    emulate_autotuner(monkeypatch, chosen)
+    N, D, K = 20, 70, 150
+    gen = torch.Generator().manual_seed(9)
+    q, k_pos, queue = (torch.nn.functional.normalize(torch.randn(n, D, generator=gen, dtype=torch.float64), dim=1)
+                       for n in (N, N, K))
+    got = tk.info_nce(q, k_pos, queue, TEMPERATURE, True, target_programs=4)
+    for g, e in zip(got, _reference(q, k_pos, queue)):
+        assert _rel_err(g, e) < F64_RTOL
 
 
 def test_long_features_in_tiles():
