@@ -1,13 +1,17 @@
-"""sv_conv: ours vs the naive torch composition, deepinv's SpaceVaryingBlur (direct and FFT) and a tile-FFT.
+"""sv_conv: ours vs the naive torch composition, deepinv's SpaceVaryingBlur (direct and FFT) and a tile-FFT; and, for
+a uniform kernel (a 1x1 grid), vs torch's own convolution (cuDNN on CUDA, oneDNN/mkldnn on the CPU).
 
 RGB images, an 8x8 grid of k x k kernels per channel, circular padding (the only one deepinv's FFT path has).
+float32 rows everywhere, bfloat16 rows on CUDA (conftest.py DTYPES) for ours and the naive composition (the FFT
+baselines have none: cuFFT takes no bfloat16) and for the uniform kernel.
 Run: python -m pytest benchmarks/bench_sv_conv.py --benchmark-columns=median,rounds --benchmark-group-by=group
 (BLINDFAST_BENCH_FULL=1 adds the baselines that take minutes per call.)
 """
 
 import pytest
 import torch
-from conftest import FULL, record
+import torch.nn.functional as F
+from conftest import DTYPES, FULL, record
 
 from blindfast.ops import sv_conv
 from blindfast.ops.reference import sv_conv_reference, sv_conv_tile_fft, tent_multipliers
@@ -20,11 +24,11 @@ QUICK = (256, 256, 13)   # the case `blindfast bench --quick` runs (every baseli
 MEGAPIXEL_20 = (3648, 5472, 13)  # a 20-megapixel 3:2 photo
 
 
-def make_inputs(device, h, w, k):
+def make_inputs(device, h, w, k, dtype=torch.float32, grid=GRID):
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(1, 3, h, w, generator=g).to(device)
-    psf = torch.rand(1, 3, *GRID, k, k, generator=g)
-    psf = (psf / psf.sum(dim=(-2, -1), keepdim=True)).to(device)
+    x = torch.rand(1, 3, h, w, generator=g).to(device, dtype)
+    psf = torch.rand(1, 3, *grid, k, k, generator=g)
+    psf = (psf / psf.sum(dim=(-2, -1), keepdim=True)).to(device, dtype)
     return x, psf
 
 
@@ -40,7 +44,9 @@ def deepinv_blur(psf, h, w, use_fft):
 # 64 full-image convolutions (~7 s at 1024^2 k=13 here, 16x that at 4096^2); deepinv's multipliers are
 # 64 x H x W floats (4.3 GB at 4096^2, 5.1 GB at 20 MP), and its FFT path took 325 s a call at 4096^2 k=13: with
 # the warm-up, the rounds and the peak-memory call (conftest.py), ~27 minutes for that case alone.
-def baseline_allowed(impl, h, w, k, op):
+def baseline_allowed(impl, h, w, k, op, dtype=torch.float32):
+    if dtype != torch.float32 and impl not in ("blindfast", "reference"):
+        return False
     if (h, w, k) == QUICK:   # seconds, not minutes: ours for every op, against the tile-FFT forward
         return impl == "blindfast" or (impl == "tile_fft" and op == "forward")
     if impl in ("blindfast", "tile_fft") or FULL:
@@ -89,14 +95,43 @@ IMPLS = ["blindfast", "tile_fft", "reference", "deepinv_direct", "deepinv_fft"]
 @pytest.mark.parametrize("h, w, k", [pytest.param(*c, marks=pytest.mark.quick) if c == QUICK else c for c in CONFIGS],
                          ids=[f"{h}x{w}-k{k}" for h, w, k in CONFIGS])
 @pytest.mark.parametrize("op", ["forward", "adjoint", "grad_psf"])
-def test_sv_conv(benchmark, device, machine, op, h, w, k, impl):
-    if not baseline_allowed(impl, h, w, k, op):
-        pytest.skip(f"{impl} {op} at {h}x{w} k={k} takes minutes per call here: BLINDFAST_BENCH_FULL=1 runs it")
-    x, psf = make_inputs(device, h, w, k)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_sv_conv(benchmark, device, machine, dtype, op, h, w, k, impl):
+    if not baseline_allowed(impl, h, w, k, op, dtype):
+        pytest.skip(f"{impl} {op} at {h}x{w} k={k} in {dtype} takes minutes per call here or has no such dtype: "
+                    f"BLINDFAST_BENCH_FULL=1 runs the slow ones")
+    x, psf = make_inputs(device, h, w, k, dtype)
     benchmark.group = f"sv_conv-{op}-{h}x{w}-k{k}"
     flops = 8 * k * k * 3 * h * w * (2 if op == "grad_psf" else 1)
     image_bytes = x.numel() * x.element_size()
     record(benchmark, operation(impl, op, x, psf), device, machine, flops, image_bytes,
+           bytes_moved=2 * image_bytes + psf.numel() * psf.element_size())
+
+
+def uniform_conv2d(x, psf):
+    """sv_conv of x (B, 3, H, W) with a 1x1 grid psf (1, 3, 1, 1, k, k), circular padding, as torch's depthwise
+    convolution: conv2d correlates, so the kernels are flipped; the padding is explicit."""
+    k = psf.shape[-1]
+    weight = psf[0, :, 0, 0].flip(-2, -1)[:, None].contiguous()   # (3, 1, k, k)
+    return F.conv2d(F.pad(x, (k // 2,) * 4, mode="circular"), weight, groups=x.shape[1])
+
+
+@pytest.mark.parametrize("impl", ["blindfast", "conv2d"])
+@pytest.mark.parametrize("h, w, k", [pytest.param(*c, marks=pytest.mark.quick) if c == QUICK else c
+                                     for c in CONFIGS[:4]], ids=[f"{h}x{w}-k{k}" for h, w, k in CONFIGS[:4]])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_sv_conv_uniform_kernel(benchmark, device, machine, dtype, h, w, k, impl):
+    """A 1x1 grid (one kernel per channel for the whole image) against F.conv2d on the same input (cuDNN on CUDA,
+    oneDNN on the CPU): torch's own convolution at the case it is built for. The results are checked equal (within
+    the dtype's default tolerance) before timing."""
+    x, psf = make_inputs(device, h, w, k, dtype, grid=(1, 1))
+    ours = lambda: sv_conv(x, psf, padding=PADDING)  # noqa: E731
+    conv = lambda: uniform_conv2d(x, psf)  # noqa: E731
+    torch.testing.assert_close(ours(), conv())
+    benchmark.group = f"sv_conv-uniform-forward-{h}x{w}-k{k}"
+    image_bytes = x.numel() * x.element_size()
+    # one multiply-add per tap and output (the 8 of the grid cases count the blend of 4 kernels)
+    record(benchmark, ours if impl == "blindfast" else conv, device, machine, 2 * k * k * 3 * h * w, image_bytes,
            bytes_moved=2 * image_bytes + psf.numel() * psf.element_size())
 
 

@@ -28,13 +28,33 @@ DEVICES = ([os.environ["BLINDFAST_BENCH_DEVICE"]] if os.environ.get("BLINDFAST_B
            else ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
 
 
+# The dtypes of the op benchmarks' rows: bfloat16 rows run on CUDA only (blindfast's CPU kernels take float32 and
+# float64; pytest_collection_modifyitems leaves the CPU's out).
+DTYPES = [torch.float32, torch.bfloat16]
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "quick: the small cases that `blindfast bench --quick` runs (-m quick)")
+    config.addinivalue_line("markers", "compiled: torch.compile baselines (seconds of compilation in their warm-up "
+                                       "round; `blindfast bench --quick` leaves them out on the CPU)")
     torch.set_num_threads(THREADS)
     # Serve every allocation above 64 kB by mmap and return it on free: otherwise glibc reuses freed pages and
     # a call's new buffers do not show in the resident set that PeakMemory samples.
     libc = ctypes.CDLL("libc.so.6")
     libc.mallopt(M_MMAP_THRESHOLD, 64 * 1024)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselects the rows our ops do not run natively: half dtypes on the CPU (its kernels take float32 / float64)."""
+    def on_cpu_in_half(item):
+        params = getattr(item, "callspec", None) and item.callspec.params
+        return bool(params) and params.get("device") == "cpu" and \
+            params.get("dtype") in (torch.float16, torch.bfloat16)
+
+    deselected = [item for item in items if on_cpu_in_half(item)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not on_cpu_in_half(item)]
 
 
 def synchronize(device: str) -> None:
@@ -69,6 +89,21 @@ def machine(device):
     dst = torch.empty_like(src)
     t_copy = median_time(lambda: dst.copy_(src), device)
     return {"matmul_gflops": 2 * 2048**3 / t_mm / 1e9, "copy_gbps": 2 * src.numel() * 4 / t_copy / 1e9}
+
+
+def compiled(fn):
+    """``torch.compile(fn)``: torch's own fusion of an unfused expression (Inductor: C++/OpenMP on the CPU, Triton on
+    CUDA), the baseline a fused kernel has to beat. Dynamo's caches are reset first, so that each benchmark compiles
+    for its own shapes (past the recompilation limit Dynamo would otherwise silently run the expression eagerly);
+    the compilation happens in the warm-up round, which is not timed."""
+    torch._dynamo.reset()
+    return torch.compile(fn, dynamic=False)
+
+
+def compiled_baseline():
+    """The ``impl`` parameter of a torch.compile baseline: "torch_compile", marked ``compiled`` (a function, so that
+    the mark is made once pytest_configure has registered it)."""
+    return pytest.param("torch_compile", marks=pytest.mark.compiled)
 
 
 class PeakMemory:

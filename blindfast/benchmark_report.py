@@ -15,6 +15,18 @@ from dataclasses import asdict, dataclass
 __all__ = ["Case", "cases", "device_limits", "comparisons", "markdown", "roofline", "as_json"]
 
 OURS = "blindfast"   # implementations named "blindfast" or "blindfast_<variant>" are ours; the others baselines
+# bench.md's legend: what the suite's baseline names stand for (a group may have several; each gets its own row).
+BASELINES = {
+    "reference": "the unfused torch expression (blindfast/ops/reference), run eagerly",
+    "unfused": "the unfused torch expression written in the benchmark, run eagerly",
+    "torch_compile": "that unfused expression under torch.compile (Inductor's own fusion: Triton on CUDA, C++ on "
+                     "the CPU), compiled in the untimed warm-up round",
+    "torch_lerp": "torch.lerp", "foreach_lerp": "torch._foreach_lerp_ over the tensor list",
+    "conv2d": "torch's F.conv2d for a uniform kernel (cuDNN on CUDA, oneDNN on the CPU)",
+    "tile_fft": "per-tile FFT convolution with overlap", "deepinv_direct": "deepinv's SpaceVaryingBlur, direct",
+    "deepinv_fft": "deepinv's SpaceVaryingBlur, FFT", "rfft_baseline": "plain torch rfft2 HQS loop",
+    "fastem_style": "FastEM's code path (complex fft2 of every sample at every iteration)",
+}
 
 
 @dataclass(frozen=True)
@@ -47,11 +59,20 @@ def cases(report: dict) -> list[Case]:
             rate = unit = fraction = None
         found.append(Case(group=bench.get("group") or bench["name"], impl=str(params.get("impl", "")),
                           device=str(info.get("device", params.get("device", "cpu"))),
-                          dtype=str(params.get("dtype", "float32")).removeprefix("torch."),
+                          dtype=_dtype_name(params.get("dtype", "float32")),
                           median_s=float(bench["stats"]["median"]), rate=rate, unit=unit, fraction=fraction,
                           peak_mb=info.get("peak_extra_mb"), flops=info.get("flops"),
                           bytes_moved=info.get("bytes_moved")))
     return found
+
+
+def _dtype_name(param) -> str:
+    """A benchmark's dtype parameter as pytest-benchmark stores it ("torch.float32", or "UNSERIALIZABLE[torch.bfloat16]"
+    for a torch.dtype, which JSON cannot hold) -> "float32", "bfloat16"."""
+    name = str(param)
+    if name.startswith("UNSERIALIZABLE[") and name.endswith("]"):
+        name = name[len("UNSERIALIZABLE["):-1]
+    return name.removeprefix("torch.")
 
 
 def device_limits(report: dict) -> dict[str, dict[str, float]]:
@@ -126,6 +147,9 @@ def markdown(rows: list[dict], limits: dict[str, dict[str, float]]) -> str:
         lines.append(f"| {r['op']} | {r['device']} | {r['dtype']} | {r['ours']} | {_seconds(r['ours_s'])} | "
                      f"{r['baseline'] or '-'} | {_seconds(r['baseline_s'])} | {speedup} | {achieved} | {fraction} | "
                      f"{peak} |")
+    present = sorted({r["baseline"] for r in rows if r["baseline"] in BASELINES})
+    if present:
+        lines += ["", "Baselines: " + "; ".join(f"{name}: {BASELINES[name]}" for name in present) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -14,6 +14,11 @@ Semantics (see ``blindfast/ops/hqs.py`` and the float64 reference ``blindfast/op
 
 Dtypes: float16 / bfloat16 / float32 accumulate in float32, float64 in float64. Scalars that must keep float64
 precision (alpha) travel as bit patterns (:mod:`.scalars`): a Python float argument would be float32 in the kernel.
+
+Autotuned (:mod:`.tuning`): the combine's frequencies per program and warps, keyed on the planes and the spectrum
+size; the kernel-sized kernels' warps (their blocks are the kernel's size rounded up to powers of 2), keyed on the
+kernel size. Every kernel writes all of its outputs and reads none of them, so the autotuner's timing runs need no
+reset. The launch helpers take ``config=`` to force one.
 """
 
 from __future__ import annotations
@@ -23,14 +28,27 @@ import triton
 import triton.language as tl
 
 from .scalars import float_bits, from_bits
+from .tuning import tuned
 
-__all__ = ["hqs_combine", "hqs_step", "hqs_recentre"]
+__all__ = ["COMBINE_CONFIGS", "KERNEL_SIZED_CONFIGS", "hqs_combine", "hqs_step", "hqs_recentre"]
+
+# Frequencies per program x warps for the memory-bound combine (plausible for sm_90, not timed on a GPU yet); the
+# first one runs under the interpreter.
+COMBINE_CONFIGS = [
+    triton.Config({"BLOCK": 1024}, num_warps=4),
+    triton.Config({"BLOCK": 512}, num_warps=4),
+    triton.Config({"BLOCK": 256}, num_warps=2),
+    triton.Config({"BLOCK": 2048}, num_warps=8),
+]
+# Warps for the kernels whose blocks are a whole (kh, kw) kernel or one of its rows (at most 64 x 64 values).
+KERNEL_SIZED_CONFIGS = [triton.Config({}, num_warps=4), triton.Config({}, num_warps=2), triton.Config({}, num_warps=8)]
 
 
 def _acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
+@tuned(COMBINE_CONFIGS, key=["planes", "F"])
 @triton.jit(do_not_specialize=["alpha_bits"])
 def _combine_kernel(x_ptr, y_ptr, ab_ptr, alpha_bits, planes, C, F, ACC: tl.constexpr, BLOCK: tl.constexpr):
     """One program per BLOCK frequencies. x: (planes = n * C, F, 2), y: (C, F, 2), ab: (2, F, 2) interleaved."""
@@ -74,6 +92,7 @@ def _normalised_phi(phi_ptr, sums_ptr, rows, cols, kh, kw, NORMALISE: tl.constex
     return phi
 
 
+@tuned(KERNEL_SIZED_CONFIGS, key=["kh", "kw"])
 @triton.jit
 def _step_kernel(a_ptr, bw_ptr, phi_ptr, phi_sums_ptr, z_ptr, z_sums_ptr, kh, kw, NORMALISE_PHI: tl.constexpr,
                  ACC: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
@@ -103,6 +122,7 @@ def _step_kernel(a_ptr, bw_ptr, phi_ptr, phi_sums_ptr, z_ptr, z_sums_ptr, kh, kw
     tl.store(z_sums_ptr + u, tl.sum(z, axis=0).to(z_sums_ptr.dtype.element_ty))
 
 
+@tuned(KERNEL_SIZED_CONFIGS, key=["kh", "kw"])
 @triton.jit
 def _normalise_kernel(z_ptr, sums_ptr, out_ptr, kh, kw, ACC: tl.constexpr, BLOCK_H: tl.constexpr,
                       BLOCK_W: tl.constexpr):
@@ -113,6 +133,7 @@ def _normalise_kernel(z_ptr, sums_ptr, out_ptr, kh, kw, ACC: tl.constexpr, BLOCK
     tl.store(out_ptr + rows * kw + cols, z.to(out_ptr.dtype.element_ty), mask=(rows < kh) & (cols < kw))
 
 
+@tuned(KERNEL_SIZED_CONFIGS, key=["kh", "kw"])
 @triton.jit
 def _recentre_kernel(k_ptr, out_ptr, kh, kw, ACC: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
     """Re-centring of one (kh, kw) kernel in one program (see the module docstring)."""
@@ -137,13 +158,15 @@ def _recentre_kernel(k_ptr, out_ptr, kh, kw, ACC: tl.constexpr, BLOCK_H: tl.cons
     tl.store(out_ptr + rows * kw + cols, out.to(out_ptr.dtype.element_ty), mask=inside)
 
 
-def hqs_combine(x_spec: torch.Tensor, y_spec: torch.Tensor, alpha: float, BLOCK: int = 1024) -> torch.Tensor:
-    """``x_spec: (n, C, H, Wr, 2)``, ``y_spec: (C, H, Wr, 2)`` contiguous -> ``(2, H, Wr, 2)``: [A, B + 0i]."""
+def hqs_combine(x_spec: torch.Tensor, y_spec: torch.Tensor, alpha: float,
+                config: triton.Config | None = None) -> torch.Tensor:
+    """``x_spec: (n, C, H, Wr, 2)``, ``y_spec: (C, H, Wr, 2)`` contiguous -> ``(2, H, Wr, 2)``: [A, B + 0i].
+    ``config``: a triton.Config with BLOCK (frequencies per program) to force; by default the autotuner's."""
     n, C, H, Wr, _ = x_spec.shape
     F = H * Wr
     ab = x_spec.new_empty(2, H, Wr, 2)
-    _combine_kernel[(triton.cdiv(F, BLOCK),)](x_spec, y_spec, ab, float_bits(alpha), n * C, C, F,
-                                              ACC=_acc(x_spec.dtype), BLOCK=BLOCK)
+    _combine_kernel[lambda meta: (triton.cdiv(F, meta["BLOCK"]),)](
+        x_spec, y_spec, ab, float_bits(alpha), n * C, C, F, ACC=_acc(x_spec.dtype), config=config)
     return ab
 
 
@@ -151,9 +174,11 @@ def _blocks(kh: int, kw: int) -> dict:
     return {"BLOCK_H": triton.next_power_of_2(kh), "BLOCK_W": triton.next_power_of_2(kw)}
 
 
-def hqs_step(a_crop: torch.Tensor, b_window: torch.Tensor, phi: torch.Tensor, iters: int) -> torch.Tensor:
+def hqs_step(a_crop: torch.Tensor, b_window: torch.Tensor, phi: torch.Tensor, iters: int,
+             step_config: triton.Config | None = None, normalise_config: triton.Config | None = None
+             ) -> torch.Tensor:
     """``iters`` data steps from ``phi``; ``a_crop, phi: (kh, kw)``, ``b_window: (2kh - 1, 2kw - 1)`` contiguous.
-    Returns the last normalised Z: (kh, kw)."""
+    Returns the last normalised Z: (kh, kw). The configs (warps) force the step's and the normalisation's."""
     kh, kw = phi.shape
     acc = _acc(phi.dtype)
     blocks = _blocks(kh, kw)
@@ -164,17 +189,19 @@ def hqs_step(a_crop: torch.Tensor, b_window: torch.Tensor, phi: torch.Tensor, it
     for t in range(iters):
         first = t == 0
         src = phi if first else rows[(t - 1) % 2]
-        _step_kernel[(kh,)](a_crop, b_window, src, sums[(t - 1) % 2], rows[t % 2], sums[t % 2], kh, kw,
-                            NORMALISE_PHI=not first, ACC=acc, **blocks)
+        _step_kernel[lambda meta: (kh,)](a_crop, b_window, src, sums[(t - 1) % 2], rows[t % 2], sums[t % 2], kh, kw,
+                                         NORMALISE_PHI=not first, ACC=acc, **blocks, config=step_config)
     z = torch.empty_like(phi)
     last = (iters - 1) % 2
-    _normalise_kernel[(1,)](rows[last], sums[last], z, kh, kw, ACC=acc, **blocks)
+    _normalise_kernel[lambda meta: (1,)](rows[last], sums[last], z, kh, kw, ACC=acc, **blocks,
+                                         config=normalise_config)
     return z
 
 
-def hqs_recentre(kernel: torch.Tensor) -> torch.Tensor:
+def hqs_recentre(kernel: torch.Tensor, config: triton.Config | None = None) -> torch.Tensor:
     """``kernel: (kh, kw)`` contiguous -> re-centred (kh, kw), non-negative, sum 1."""
     kh, kw = kernel.shape
     out = torch.empty_like(kernel)
-    _recentre_kernel[(1,)](kernel, out, kh, kw, ACC=_acc(kernel.dtype), **_blocks(kh, kw))
+    _recentre_kernel[lambda meta: (1,)](kernel, out, kh, kw, ACC=_acc(kernel.dtype), **_blocks(kh, kw),
+                                        config=config)
     return out

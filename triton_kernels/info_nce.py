@@ -15,6 +15,18 @@ then
 
 with l_neg the negatives' share of l (kept apart, so that g and the loss keep their relative accuracy as p_i0 -> 1).
 
+The feature dimension D is tiled too (BLOCK_D), so that D = 128..2048 needs no register tile of a whole row: a
+score tile is the sum over D tiles of q[:, d] @ tile[:, d]^T (q's D tiles are re-read for each queue tile, from
+cache), and a program's share of dq, (BLOCK_N, D), lives in its own slice of the dq partials in memory, to which
+each queue tile adds p @ tile[:, d] one D tile at a time (read, add, write: no other program touches the slice, so
+no atomics). That slice is an accumulated buffer: zeroed by the launch helper, and named in ``reset_to_zero`` for
+the autotuner's timing runs.
+
+Autotuned (:mod:`.tuning`, :data:`CONFIGS`: rows x queue rows x features per tile, and warps), keyed on (N, D, K)
+and the dtype. The queue splits do not depend on the config: a split's length is a multiple of the largest
+BLOCK_K of the configs (so every config's tiles stay inside their split) and the split count fills the device at the
+largest BLOCK_N; the launch helper's ``config=`` forces one (then its own blocks set the splits).
+
 float16 / bfloat16 / float32 accumulate in float32 (the dots in IEEE float32, not TF32), float64 in float64.
 """
 
@@ -25,26 +37,40 @@ import triton
 import triton.language as tl
 
 from .scalars import float_bits, from_bits
+from .tuning import tuned
 
-__all__ = ["info_nce"]
+__all__ = ["CONFIGS", "info_nce"]
 
-# Rows per program and queue rows per tile: 64 x 64 score tiles (flash-attention's usual size for D <= 128).
-BLOCK_N = 64
-BLOCK_K = 64
+# BLOCK_N x BLOCK_K score tiles (flash-attention's usual 64 x 64 for a head dimension <= 128) and BLOCK_D features
+# per dot, with warps; plausible for sm_90, not timed on a GPU yet. Blocks are powers of 2 >= 16 (``tl.dot``'s
+# minimum). The first config runs under the interpreter.
+CONFIGS = [
+    triton.Config({"BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_D": 64}, num_warps=4),
+    triton.Config({"BLOCK_N": 64, "BLOCK_K": 64, "BLOCK_D": 128}, num_warps=4),
+    triton.Config({"BLOCK_N": 64, "BLOCK_K": 128, "BLOCK_D": 64}, num_warps=8),
+    triton.Config({"BLOCK_N": 128, "BLOCK_K": 64, "BLOCK_D": 64}, num_warps=8),
+]
 _TL_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32,
               torch.float64: tl.float64}
 
 
 @triton.jit
-def _scores(q, queue_ptr, tile_start, K, D, cols, col_mask, inv_tau, DOT: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Queue rows [tile_start, tile_start + BLOCK_K) (as DOT) and the (BLOCK_N, BLOCK_K) scores q . u_j / tau of this
-    block of rows; columns past K are -inf (their exp is 0)."""
+def _scores(q_ptr, queue_ptr, rows, row_mask, tile_start, K, D, inv_tau, ACC: tl.constexpr, DOT: tl.constexpr,
+            BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The (BLOCK_N, BLOCK_K) scores q_i . u_j / tau of these rows and queue rows [tile_start, tile_start + BLOCK_K),
+    summed over D tiles; columns past K are -inf (their exp is 0)."""
     keys = tile_start + tl.arange(0, BLOCK_K)
     key_mask = keys < K
-    tile = tl.load(queue_ptr + keys.to(tl.int64)[:, None] * D + cols[None, :],
-                   mask=key_mask[:, None] & col_mask[None, :], other=0.0).to(DOT)
-    s = tl.dot(q, tl.trans(tile), input_precision="ieee") * inv_tau
-    return tile, tl.where(key_mask[None, :], s, float("-inf"))
+    s = tl.zeros((BLOCK_N, BLOCK_K), ACC)
+    for d_start in range(0, D, BLOCK_D):
+        cols = d_start + tl.arange(0, BLOCK_D)
+        col_mask = cols < D
+        q = tl.load(q_ptr + rows[:, None] * D + cols[None, :], mask=row_mask[:, None] & col_mask[None, :],
+                    other=0.0).to(DOT)
+        tile = tl.load(queue_ptr + keys.to(tl.int64)[:, None] * D + cols[None, :],
+                       mask=key_mask[:, None] & col_mask[None, :], other=0.0).to(DOT)
+        s += tl.dot(q, tl.trans(tile), input_precision="ieee").to(ACC)
+    return tl.where(key_mask[None, :], s * inv_tau, float("-inf"))
 
 
 @triton.jit
@@ -54,25 +80,23 @@ def _program_split(splits):
     return pid // splits, pid % splits
 
 
+@tuned(CONFIGS, key=["N", "D", "K"])
 @triton.jit(do_not_specialize=["inv_tau_bits"])
 def _lse_partials_kernel(q_ptr, queue_ptr, m_ptr, l_ptr, inv_tau_bits, N, D, K, keys_per_split, splits,
                          ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                          BLOCK_D: tl.constexpr):
     """(m, l) of the negatives of one split, per row: m = max_j s_j, l = sum_j e^(s_j - m) (m = -inf, l = 0 for an
-    empty split)."""
+    empty split). m, l: (N, splits)."""
     row_block, split = _program_split(splits)
     rows = row_block * BLOCK_N + tl.arange(0, BLOCK_N)
     row_mask = rows < N
-    cols = tl.arange(0, BLOCK_D)
-    col_mask = cols < D
     inv_tau = from_bits(inv_tau_bits, ACC)
-    q = tl.load(q_ptr + rows[:, None] * D + cols[None, :], mask=row_mask[:, None] & col_mask[None, :], other=0.0)
-    q_dot = q.to(DOT)
     m = tl.full((BLOCK_N,), float("-inf"), ACC)
     l = tl.zeros((BLOCK_N,), ACC)
     first = split * keys_per_split
     for tile_start in range(first, tl.minimum(first + keys_per_split, K), BLOCK_K):
-        _, s = _scores(q_dot, queue_ptr, tile_start, K, D, cols, col_mask, inv_tau, DOT, BLOCK_K)
+        s = _scores(q_ptr, queue_ptr, rows, row_mask, tile_start, K, D, inv_tau, ACC, DOT, BLOCK_N, BLOCK_K,
+                    BLOCK_D)
         m_new = tl.maximum(m, tl.max(s, axis=1))
         l = l * tl.exp(m - m_new) + tl.sum(tl.exp(s - m_new[:, None]), axis=1)
         m = m_new
@@ -80,27 +104,34 @@ def _lse_partials_kernel(q_ptr, queue_ptr, m_ptr, l_ptr, inv_tau_bits, N, D, K, 
     tl.store(l_ptr + rows * splits + split, l, mask=row_mask)
 
 
+@tuned(CONFIGS, key=["N", "D", "K"], reset_to_zero=["dq_ptr"])
 @triton.jit(do_not_specialize=["inv_tau_bits"])
 def _dq_partials_kernel(q_ptr, queue_ptr, lse_ptr, dq_ptr, inv_tau_bits, N, D, K, keys_per_split, splits,
                         ACC: tl.constexpr, DOT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                         BLOCK_D: tl.constexpr):
-    """One split's share of dq_i = sum_j p_ij u_j, p_ij = e^(s_ij - lse_i), into dq[split] (splits, N, D)."""
+    """One split's share of dq_i = sum_j p_ij u_j, p_ij = e^(s_ij - lse_i), added into dq[split] (splits, N, D),
+    zero on entry."""
     row_block, split = _program_split(splits)
     rows = row_block * BLOCK_N + tl.arange(0, BLOCK_N)
     row_mask = rows < N
-    cols = tl.arange(0, BLOCK_D)
-    col_mask = cols < D
-    mask = row_mask[:, None] & col_mask[None, :]
     inv_tau = from_bits(inv_tau_bits, ACC)
-    q_dot = tl.load(q_ptr + rows[:, None] * D + cols[None, :], mask=mask, other=0.0).to(DOT)
     lse = tl.load(lse_ptr + rows, mask=row_mask, other=0.0)
-    dq = tl.zeros((BLOCK_N, BLOCK_D), ACC)
+    dq_rows = dq_ptr + (split * N + rows)[:, None] * D
     first = split * keys_per_split
     for tile_start in range(first, tl.minimum(first + keys_per_split, K), BLOCK_K):
-        tile, s = _scores(q_dot, queue_ptr, tile_start, K, D, cols, col_mask, inv_tau, DOT, BLOCK_K)
-        p = tl.exp(s - lse[:, None])
-        dq += tl.dot(p.to(tile.dtype), tile, input_precision="ieee").to(ACC)
-    tl.store(dq_ptr + (split * N + rows)[:, None] * D + cols[None, :], dq, mask=mask)
+        s = _scores(q_ptr, queue_ptr, rows, row_mask, tile_start, K, D, inv_tau, ACC, DOT, BLOCK_N, BLOCK_K,
+                    BLOCK_D)
+        p = tl.exp(s - lse[:, None]).to(DOT)
+        keys = tile_start + tl.arange(0, BLOCK_K)
+        for d_start in range(0, D, BLOCK_D):
+            cols = d_start + tl.arange(0, BLOCK_D)
+            col_mask = cols < D
+            tile = tl.load(queue_ptr + keys.to(tl.int64)[:, None] * D + cols[None, :],
+                           mask=(keys < K)[:, None] & col_mask[None, :], other=0.0).to(DOT)
+            mask = row_mask[:, None] & col_mask[None, :]
+            dq = tl.load(dq_rows + cols[None, :], mask=mask, other=0.0)
+            dq += tl.dot(p, tile, input_precision="ieee").to(ACC)
+            tl.store(dq_rows + cols[None, :], dq, mask=mask)
 
 
 def _splits(N: int, K: int, block_n: int, block_k: int, target_programs: int) -> int:
@@ -118,11 +149,11 @@ def _target_programs(device: torch.device) -> int:
 
 
 def info_nce(q: torch.Tensor, k_pos: torch.Tensor, queue: torch.Tensor, temperature: float, compute_grad: bool, *,
-             block_n: int = BLOCK_N, block_k: int = BLOCK_K, target_programs: int | None = None
+             config: triton.Config | None = None, target_programs: int | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, grad_q, grad_k) for contiguous q, k_pos (N, D) and queue (K, D); the gradients are (0, D) unless
-    ``compute_grad``. The blocks are powers of two >= 16 (``tl.dot``'s minimum); ``target_programs`` sets the queue
-    splits (default: :func:`_target_programs`)."""
+    ``compute_grad``. ``config``: a triton.Config with BLOCK_N, BLOCK_K, BLOCK_D (powers of 2 >= 16) to force;
+    by default the autotuner's. ``target_programs`` sets the queue splits (default: :func:`_target_programs`)."""
     N, D = q.shape
     K = queue.shape[0]
     acc_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -132,15 +163,20 @@ def info_nce(q: torch.Tensor, k_pos: torch.Tensor, queue: torch.Tensor, temperat
         # CPU tensors mean the interpreter, whose tl.dot multiplies bfloat16 operands as their uint16 bit patterns
         # (triton-lang/triton#11584, Triton 3.8): there the bfloat16 tiles go through float32 dots.
         dot_dtype = tl.float32
-    splits = _splits(N, K, block_n, block_k, target_programs or _target_programs(q.device))
-    keys_per_split = triton.cdiv(triton.cdiv(K, block_k), splits) * block_k
-    grid = (triton.cdiv(N, block_n) * splits,)
-    blocks = dict(ACC=acc, DOT=dot_dtype, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_D=max(16, triton.next_power_of_2(D)))
+    candidates = [config] if config is not None else CONFIGS
+    split_block_n = max(c.kwargs["BLOCK_N"] for c in candidates)
+    split_granule = max(c.kwargs["BLOCK_K"] for c in candidates)
+    splits = _splits(N, K, split_block_n, split_granule, target_programs or _target_programs(q.device))
+    keys_per_split = triton.cdiv(triton.cdiv(K, split_granule), splits) * split_granule
+
+    def grid(meta):
+        return (triton.cdiv(N, meta["BLOCK_N"]) * splits,)
+
     m_split = torch.empty(N, splits, dtype=acc_dtype, device=q.device)
     l_split = torch.empty(N, splits, dtype=acc_dtype, device=q.device)
     if N:
         _lse_partials_kernel[grid](q, queue, m_split, l_split, float_bits(1.0 / temperature), N, D, K,
-                                   keys_per_split, splits, **blocks)
+                                   keys_per_split, splits, ACC=acc, DOT=dot_dtype, config=config)
     q_acc, k_acc = q.to(acc_dtype), k_pos.to(acc_dtype)
     positive = (q_acc * k_acc).sum(dim=1) / temperature
     m = torch.maximum(positive, m_split.amax(dim=1))
@@ -151,10 +187,10 @@ def info_nce(q: torch.Tensor, k_pos: torch.Tensor, queue: torch.Tensor, temperat
     if not compute_grad:
         return loss, q.new_empty(0, D), q.new_empty(0, D)
     lse = m + log_total
-    dq_split = torch.empty(splits, N, D, dtype=acc_dtype, device=q.device)
+    dq_split = torch.zeros(splits, N, D, dtype=acc_dtype, device=q.device)
     if N:
         _dq_partials_kernel[grid](q, queue, lse, dq_split, float_bits(1.0 / temperature), N, D, K, keys_per_split,
-                                  splits, **blocks)
+                                  splits, ACC=acc, DOT=dot_dtype, config=config)
     g = -(l_neg / (positive_exp + l_neg))[:, None]   # p_i0 - 1, without its cancellation as p_i0 -> 1
     grad_scale = 1.0 / (N * temperature)
     grad_q = (dq_split.sum(dim=0) + g * k_acc) * grad_scale

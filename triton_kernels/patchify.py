@@ -12,6 +12,10 @@ i - py*s < size (likewise px), so each output pixel is written by one program an
 
 Dtypes: float16 / bfloat16 / float32 compute in float32 (mean / std arrive in float32 for half images), float64
 in float64. Launches use a 1-D grid (no 65535 limit); patch offsets are computed in int64.
+
+Tile shapes and warps are autotuned (:mod:`.tuning`, :data:`PATCH_CONFIGS`, :data:`IMAGE_CONFIGS`), keyed on the
+patch size, the stride and the power-of-two class of the patches' element count; each kernel overwrites its whole
+output and reads none of it, so timing runs need no reset. The launch helpers take ``config=`` to force one.
 """
 
 from __future__ import annotations
@@ -20,13 +24,32 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["overlap_add", "patchify"]
+from .tuning import size_class, tuned
+
+__all__ = ["IMAGE_CONFIGS", "PATCH_CONFIGS", "overlap_add", "patchify"]
+
+# Patch rows x elements along the Lx patches of a patch row (BLOCK_R x BLOCK_T), and warps; plausible for sm_90
+# (8-32 elements per thread), not timed on a GPU yet. The first one runs under the interpreter.
+PATCH_CONFIGS = [
+    triton.Config({"BLOCK_R": 16, "BLOCK_T": 128}, num_warps=4),
+    triton.Config({"BLOCK_R": 8, "BLOCK_T": 128}, num_warps=4),
+    triton.Config({"BLOCK_R": 4, "BLOCK_T": 256}, num_warps=4),
+    triton.Config({"BLOCK_R": 16, "BLOCK_T": 256}, num_warps=8),
+]
+# Image tiles (BLOCK_H x BLOCK_W) of the overlap-add gather, and warps.
+IMAGE_CONFIGS = [
+    triton.Config({"BLOCK_H": 16, "BLOCK_W": 64}, num_warps=4),
+    triton.Config({"BLOCK_H": 8, "BLOCK_W": 128}, num_warps=4),
+    triton.Config({"BLOCK_H": 32, "BLOCK_W": 64}, num_warps=8),
+    triton.Config({"BLOCK_H": 32, "BLOCK_W": 128}, num_warps=8),
+]
 
 
+@tuned(PATCH_CONFIGS, key=["size", "stride", "size_class"])
 @triton.jit
 def _patchify_kernel(
     x_ptr, mean_ptr, std_ptr, out_ptr,
-    C, H, W, size, stride, Ly, Lx, n_tiles_t, n_tiles,
+    C, H, W, size, stride, Ly, Lx, size_class,
     HAS_MEAN: tl.constexpr, HAS_STD: tl.constexpr, ACC: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_T: tl.constexpr,
 ):
@@ -35,9 +58,12 @@ def _patchify_kernel(
 
     x: (B, C, H, W); mean, std: (C,) (read only if HAS_MEAN / HAS_STD); out: (B*Ly*Lx, C, size, size). Program
     id = ((b * Ly + py) * C + c) * n_tiles + tile, tiles row-major with n_tiles_t per row. Small patches share a
-    program (t spans several of them) instead of leaving most of a tile masked.
+    program (t spans several of them) instead of leaving most of a tile masked. size_class: the tuning key (the
+    bit length of out's element count), unused in the body.
     """
     pid = tl.program_id(0)
+    n_tiles_t = tl.cdiv(Lx * size, BLOCK_T)
+    n_tiles = tl.cdiv(size, BLOCK_R) * n_tiles_t
     band = pid // n_tiles  # (b * Ly + py) * C + c
     tile = pid % n_tiles
     c = band % C
@@ -60,19 +86,23 @@ def _patchify_kernel(
     tl.store(first_patch + (r * size)[:, None] + col_part[None, :], v.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+@tuned(IMAGE_CONFIGS, key=["size", "stride", "size_class"])
 @triton.jit
 def _overlap_add_kernel(
     p_ptr, std_ptr, x_ptr,
-    C, H, W, size, stride, Ly, Lx, covers, n_tiles_w, n_tiles,
+    C, H, W, size, stride, Ly, Lx, covers, size_class,
     HAS_STD: tl.constexpr, ACC: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
 ):
     """Gather: one program per (plane b*C + c, BLOCK_H x BLOCK_W tile of image pixels).
 
     patches: (B*L, C, size, size); std: (C,) (read only if HAS_STD); x: (B, C, H, W). ``covers`` =
     ceil(size / stride), the most patches covering a pixel along one axis. The patch offset is separable:
-    ((b*L + py*Lx + px)*C + c)*size^2 + r*size + q = base + row part (py, r) + column part (px, q).
+    ((b*L + py*Lx + px)*C + c)*size^2 + r*size + q = base + row part (py, r) + column part (px, q). size_class: the
+    tuning key (the bit length of the patches' element count), unused in the body.
     """
     pid = tl.program_id(0)
+    n_tiles_w = tl.cdiv(W, BLOCK_W)
+    n_tiles = tl.cdiv(H, BLOCK_H) * n_tiles_w
     plane = pid // n_tiles
     tile = pid % n_tiles
     b = plane // C
@@ -103,9 +133,9 @@ def _overlap_add_kernel(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Launch helpers (inputs: contiguous, on one device; the op layer checks shapes and values). Blocks are powers of
-# 2; the defaults (up to 16 patch rows x 128 elements along them, an image tile of 16 x 64, 4 warps) are not tuned
-# on a GPU. Tests under the interpreter pass large blocks.
+# Launch helpers (inputs: contiguous, on one device; the op layer checks shapes and values). ``config``: a
+# triton.Config with the kernel's blocks (powers of 2) to force; by default the autotuner's (the first config under
+# the interpreter). Tests under the interpreter pass large blocks.
 
 
 def _acc_dtype(dtype: torch.dtype):
@@ -122,45 +152,45 @@ def _check_inputs(*tensors: torch.Tensor) -> None:
 
 
 def patchify(x: torch.Tensor, size: int, stride: int, mean: torch.Tensor | None, std: torch.Tensor | None,
-             out: torch.Tensor | None = None, *, BLOCK_R: int | None = None, BLOCK_T: int = 128,
-             num_warps: int = 4) -> torch.Tensor:
+             out: torch.Tensor | None = None, *, config: triton.Config | None = None) -> torch.Tensor:
     """Patches of x (B, C, H, W), normalised with mean / std ((C,) or None) -> (B * L, C, size, size), written
-    into ``out`` (contiguous, that shape) when given.
-
-    BLOCK_R x BLOCK_T: patch rows x elements along the Lx patches of a patch row, per program; BLOCK_R defaults
-    to the patch size rounded up to a power of 2, at most 16.
-    """
+    into ``out`` (contiguous, that shape) when given. ``config``: BLOCK_R (patch rows) x BLOCK_T (elements along
+    the Lx patches of a patch row) per program, and warps."""
     B, C, H, W = x.shape
     ly, lx = (H - size) // stride + 1, (W - size) // stride + 1
     out = x.new_empty(B * ly * lx, C, size, size) if out is None else out
     _check_inputs(*(t for t in (x, mean, std, out) if t is not None))
     if out.numel() == 0:
         return out
-    BLOCK_R = BLOCK_R or min(triton.next_power_of_2(size), 16)
-    n_tiles_t = triton.cdiv(lx * size, BLOCK_T)
-    n_tiles = triton.cdiv(size, BLOCK_R) * n_tiles_t
-    _patchify_kernel[(B * ly * C * n_tiles,)](
+    bands = B * ly * C
+
+    def grid(meta):
+        return (bands * triton.cdiv(size, meta["BLOCK_R"]) * triton.cdiv(lx * size, meta["BLOCK_T"]),)
+
+    _patchify_kernel[grid](
         x, x if mean is None else mean, x if std is None else std, out,
-        C, H, W, size, stride, ly, lx, n_tiles_t, n_tiles,
-        HAS_MEAN=mean is not None, HAS_STD=std is not None, ACC=_acc_dtype(x.dtype),
-        BLOCK_R=BLOCK_R, BLOCK_T=BLOCK_T, num_warps=num_warps)
+        C, H, W, size, stride, ly, lx, size_class(out.numel()),
+        HAS_MEAN=mean is not None, HAS_STD=std is not None, ACC=_acc_dtype(x.dtype), config=config)
     return out
 
 
 def overlap_add(patches: torch.Tensor, height: int, width: int, stride: int, std: torch.Tensor | None, *,
-                BLOCK_H: int = 16, BLOCK_W: int = 64, num_warps: int = 4) -> torch.Tensor:
-    """Overlap-add of patches (B * L, C, size, size), divided by std ((C,) or None) -> (B, C, height, width)."""
+                config: triton.Config | None = None) -> torch.Tensor:
+    """Overlap-add of patches (B * L, C, size, size), divided by std ((C,) or None) -> (B, C, height, width).
+    ``config``: the image tile BLOCK_H x BLOCK_W per program, and warps."""
     _check_inputs(*(t for t in (patches, std) if t is not None))
     N, C, size = patches.shape[:3]
     ly, lx = (height - size) // stride + 1, (width - size) // stride + 1
     x = patches.new_empty(N // (ly * lx), C, height, width)
     if x.numel() == 0:
         return x
-    n_tiles_w = triton.cdiv(width, BLOCK_W)
-    n_tiles = triton.cdiv(height, BLOCK_H) * n_tiles_w
-    _overlap_add_kernel[(x.shape[0] * C * n_tiles,)](
+    planes = x.shape[0] * C
+
+    def grid(meta):
+        return (planes * triton.cdiv(height, meta["BLOCK_H"]) * triton.cdiv(width, meta["BLOCK_W"]),)
+
+    _overlap_add_kernel[grid](
         patches, patches if std is None else std, x,
-        C, height, width, size, stride, ly, lx, triton.cdiv(size, stride), n_tiles_w, n_tiles,
-        HAS_STD=std is not None, ACC=_acc_dtype(patches.dtype), BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W,
-        num_warps=num_warps)
+        C, height, width, size, stride, ly, lx, triton.cdiv(size, stride), size_class(patches.numel()),
+        HAS_STD=std is not None, ACC=_acc_dtype(patches.dtype), config=config)
     return x

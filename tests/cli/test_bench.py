@@ -45,6 +45,22 @@ def test_each_of_ours_is_compared_with_each_baseline_of_its_group():
     assert "cpu: fp32 matmul 100.0 GFLOP/s, copy 20.0 GB/s" in table
 
 
+def test_several_baselines_of_a_group_each_get_a_row_and_a_legend():
+    """A group with an eager and a compiled baseline, in bfloat16 (a torch.dtype parameter, which pytest-benchmark
+    stores as "UNSERIALIZABLE[torch.bfloat16]"): one row per baseline, and bench.md says what each baseline is."""
+    params = {"dtype": "UNSERIALIZABLE[torch.bfloat16]"}
+    report = {"benchmarks": [
+        {**_bench("loss", impl, median, gbps=1.0, fraction_of_copy=0.1), "params": {"impl": impl, **params}}
+        for impl, median in [("blindfast", 0.01), ("reference", 0.05), ("torch_compile", 0.02)]]}
+    rows = benchmark_report.comparisons(benchmark_report.cases(report))
+    assert {(r["baseline"], r["dtype"]): r["speedup"] for r in rows} == pytest.approx(
+        {("reference", "bfloat16"): 5.0, ("torch_compile", "bfloat16"): 2.0})
+    table = benchmark_report.markdown(rows, benchmark_report.device_limits(report))
+    assert "| loss | cpu | bfloat16 | blindfast | 10 ms | torch_compile | 20 ms | **2.00x** |" in table
+    assert f"torch_compile: {benchmark_report.BASELINES['torch_compile']}" in table
+    assert f"reference: {benchmark_report.BASELINES['reference']}" in table
+
+
 def test_the_roofline_places_the_cases_that_state_flops_and_traffic(tmp_path):
     found = benchmark_report.cases(REPORT)
     drawn = benchmark_report.roofline(found, benchmark_report.device_limits(REPORT), tmp_path / "roof.png")

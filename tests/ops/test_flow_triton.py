@@ -17,11 +17,11 @@ from blindfast.ops.reference.flow import (  # noqa: E402
     power_ema_update_reference,
 )
 from blindfast.triton_kernels import flow as tk  # noqa: E402
+from _autotuner import emulate_autotuner  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-# Two rows of an odd length, several blocks each with a ragged last block (block 256 in the interpreter).
+# Two rows of an odd length (957): a ragged block each under the default config, two under the smallest.
 SHAPE = (2, 3, 11, 29)
-BLOCK = 256 if DEVICE == "cpu" else tk.BLOCK
 DTYPES = [torch.float64, torch.float32, torch.float16]
 
 
@@ -54,16 +54,15 @@ def test_interpolate_and_backward(dtype):
     t = torch.rand(SHAPE[0], dtype=torch.float64).to(DEVICE)
     tol = tolerance(dtype)
     out = torch.empty(SHAPE, dtype=dtype, device=DEVICE)
-    tk.flow_interpolate(x0.to(dtype), x1.to(dtype), t.to(dtype), out, block=BLOCK)
+    tk.flow_interpolate(x0.to(dtype), x1.to(dtype), t.to(dtype), out)
     torch.testing.assert_close(out.double(), flow_interpolate_reference(x0, x1, t), rtol=tol, atol=tol)
 
     ref = interpolate_grads(x0, x1, t, g)
     plain_torch = interpolate_grads(*(a.cpu().to(dtype) for a in (x0, x1, t, g)))
-    ours = tk.flow_interpolate_backward(g.to(dtype), x0.to(dtype), x1.to(dtype), t.to(dtype), [True, True, True],
-                                        block=BLOCK)
+    ours = tk.flow_interpolate_backward(g.to(dtype), x0.to(dtype), x1.to(dtype), t.to(dtype), [True, True, True])
     for name, a, b, c in zip(("dx0", "dx1", "dt"), ours, ref, plain_torch):
         assert_within_plain_torch_error(name, a, b, c)
-    only_dx1 = tk.flow_interpolate_backward(g, x0, x1, t, [False, True, False], block=BLOCK)
+    only_dx1 = tk.flow_interpolate_backward(g, x0, x1, t, [False, True, False])
     assert only_dx1[0].numel() == 0 and only_dx1[2].numel() == 0
 
 
@@ -75,11 +74,11 @@ def test_loss_and_gradient(dtype, weighted):
     ref = flow_matching_loss_reference(v, x0, x1, w)
     (ref_grad,) = torch.autograd.grad(ref, v)
     loss, grad = tk.flow_matching_loss(*(a.detach().to(dtype) for a in (v, x0, x1)),
-                                       w.to(dtype) if weighted else None, True, block=BLOCK)
+                                       w.to(dtype) if weighted else None, True)
     tol = tolerance(dtype)
     torch.testing.assert_close(loss.double(), ref.detach(), rtol=tol, atol=tol)
     torch.testing.assert_close(grad.double(), ref_grad, rtol=tol, atol=tol * 1e-3)
-    _, no_grad = tk.flow_matching_loss(v.detach(), x0.detach(), x1.detach(), None, False, block=BLOCK)
+    _, no_grad = tk.flow_matching_loss(v.detach(), x0.detach(), x1.detach(), None, False)
     assert no_grad.numel() == 0
 
 
@@ -96,7 +95,7 @@ def test_fused_step(dtype, variant):
         ref = a * inner.clamp(lo, hi) + b * x + c * e + s * z + g * w
         args = (z.to(dtype), w.to(dtype), [a, p, q, lo, hi, b, c, s, g], True)
     out = torch.empty(SHAPE, dtype=dtype, device=DEVICE)
-    tk.fused_step(x.to(dtype), e.to(dtype), *args, out, block=BLOCK)
+    tk.fused_step(x.to(dtype), e.to(dtype), *args, out)
     tol = tolerance(dtype)
     torch.testing.assert_close(out.double(), ref, rtol=tol, atol=tol)
 
@@ -107,10 +106,72 @@ def test_lerp(dtype):
     ema = [randn(s, i).to(dtype) for i, s in enumerate(sizes)]
     src = [randn(s, 10 + i).to(dtype) for i, s in enumerate(sizes)]
     ref = [e.double() for e in ema]
-    tk.lerp_(ema, src, 1.0 - 0.93, block=BLOCK)
+    tk.lerp_(ema, src, 1.0 - 0.93)
     power_ema_update_reference(ref, [s.double() for s in src], 0.93)
     for a, b in zip(ema, ref):
         torch.testing.assert_close(a.double(), b, rtol=tolerance(dtype), atol=tolerance(dtype))
+
+
+@pytest.mark.parametrize("config", tk.CONFIGS, ids=lambda c: f"BLOCK{c.kwargs['BLOCK']}-warps{c.num_warps}")
+def test_every_config_of_every_kernel(config):
+    """Each autotuning candidate, forced, on one float64 case per kernel: the same values as the references (the
+    partial sums' layout does not depend on the block)."""
+    x0, x1, g, z = randn(SHAPE, 1), randn(SHAPE, 2), randn(SHAPE, 3), randn(SHAPE, 4)
+    t = torch.rand(SHAPE[0], dtype=torch.float64).to(DEVICE)
+    out = torch.empty_like(x0)
+    tk.flow_interpolate(x0, x1, t, out, config=config)
+    torch.testing.assert_close(out, flow_interpolate_reference(x0, x1, t), rtol=1e-14, atol=1e-14)
+
+    got = tk.flow_interpolate_backward(g, x0, x1, t, [True, True, True], config=config)
+    for a, b in zip(got, interpolate_grads(x0, x1, t, g)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+    v = x0.clone().requires_grad_()
+    ref = flow_matching_loss_reference(v, x1, z, t)
+    loss, grad = tk.flow_matching_loss(x0, x1, z, t, True, config=config)
+    torch.testing.assert_close(loss, ref.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, torch.autograd.grad(ref, v)[0], rtol=1e-12, atol=1e-15)
+
+    coefficients = [0.7, 1.3, -0.4, -1.0, 1.0, 0.9, 0.2, 0.3, -0.5]
+    a, p, q, lo, hi, b, c, s, w = coefficients
+    stepped = x0.clone()
+    tk.fused_step(stepped, x1, g, z, coefficients, True, stepped, config=config)   # in place, as the samplers do
+    expected = a * (p * x0 + q * x1).clamp(lo, hi) + b * x0 + c * x1 + s * g + w * z
+    torch.testing.assert_close(stepped, expected, rtol=1e-14, atol=1e-14)
+
+    ema, ref_ema = [x0.clone(), g[0].clone()], [x0.clone(), g[0].clone()]
+    tk.lerp_(ema, [x1, z[0]], 1.0 - 0.93, config=config)
+    power_ema_update_reference(ref_ema, [x1, z[0]], 0.93)
+    for e, r in zip(ema, ref_ema):
+        torch.testing.assert_close(e, r, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="emulates the autotuner of the interpreter")
+@pytest.mark.parametrize("chosen", range(len(tk.CONFIGS)))
+def test_the_autotuners_timing_runs_change_no_result(monkeypatch, chosen):
+    """Every config timed on the launch's own buffers, then one chosen: the in-place kernels (the EMA, a step or an
+    interpolation written over an input) name their output in restore_value, and the partial sums' layout is the
+    same for every block, so the results are the references' (see tests/ops/_autotuner.py)."""
+    emulate_autotuner(monkeypatch, chosen)
+    x0, x1, g, z = randn(SHAPE, 1), randn(SHAPE, 2), randn(SHAPE, 3), randn(SHAPE, 4)
+    t = torch.rand(SHAPE[0], dtype=torch.float64)
+    out = x0.clone()
+    tk.flow_interpolate(out, x1, t, out)
+    torch.testing.assert_close(out, flow_interpolate_reference(x0, x1, t), rtol=1e-14, atol=1e-14)
+    dt = tk.flow_interpolate_backward(g, x0, x1, t, [False, False, True])[2]
+    torch.testing.assert_close(dt, interpolate_grads(x0, x1, t, g)[2], rtol=1e-12, atol=1e-12)
+    loss, _ = tk.flow_matching_loss(x0, x1, z, t, False)
+    torch.testing.assert_close(loss, flow_matching_loss_reference(x0, x1, z, t), rtol=1e-12, atol=1e-12)
+    coefficients = [0.7, 1.3, -0.4, -1.0, 1.0, 0.9, 0.2, 0.3, -0.5]
+    a, p, q, lo, hi, b, c, s, w = coefficients
+    stepped = x0.clone()
+    tk.fused_step(stepped, x1, g, z, coefficients, True, stepped)
+    expected = a * (p * x0 + q * x1).clamp(lo, hi) + b * x0 + c * x1 + s * g + w * z
+    torch.testing.assert_close(stepped, expected, rtol=1e-14, atol=1e-14)
+    ema, ref_ema = [x0.clone()], [x0.clone()]
+    tk.lerp_(ema, [x1], 1.0 - 0.93)
+    power_ema_update_reference(ref_ema, [x1], 0.93)
+    torch.testing.assert_close(ema[0], ref_ema[0], rtol=1e-14, atol=1e-14)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the ops' CUDA path needs a GPU")

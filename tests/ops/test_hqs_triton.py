@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
 
 from blindfast.ops.hqs import HqsKernels, hqs_kernel_update, hqs_spectral_terms, run_kernel_update  # noqa: E402
 from blindfast.ops.reference.hqs import centred_delta, hqs_kernel_update_reference, recentre_kernel  # noqa: E402
@@ -96,7 +96,8 @@ def test_combine_with_several_programs():
     (x_hat, y, _), _ = make_inputs("n3-C3-k4x6", torch.float64, seed=1)
     x_spec = torch.view_as_real(torch.fft.rfft2(x_hat)).to(DEVICE)
     y_spec = torch.view_as_real(torch.fft.rfft2(y)).to(DEVICE)
-    got = torch.view_as_complex(tk.hqs_combine(x_spec, y_spec, 2.5, BLOCK=64).cpu())  # 17 * 12 = 204 frequencies
+    got = torch.view_as_complex(tk.hqs_combine(x_spec, y_spec, 2.5, config=triton.Config({"BLOCK": 64})).cpu())
+    # 17 * 12 = 204 frequencies
     spectrum_x, spectrum_y = torch.fft.rfft2(x_hat), torch.fft.rfft2(y)
     den = (spectrum_x.abs() ** 2).sum(dim=(0, 1)) + 2.5
     torch.testing.assert_close(got[0], (spectrum_x.conj() * spectrum_y).sum(dim=(0, 1)) / den, rtol=1e-12, atol=0)
@@ -118,6 +119,27 @@ def test_step_matches_the_cpp_step():
     a_crop, b_window = hqs_spectral_terms(x_hat, y, tuple(kernel.shape), 3 * delta * SIGMA**2)
     got = tk.hqs_step(a_crop.to(DEVICE), b_window.to(DEVICE), kernel.to(DEVICE), 4).cpu()
     torch.testing.assert_close(got, torch.ops.blindfast.hqs_step(a_crop, b_window, kernel, 4), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("index", range(max(len(tk.COMBINE_CONFIGS), len(tk.KERNEL_SIZED_CONFIGS))))
+def test_every_config_of_every_kernel(index):
+    """Each autotuning candidate, forced, on one float64 case per kernel, against the C++ kernels (themselves tested
+    against the float64 reference)."""
+    combine_config = tk.COMBINE_CONFIGS[index % len(tk.COMBINE_CONFIGS)]
+    sized_config = tk.KERNEL_SIZED_CONFIGS[index % len(tk.KERNEL_SIZED_CONFIGS)]
+    (x_hat, y, kernel), delta = make_inputs("n3-C3-k4x6", torch.float64, seed=6)
+    x_spec, y_spec = (torch.view_as_real(torch.fft.rfft2(t)).contiguous() for t in (x_hat, y))
+    got_ab = tk.hqs_combine(x_spec.to(DEVICE), y_spec.to(DEVICE), 2.5, config=combine_config).cpu()
+    torch.testing.assert_close(got_ab, torch.ops.blindfast.hqs_combine(x_spec, y_spec, 2.5), rtol=1e-12, atol=1e-15)
+
+    a_crop, b_window = hqs_spectral_terms(x_hat, y, tuple(kernel.shape), 3 * delta * SIGMA**2)
+    got = tk.hqs_step(a_crop.to(DEVICE), b_window.to(DEVICE), kernel.to(DEVICE), 2, step_config=sized_config,
+                      normalise_config=sized_config).cpu()
+    torch.testing.assert_close(got, torch.ops.blindfast.hqs_step(a_crop, b_window, kernel, 2), rtol=1e-12, atol=1e-15)
+
+    signed = kernel - 0.3
+    torch.testing.assert_close(tk.hqs_recentre(signed.to(DEVICE), config=sized_config).cpu(), recentre_kernel(signed),
+                               rtol=1e-14, atol=1e-15)
 
 
 def recentre_cases():

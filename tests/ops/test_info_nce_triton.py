@@ -10,21 +10,29 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
 
 from blindfast.ops.reference.info_nce import info_nce_reference  # noqa: E402
 from blindfast.triton_kernels import info_nce as tk  # noqa: E402
+from _autotuner import emulate_autotuner  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
-# name: (N, D, K, block_n, block_k). Aligned; ragged N, D and K (partial row block, padded features, partial last
-# queue tile); one negative; no negative; several row blocks and queue tiles.
+
+
+def blocks(block_n: int, block_k: int, block_d: int) -> triton.Config:
+    return triton.Config({"BLOCK_N": block_n, "BLOCK_K": block_k, "BLOCK_D": block_d})
+
+
+# name: (N, D, K, config). Aligned; ragged N, D and K (partial row block, padded features, partial last queue tile);
+# one negative; no negative; several row blocks, queue tiles and feature tiles (40 = 16 + 16 + 8); one feature.
 CASES = {
-    "aligned-N32-D16-K48": (32, 16, 48, 32, 16),
-    "ragged-N37-D20-K53": (37, 20, 53, 16, 32),
-    "K1": (5, 3, 1, 16, 16),
-    "K0": (4, 8, 0, 16, 16),
-    "tiles-N48-D32-K80": (48, 32, 80, 16, 16),
+    "aligned-N32-D16-K48": (32, 16, 48, blocks(32, 16, 16)),
+    "ragged-N37-D20-K53": (37, 20, 53, blocks(16, 32, 32)),
+    "K1": (5, 3, 1, blocks(16, 16, 16)),
+    "K0": (4, 8, 0, blocks(16, 16, 16)),
+    "tiles-N48-D40-K80": (48, 40, 80, blocks(16, 16, 16)),
+    "D1-N9-K20": (9, 1, 20, blocks(16, 16, 16)),
 }
 F64_RTOL = 1e-12
 # Slack on plain torch's float32 error (different summation orders), plus a floor of a few float32 roundings.
@@ -54,9 +62,7 @@ def _reference(q, k_pos, queue, temperature=TEMPERATURE):
 
 
 def _run(case: str, q, k_pos, queue, compute_grad=True, temperature=TEMPERATURE):
-    block_n, block_k = CASES[case][3:]
-    out = tk.info_nce(*(t.to(DEVICE) for t in (q, k_pos, queue)), temperature, compute_grad,
-                      block_n=block_n, block_k=block_k)
+    out = tk.info_nce(*(t.to(DEVICE) for t in (q, k_pos, queue)), temperature, compute_grad, config=CASES[case][3])
     return [t.cpu() for t in out]
 
 
@@ -74,7 +80,7 @@ def test_float64_matches_reference(case):
         assert _rel_err(g, e) < F64_RTOL
 
 
-@pytest.mark.parametrize("case", ["aligned-N32-D16-K48", "ragged-N37-D20-K53", "tiles-N48-D32-K80"])
+@pytest.mark.parametrize("case", ["aligned-N32-D16-K48", "ragged-N37-D20-K53", "tiles-N48-D40-K80"])
 def test_float32_within_torch_error(case):
     (q, k_pos, queue), exact_inputs = _inputs(case, torch.float32, seed=1)
     exact = _reference(*exact_inputs)
@@ -88,13 +94,64 @@ def test_float32_within_torch_error(case):
 @pytest.mark.parametrize("target_programs", [1, 4, 12, 100], ids=lambda t: f"programs{t}")
 def test_every_split_of_the_queue_gives_the_same_result(target_programs):
     """The queue split among 1, 2, 4 (the last split empty: 5 tiles in splits of 2) and 5 programs per row block
-    (3 row blocks): float64 equal to the reference each time."""
-    case = "tiles-N48-D32-K80"
+    (3 row blocks), three feature tiles each: float64 equal to the reference each time (an empty split's share of
+    dq stays zero)."""
+    case = "tiles-N48-D40-K80"
     (q, k_pos, queue), _ = _inputs(case, torch.float64, seed=5)
     splits = tk._splits(48, 80, 16, 16, target_programs)
     assert splits == {1: 1, 4: 2, 12: 4, 100: 5}[target_programs]
-    got = tk.info_nce(q.to(DEVICE), k_pos.to(DEVICE), queue.to(DEVICE), TEMPERATURE, True, block_n=16, block_k=16,
+    got = tk.info_nce(q.to(DEVICE), k_pos.to(DEVICE), queue.to(DEVICE), TEMPERATURE, True, config=CASES[case][3],
                       target_programs=target_programs)
+    for g, e in zip(got, _reference(q, k_pos, queue)):
+        assert _rel_err(g.cpu(), e) < F64_RTOL
+
+
+@pytest.mark.parametrize("config", tk.CONFIGS, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.kwargs.items()))
+def test_every_config(config):
+    """Each autotuning candidate, forced, with gradients: D = 150 is ragged over 64- and 128-feature tiles, K = 300
+    over the queue tiles, N = 70 over the row blocks, with several queue splits. float64 under the interpreter;
+    float32 on CUDA, where the larger configs' float64 tiles may not fit in shared memory (the autotuner skips a
+    config that does not fit; a forced one fails)."""
+    N, D, K = 70, 150, 300
+    gen = torch.Generator().manual_seed(7)
+    exact = [torch.nn.functional.normalize(torch.randn(n, D, generator=gen, dtype=torch.float64), dim=1)
+             for n in (N, N, K)]
+    dtype = torch.float64 if DEVICE == "cpu" else torch.float32
+    q, k_pos, queue = (t.to(dtype) for t in exact)
+    got = tk.info_nce(q.to(DEVICE), k_pos.to(DEVICE), queue.to(DEVICE), TEMPERATURE, True, config=config,
+                      target_programs=8)
+    expected = _reference(*(t.double() for t in (q, k_pos, queue)))
+    plain_torch = _reference(q, k_pos, queue)
+    for g, e, t in zip(got, expected, plain_torch):
+        assert g.dtype == dtype
+        if dtype == torch.float64:
+            assert _rel_err(g.cpu(), e) < F64_RTOL
+        else:
+            assert _rel_err(g.cpu(), e) <= F32_FACTOR * _rel_err(t, e) + F32_FLOOR
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="emulates the autotuner of the interpreter")
+@pytest.mark.parametrize("chosen", [0, len(tk.CONFIGS) - 1])
+def test_the_autotuners_timing_runs_change_no_result(monkeypatch, chosen):
+    """Every config timed on the launch's own buffers, then one chosen: the dq partials, which the kernel adds into,
+    are named in reset_to_zero, so the gradients are the reference's (see tests/ops/_autotuner.py)."""
+    emulate_autotuner(monkeypatch, chosen)
+    N, D, K = 20, 70, 150
+    gen = torch.Generator().manual_seed(9)
+    q, k_pos, queue = (torch.nn.functional.normalize(torch.randn(n, D, generator=gen, dtype=torch.float64), dim=1)
+                       for n in (N, N, K))
+    got = tk.info_nce(q, k_pos, queue, TEMPERATURE, True, target_programs=4)
+    for g, e in zip(got, _reference(q, k_pos, queue)):
+        assert _rel_err(g, e) < F64_RTOL
+
+
+def test_long_features_in_tiles():
+    """D = 2048 (a wide projection head) under the default config: 32 feature tiles of 64, float64 with gradients."""
+    N, D, K = 5, 2048, 40
+    gen = torch.Generator().manual_seed(8)
+    q, k_pos, queue = (torch.nn.functional.normalize(torch.randn(n, D, generator=gen, dtype=torch.float64), dim=1)
+                       for n in (N, N, K))
+    got = tk.info_nce(q.to(DEVICE), k_pos.to(DEVICE), queue.to(DEVICE), TEMPERATURE, True)
     for g, e in zip(got, _reference(q, k_pos, queue)):
         assert _rel_err(g.cpu(), e) < F64_RTOL
 

@@ -10,18 +10,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
 
 from blindfast.ops.reference.patchify import overlap_add_reference, patchify_reference  # noqa: E402
 from blindfast.triton_kernels import patchify as tk  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-# Interpreter: one program per (b, py, c) band / per plane. CUDA: the launch helpers' defaults.
-PATCH_BLOCKS = {"BLOCK_R": 64, "BLOCK_T": 1024} if DEVICE == "cpu" else {}
-IMAGE_BLOCKS = {"BLOCK_H": 64, "BLOCK_W": 64} if DEVICE == "cpu" else {}
+# Interpreter: one program per (b, py, c) band / per plane. CUDA: the autotuner's choice.
+PATCH_BLOCKS = {"config": triton.Config({"BLOCK_R": 64, "BLOCK_T": 1024})} if DEVICE == "cpu" else {}
+IMAGE_BLOCKS = {"config": triton.Config({"BLOCK_H": 64, "BLOCK_W": 64})} if DEVICE == "cpu" else {}
 # Several tiles per band / plane: tile offsets, partial tiles, tiles that start inside a patch.
-SMALL_PATCH_BLOCKS = {"BLOCK_R": 2, "BLOCK_T": 16}
-SMALL_IMAGE_BLOCKS = {"BLOCK_H": 8, "BLOCK_W": 16}
+SMALL_PATCH_BLOCKS = {"config": triton.Config({"BLOCK_R": 2, "BLOCK_T": 16})}
+SMALL_IMAGE_BLOCKS = {"config": triton.Config({"BLOCK_H": 8, "BLOCK_W": 16})}
 
 # (B, C, H, W, size, stride): odd sizes, size 1, gaps (stride > size), stride == size, size == image.
 CASES = [
@@ -115,6 +115,20 @@ def test_several_tiles(case):
     torch.testing.assert_close(out.cpu(), p, rtol=0, atol=0)
     torch.testing.assert_close(_overlap_add(p, H, W, stride, std, blocks=SMALL_IMAGE_BLOCKS),
                                overlap_add_reference(p, (H, W), stride, std), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("index", range(len(tk.PATCH_CONFIGS)))
+def test_every_config_of_every_kernel(index):
+    """Each autotuning candidate, forced, on one small float64 case per kernel (patches of 5 with stride 3: tiles
+    that start inside a patch, partial tiles at the image's edges)."""
+    case = (1, 2, 13, 17, 5, 3)
+    B, C, H, W, size, stride = case
+    x = _image(case, torch.float64, seed=9)
+    mean, std = _constants(C, True)
+    p = _patchify(x, size, stride, mean, std, blocks={"config": tk.PATCH_CONFIGS[index]})
+    torch.testing.assert_close(p, patchify_reference(x, size, stride, mean, std), rtol=1e-14, atol=1e-14)
+    got = _overlap_add(p, H, W, stride, std, blocks={"config": tk.IMAGE_CONFIGS[index % len(tk.IMAGE_CONFIGS)]})
+    torch.testing.assert_close(got, overlap_add_reference(p, (H, W), stride, std), rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[2]], ids=[CASE_IDS[0], CASE_IDS[2]])

@@ -102,7 +102,7 @@ def test_the_old_two_dimensional_flow_grid_would_have_failed_at_this_size():
     """The check above catches what it is for: flow.py's grid before the fix, (B, cdiv(n, 1024))."""
     import triton
 
-    old_grid = (BIG[0], triton.cdiv(torch.Size(BIG).numel() // BIG[0], flow.BLOCK))
+    old_grid = (BIG[0], triton.cdiv(torch.Size(BIG).numel() // BIG[0], 1024))
     assert old_grid[1] > CUDA_YZ_LIMIT
 
 

@@ -8,7 +8,7 @@ import torch
 triton = pytest.importorskip("triton")
 import triton.language as tl  # noqa: E402
 
-from blindfast.triton_kernels.tuning import INTERPRETED, TunedKernel, tuned  # noqa: E402
+from blindfast.triton_kernels.tuning import INTERPRETED, TunedKernel, size_class, tuned  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 CONFIGS = [triton.Config({"BLOCK": 64}, num_warps=4), triton.Config({"BLOCK": 256}, num_warps=8)]
@@ -58,3 +58,10 @@ def test_the_interpreter_runs_the_first_config(monkeypatch):
 def test_a_tuned_kernel_needs_a_config():
     with pytest.raises(ValueError, match="at least one triton.Config"):
         TunedKernel(_scale_kernel.fn, [], key=["n"])
+
+
+def test_size_class_is_one_key_per_power_of_two_range():
+    """The element-wise kernels' tuning key: sizes in [2^(c-1), 2^c) share class c (an EMA over 200 sizes of one
+    range tunes once)."""
+    assert [size_class(n) for n in (1, 2, 3, 4, 1023, 1024, 25_000, 32_767, 32_768)] == [1, 2, 2, 3, 10, 11, 15, 15, 16]
+    assert size_class(2**40 + 5) == 41
