@@ -14,17 +14,19 @@ y = sum_n wy_n(i) wx_n(j) (h_n * xp)(i, j) over the NODES_Y x NODES_X nodes a ti
 when it lies in one cell). A program accumulates one tile-sized sum per node, each tap of a node being one scalar
 (uniform over the tile), and blends once at the end. Per pixel and tap: one image load and NODES FMAs (4 for a tile
 in one cell, 1 for a 1 x 1 grid), where the gathered form did 4 PSF loads, 3 lerps and one FMA. At 1024^2 RGB, k31,
-16 x 32 tiles (6144 programs): 4 x 961 x 6144 = 23.6M uniform PSF loads instead of 4 x 961 x 3.1M = 12.1G gathered
+16 x 32 tiles (6144 programs) each in one cell: 4 x 961 x 6144 = 23.6M uniform PSF loads instead of 4 x 961 x 3.1M = 12.1G gathered
 ones. Windows of more than ``MAX_NODES`` nodes (small frames with many nodes) keep the gathered form (registers stay
 bounded: the accumulator holds NODES tiles).
 
 PSF gradient (no atomics): a program owns (plane, grid cell, split of the cell's rows, block of taps). Its pixels
-all weight the same 4 nodes, so it accumulates the image taps of its rows (an im2col block (BLOCK_P, BLOCK_T) per
-step) times g times the separable tent weights in registers, reduces once and stores 4 x BLOCK_T partial sums in its
-own slot; torch adds the slots onto the nodes in a fixed order (deterministic whatever
-``torch.use_deterministic_algorithms`` says). At 1024^2 RGB, k31, a 1 x 1 grid: 6144 x 961 = 5.9M vector atomics
-(and 11.8M cross-warp reductions) on 961 addresses before; 0 atomics and 3 x 22 splits x 4 corners x 961 taps =
-253,704 plain stores after (2046 programs at BLOCK_T = 32, 4 reductions each).
+all weight the same 4 nodes, so it accumulates, per pixel block, an im2col block of image taps (BLOCK_R, BLOCK_C,
+BLOCK_T) times g times each node's (separable) tent weight in registers: one image load and 4 FMAs per pixel and
+tap. It reduces once and stores 4 x BLOCK_T partial sums in its own slot; torch adds the slots onto the nodes in a
+fixed order, so the result has the same bits on every run, whatever ``torch.use_deterministic_algorithms`` says
+(the atomic form needed a separate ordered path for that). At 1024^2 RGB, k31, a 1 x 1 grid: before, 6144 tiles x
+961 taps = 5.9M vector atomics (and 11.8M cross-warp reductions), all on 961 addresses; after, 0 atomics and
+3 planes x 22 row splits x 4 corners x 961 taps = 253,704 plain stores (2046 programs at BLOCK_T = 32, 4
+reductions each).
 
 Padding codes are those of ``blindfast.ops._checks.PADDING_CODES`` (0 valid, 1 zeros, 2 replicate, 3 reflect,
 4 circular). The kernels never materialise the padded image: they map padded coordinates to source coordinates
