@@ -443,9 +443,15 @@ def _sv_conv_grad_psf_kernel(
             gv = tl.load(g_plane + i[:, None] * Wo + j[None, :], mask=ok, other=0).to(ACC)  # (BLOCK_R, BLOCK_C)
             q = j[None, :, None] + col_shift  # padded column of each pixel and tap: (1, BLOCK_C, BLOCK_T)
             ok_x = ok_r & ok_j[None, :, None]
-            if PAD == _ZEROS:
-                ok_x = ok_x & (q >= 0) & (q < W)
-            xv = tl.load(x_rows + _pad_source(q, W, PAD), mask=ok_x, other=0).to(ACC)
+            if (c0 - left >= 0) & (c0 + (BLOCK_C + kw - 2 - left) < W):
+                # Every column the block reads, c0 - left .. c0 + BLOCK_C - 1 + kw - 1 - left, is in the image: no
+                # padding rule (its 2-D index arithmetic, integer remainders for reflect / circular, is per tap).
+                xv = tl.load(x_rows + q, mask=ok_x, other=0)
+            else:
+                if PAD == _ZEROS:
+                    ok_x = ok_x & (q >= 0) & (q < W)
+                xv = tl.load(x_rows + _pad_source(q, W, PAD), mask=ok_x, other=0)
+            xv = xv.to(ACC)
             g1 = gv * ty  # the tent weights are separable (g wy_dy wx_dx): per pixel, not per tap
             g0 = gv - g1
             tx = tx[None, :]

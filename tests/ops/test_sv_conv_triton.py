@@ -27,19 +27,25 @@ from blindfast.triton_kernels import tuning  # noqa: E402
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 INTERPRETED = tuning.INTERPRETED
 # The kernels' configs per op ("adjoint": the gather kernel's and the folds'). Interpreter: one 64 x 64 tile per
-# plane, the PSF gradient's pixel block spanning a cell's rows. CUDA: None, the tuner's choice.
+# plane, the PSF gradient's pixel block spanning a cell's rows. CUDA: each kernel's first config (the tuner's choice
+# has its own test; tuning every shape of every test would lengthen the device check).
 BIG = {
     "forward": triton.Config({"BLOCK_H": 64, "BLOCK_W": 64}),
     "adjoint": (triton.Config({"BLOCK_H": 64, "BLOCK_W": 64}), triton.Config({"BLOCK_L": 64, "BLOCK_M": 64})),
     "grad_psf": triton.Config({"BLOCK_R": 32, "BLOCK_C": 64, "BLOCK_T": 32}),
 }
-CONFIGS = BIG if DEVICE == "cpu" else {"forward": None, "adjoint": (None, None), "grad_psf": None}
+CONFIGS = BIG if DEVICE == "cpu" else {
+    "forward": tk.FORWARD_CONFIGS[0],
+    "adjoint": (tk.ADJOINT_CONFIGS[0], tk.FOLD_CONFIGS[0]),
+    "grad_psf": tk.GRAD_CONFIGS[0],
+}
 # Several tiles per plane, with tiles that straddle grid cells (tile offsets, masks, node windows); for the PSF
-# gradient: one-row pixel blocks, several blocks of taps and, with the default programs target, several row splits.
+# gradient: one-row pixel blocks, some inside the image (no padding rule) and some at its edges, several blocks of
+# taps and, with the default programs target, several row splits.
 SMALL = {
     "forward": triton.Config({"BLOCK_H": 16, "BLOCK_W": 32}),
     "adjoint": (triton.Config({"BLOCK_H": 16, "BLOCK_W": 32}), triton.Config({"BLOCK_L": 16, "BLOCK_M": 32})),
-    "grad_psf": triton.Config({"BLOCK_R": 1, "BLOCK_C": 32, "BLOCK_T": 8}),
+    "grad_psf": triton.Config({"BLOCK_R": 1, "BLOCK_C": 8, "BLOCK_T": 8}),
 }
 
 # name: (x shape (B, C, H, W), psf_grid shape (Bg, Cg, Gy, Gx, kh, kw)). Odd sizes; grids up to 8 x 8 (at most
