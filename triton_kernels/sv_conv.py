@@ -13,10 +13,10 @@ Forward (per-node accumulation): the blend is linear and does not depend on the 
 y = sum_n wy_n(i) wx_n(j) (h_n * xp)(i, j) over the NODES_Y x NODES_X nodes a tile of output pixels meets (2 x 2
 when it lies in one cell). A program accumulates one tile-sized sum per node, each tap of a node being one scalar
 (uniform over the tile), and blends once at the end. Per pixel and tap: one image load and NODES FMAs (4 for a tile
-in one cell, 1 for a 1 x 1 grid), where the gathered form did 4 PSF loads, 3 lerps and one FMA. At 1024^2 RGB, k31,
-16 x 32 tiles (6144 programs) each in one cell: 4 x 961 x 6144 = 23.6M uniform PSF loads instead of 4 x 961 x 3.1M = 12.1G gathered
-ones. Windows of more than ``MAX_NODES`` nodes (small frames with many nodes) keep the gathered form (registers stay
-bounded: the accumulator holds NODES tiles).
+in one cell, 1 for a 1 x 1 grid), where the gathered form did 4 PSF loads, 3 lerps and one FMA. At 1024^2 RGB,
+k31, with 16 x 32 tiles (6144 programs) each in one cell: 4 x 961 x 6144 = 23.6M uniform PSF loads instead of
+4 x 961 x 3.1M = 12.1G gathered ones. Windows of more than ``MAX_NODES`` nodes (small frames with many nodes) keep
+the gathered form (registers stay bounded: the accumulator holds NODES tiles).
 
 PSF gradient (no atomics): a program owns (plane, grid cell, split of the cell's rows, block of taps). Its pixels
 all weight the same 4 nodes, so it accumulates, per pixel block, an im2col block of image taps (BLOCK_R, BLOCK_C,
