@@ -285,12 +285,14 @@ def _loads_from(record, tensor: torch.Tensor) -> int:
     return sum(int(((addresses >= start) & (addresses < end)).sum()) for addresses in record["loads"])
 
 
-# name: (psf grid (Gy, Gx), forward blocks (BLOCK_H, BLOCK_W), the node window of a tile on a 29 x 37 output). The
-# 8 x 8 grid meets one 64 x 64 tile: more nodes than tiles, a window past MAX_NODES, so the gathered form runs.
+# name: (psf grid (Gy, Gx), forward blocks (BLOCK_H, BLOCK_W), the node window of a tile on a 29 x 37 output). A
+# 3 x 3 or 8 x 8 grid on one 64 x 64 tile: more nodes than tiles; the 8 x 8 window is past MAX_NODES, so the gathered
+# form runs.
 WINDOWS = {
     "1x1": ((1, 1), (64, 64), (1, 1)),
     "2x2": ((2, 2), (64, 64), (2, 2)),
     "4x4": ((3, 5), (8, 8), (4, 4)),
+    "4x4-one-tile": ((3, 3), (64, 64), (4, 4)),
     "8x8-gathered": ((8, 8), (64, 64), (8, 8)),
 }
 
