@@ -141,7 +141,7 @@ def _tent_cell(i, scale, last_cell, ACC: tl.constexpr):
     cell = frac = 0 and the caller reads node 0 twice. Pixels past the end of the axis (partial tiles) still get a
     valid cell, so the PSF loads need no mask.
     """
-    u = tl.cast(i, ACC) * scale  # tl.cast: i may be a loop index (a Python int under the interpreter)
+    u = i.to(ACC) * scale
     cell = tl.minimum(u.to(tl.int32), last_cell)  # u >= 0: truncation is floor
     return cell, u - cell.to(ACC)
 
