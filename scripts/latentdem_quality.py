@@ -5,16 +5,16 @@ Centre crops (``--size``) of the test photos coffee and chelsea (``blindfast.dat
 train``: astronaut, motorcycle_left and rocket, for choosing), blurred by ``--kernels`` 13 x 13 motion kernels
 (``motion_kernel``, intensity 0.5) with noise 0.01: circularly (``--blur circular``) or as a camera blurs (``--blur
 valid``: the "valid" blur of a crop ``kernel - 1`` pixels larger, so the scene beyond the frame enters the border).
-``--boundaries``: the EM's data term (``em_deblur``'s ``boundary``), each a row. Per case:
+Per case:
 PSNR of the measurement; kernel MNC and PSNR of :func:`em_deblur` (the shipped ``pixel_tiny`` prior and kernel
 denoiser; ``--variants``: ``pixel`` the shipped ``pixel_tiny`` prior, ``latent`` the shipped ``latent_tiny``, each with
 its default E-step weights); PSNR of the non-blind bound (the same E-step with the true kernel held fixed, no M-step,
 the same seed); the MNC of the best isotropic Gaussian (sigma on a grid of 0.2 to 6 pixels). Prints a Markdown table.
 
     python scripts/latentdem_quality.py [--size 64] [--kernels 2] [--steps 100] [--threads 1] [--variants pixel latent]
-                                        [--split test|train] [--blur circular|valid] [--boundaries circular valid]
+                                        [--split test|train] [--blur circular|valid]
 
-Ends with the means per (variant, boundary) and the goal counts (MNC >= 0.75, PSNR >= the measurement + 2 dB, within
+Ends with the means per variant and the goal counts (MNC >= 0.75, PSNR >= the measurement + 2 dB, within
 2 dB of the non-blind bound).
 """
 
@@ -70,7 +70,6 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=tuple(PRIORS), default=["pixel", "latent"])
     parser.add_argument("--split", choices=("test", "train"), default="test")
     parser.add_argument("--blur", choices=("circular", "valid"), default="circular")
-    parser.add_argument("--boundaries", nargs="+", choices=("circular", "valid"), default=["circular"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     priors, denoiser = {v: load_shipped_prior(PRIORS[v]) for v in args.variants}, load_kernel_denoiser()
@@ -78,9 +77,8 @@ def main() -> None:
     kernels = kernels.reshape(args.kernels, KERNEL, KERNEL)
     print(f"{args.size}x{args.size} crops of the {args.split} photos, {KERNEL}x{KERNEL} motion kernels, {args.blur} "
           f"blur, noise {SIGMA}, {args.steps} DDIM steps\n")
-    print("| photo | kernel | variant | boundary | MNC delta | MNC Gaussian | MNC EM | PSNR y | PSNR EM | "
-          "PSNR non-blind | EM s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| photo | kernel | variant | MNC delta | MNC Gaussian | MNC EM | PSNR y | PSNR EM | PSNR non-blind | EM s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     results = {}
     for name, image in zip(EMBEDDED_SPLITS[args.split], embedded_images(args.split)):
         if name not in PHOTOS[args.split]:
@@ -89,27 +87,27 @@ def main() -> None:
             x, clean = blurred(image, args.size, kernel, args.blur)
             noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1 + index))
             y = clean + SIGMA * noise
-            for (variant, prior), boundary in ((v, b) for v in priors.items() for b in args.boundaries):
+            for variant, prior in priors.items():
                 start = time.perf_counter()
                 blind = em_deblur(y, prior, kernel_size=KERNEL, sigma=SIGMA, steps=args.steps,
-                                  kernel_denoiser=denoiser, boundary=boundary,
-                                  generator=torch.Generator().manual_seed(2))
+                                  kernel_denoiser=denoiser, generator=torch.Generator().manual_seed(2))
                 seconds = time.perf_counter() - start
                 bound = em_deblur(y, prior, kernel_size=KERNEL, sigma=SIGMA, steps=args.steps, true_kernel=kernel,
-                                  boundary=boundary, generator=torch.Generator().manual_seed(2))
+                                  generator=torch.Generator().manual_seed(2))
                 row = (mnc(blind.kernel, kernel).item(), psnr(y.clamp(0, 1), x).item(),
                        psnr(blind.image.clamp(0, 1), x).item(), psnr(bound.image.clamp(0, 1), x).item())
-                results.setdefault((variant, boundary), []).append(row)
-                print(f"| {name} | {index} | {variant} | {boundary} | {mnc(delta_kernel(KERNEL), kernel).item():.3f} | "
+                results.setdefault(variant, []).append(row)
+                print(f"| {name} | {index} | {variant} | {mnc(delta_kernel(KERNEL), kernel).item():.3f} | "
                       f"{best_gaussian_mnc(kernel):.3f} | {row[0]:.3f} | {row[1]:.2f} | {row[2]:.2f} | {row[3]:.2f} | "
                       f"{seconds:.1f} |", flush=True)
-    print("\n| variant | boundary | mean MNC | mean PSNR y | mean PSNR EM | mean PSNR non-blind | MNC >= 0.75 | "
+    print("\n| variant | mean MNC | mean PSNR y | mean PSNR EM | mean PSNR non-blind | MNC >= 0.75 | "
           "PSNR >= y + 2 dB | within 2 dB of the bound |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for (variant, boundary), rows in results.items():
+    print("|---|---|---|---|---|---|---|---|")
+    for variant, rows in results.items():
         means = [statistics.mean(column) for column in zip(*rows)]
-        counts = (sum(r[0] >= 0.75 for r in rows), sum(r[2] >= r[1] + 2 for r in rows), sum(r[2] >= r[3] - 2 for r in rows))
-        print(f"| {variant} | {boundary} | {means[0]:.3f} | {means[1]:.2f} | {means[2]:.2f} | {means[3]:.2f} | "
+        counts = (sum(r[0] >= 0.75 for r in rows), sum(r[2] >= r[1] + 2 for r in rows),
+                  sum(r[2] >= r[3] - 2 for r in rows))
+        print(f"| {variant} | {means[0]:.3f} | {means[1]:.2f} | {means[2]:.2f} | {means[3]:.2f} | "
               + " | ".join(f"{c} of {len(rows)}" for c in counts) + " |")
 
 if __name__ == "__main__":

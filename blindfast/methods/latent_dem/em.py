@@ -35,7 +35,6 @@ from tqdm import tqdm
 
 from blindfast import _validate
 from blindfast.methods.latent_dem.e_step import Autoencoder, guided_ddim_step, prior_ddim_step, to_image
-from blindfast.methods.latent_dem.interior import InteriorBlur, interior_kernel_update, interior_mask
 from blindfast.methods.latent_dem.m_step_gradient import GRADIENT_ITERS, check_learnable, gradient_m_step
 from blindfast.methods.latent_dem.schedules import SKIP_EVERY, annealed_zeta, is_full_em_step
 from blindfast.models import Prior
@@ -47,14 +46,11 @@ from blindfast.sampling import ddpm_time_grid
 
 __all__ = ["diffusion_em", "em_deblur", "em_parametric", "EMResult", "ParametricEMResult", "EMStep", "MStep",
            "delta_kernel", "latent_autoencoder", "DEFAULT_STEPS", "HQS_DELTA", "HQS_ITERS", "HQS_LAMBDA",
-           "GUIDANCE_SCALE", "LATENT_GUIDANCE_SCALE", "GLUING", "BOUNDARIES"]
+           "GUIDANCE_SCALE", "LATENT_GUIDANCE_SCALE", "GLUING"]
 
 # m_step(image (1, C, H, W) in [0, 1], params) -> the updated params
 MStep = Callable[[Tensor, dict], dict]
 _CIRCULAR_BLUR = Blur(padding="circular")  # the kernel M-step's model (hqs_kernel_update assumes a circular boundary)
-# em_deblur's boundary -> (the E-step's operator, the M-step): the circular blur on the whole image, or the data term
-# on the valid interior only (blindfast.methods.latent_dem.interior)
-BOUNDARIES = {"circular": (_CIRCULAR_BLUR, hqs_kernel_update), "valid": (InteriorBlur(), interior_kernel_update)}
 
 DEFAULT_STEPS = 100  # DDIM steps T (CPU size)
 HQS_DELTA = 5e6      # the M-step's HQS penalty delta (issue 16: alpha = sigma^2 delta)
@@ -224,8 +220,8 @@ def diffusion_em(y: Tensor, prior: Prior, op: Operator, params: dict, m_step: MS
 def em_deblur(y: Tensor, prior: Prior, *, kernel_size: int, sigma: float, steps: int = DEFAULT_STEPS,
               kernel_denoiser=None, true_kernel: Tensor | None = None, skip_start: int | None = None,
               skip_every: int = SKIP_EVERY, guidance_scale: float | None = None, gluing: float = GLUING,
-              delta: float = HQS_DELTA, lam: float = HQS_LAMBDA, boundary: str = "circular",
-              generator: torch.Generator | None = None, progress: bool = False) -> EMResult:
+              delta: float = HQS_DELTA, lam: float = HQS_LAMBDA, generator: torch.Generator | None = None,
+              progress: bool = False) -> EMResult:
     r"""Blind deblurring by LatentDEM's EM loop with a latent or a pixel prior (module docstring).
 
     The E-step's step is ``guidance_scale`` / zeta_t on the gradient of the residual's norm (see
@@ -237,8 +233,7 @@ def em_deblur(y: Tensor, prior: Prior, *, kernel_size: int, sigma: float, steps:
     way).
 
     Args:
-        y: (1, C, H, W) the blurred, noisy measurement in [0, 1] units (circular blur; any blur with ``boundary``
-            "valid").
+        y: (1, C, H, W) the blurred, noisy measurement in [0, 1] units (circular blur).
         prior: a latent prior (e.g. the shipped ``latent_tiny``: the latent variant, :func:`latent_autoencoder`) or a
             pixel :class:`~blindfast.models.Prior` on [-1, 1] images of y's size.
         kernel_size: the kernel's side k (odd), k <= min(H, W).
@@ -252,21 +247,12 @@ def em_deblur(y: Tensor, prior: Prior, *, kernel_size: int, sigma: float, steps:
             latent prior, :data:`GUIDANCE_SCALE` for a pixel one.
         gluing: gamma >= 0, the latent E-step's gluing step (:data:`GLUING`; ignored with a pixel prior).
         delta, lam: the M-step's HQS penalty and kernel-prior weight.
-        boundary: the data term's boundary (:data:`BOUNDARIES`): "circular", the whole image under a circular blur
-            (E-step and FFT M-step, :func:`~blindfast.ops.hqs_kernel_update`), or "valid", only the interior a
-            blur computes from the frame alone, for blurs that are not circular (photos:
-            :mod:`~blindfast.methods.latent_dem.interior`); the image's border is then left to the prior.
         generator: draws z_T.
         progress: a tqdm bar over the steps.
     Returns:
         :class:`EMResult`.
     """
     _check(y, kernel_size, sigma, true_kernel)
-    if boundary not in BOUNDARIES:
-        raise ValueError(f"boundary must be one of {sorted(BOUNDARIES)}, got {boundary!r}")
-    op, kernel_update = BOUNDARIES[boundary]
-    if boundary == "valid":  # the E-step's residual y - M (k * x) is then zero on the border
-        y = y * interior_mask(y.shape[-2:], (kernel_size, kernel_size), dtype=y.dtype, device=y.device)
     if guidance_scale is None:
         latent = latent_autoencoder(prior, y)[0] is not None
         guidance_scale = LATENT_GUIDANCE_SCALE if latent else GUIDANCE_SCALE
@@ -274,10 +260,10 @@ def em_deblur(y: Tensor, prior: Prior, *, kernel_size: int, sigma: float, steps:
         else true_kernel.to(y)
 
     def hqs_m_step(image: Tensor, params: dict) -> dict:
-        return {"kernel": kernel_update(image, y[0], params["kernel"], sigma=sigma, delta=delta, iters=HQS_ITERS,
-                                        denoiser=kernel_denoiser, lam=lam)}
+        return {"kernel": hqs_kernel_update(image, y[0], params["kernel"], sigma=sigma, delta=delta,
+                                            iters=HQS_ITERS, denoiser=kernel_denoiser, lam=lam)}
 
-    image, params, record = diffusion_em(y, prior, op, {"kernel": kernel},
+    image, params, record = diffusion_em(y, prior, _CIRCULAR_BLUR, {"kernel": kernel},
                                          hqs_m_step if true_kernel is None else None, steps=steps,
                                          skip_start=skip_start, skip_every=skip_every, guidance_scale=guidance_scale,
                                          gluing=gluing, generator=generator, progress=progress)
