@@ -81,6 +81,9 @@ GLUING = 0.0
 # latent: MNC 0.565 -> 0.678, PSNR 19.07 -> 19.44 dB with the taper; pixel: MNC 0.593 -> 0.699 but PSNR 19.10 ->
 # 18.33 dB, and through deblur's path (17 x 17, the pruned kernel + cg, latentdem_photo_policy.py) the taper lowered
 # MNC 0.737 -> 0.683 / 0.703 -> 0.667 and the output 21.02 -> 18.13 / 22.37 -> 19.79 dB at 64 / 128: off there.
+# Held out (coffee, chelsea), latent: camera blur MNC 0.348 -> 0.554, PSNR 21.54 -> 22.36 dB; on circular blurs,
+# which it is not for, mixed: MNC 0.541 -> 0.569 / 0.670 -> 0.603 (64 / 128, scripts/latentdem_quality.py) and
+# 0.700 -> 0.588 on the skip-gradient table's crops, PSNR 22.21 -> 23.38 / 23.00 -> 23.07 and 23.45 -> 23.17 dB.
 TAPER_LATENT = True
 
 
@@ -270,7 +273,8 @@ def em_deblur(y: Tensor, prior: Prior, *, kernel_size: int, sigma: float, steps:
         gluing: gamma >= 0, the latent E-step's gluing step (:data:`GLUING`; ignored with a pixel prior).
         delta, lam: the M-step's HQS penalty and kernel-prior weight.
         taper: multiply D(z0_hat) and y by :func:`edge_taper` before each M-step (for blurs that are not circular:
-            photos); None: on for a latent prior, off for a pixel one (:data:`TAPER_LATENT`).
+            photos); None: on for a latent prior, off for a pixel one (:data:`TAPER_LATENT`, which notes its mixed
+            effect on circular blurs: pass False for those).
         generator: draws z_T.
         progress: a tqdm bar over the steps.
     Returns:
