@@ -11,6 +11,7 @@ a pixel one (the FastEM-like setting: z is the image in [-1, 1], D(z) = (z + 1) 
             E-step: z_{t-1} = DDIM(z_t) - (zeta' / zeta_t) grad_{z_t} ||y - k * D(z0_hat)||   (e_step.guided_ddim_step)
                               [- gamma grad_{z_t} ||z0_hat - E(k^T y + (I - k^T k *) D(z0_hat))||   latent: gluing]
             M-step: k = hqs_kernel_update(D(z0_hat), y, k, sigma, delta, 20 iterations, kernel denoiser, lambda)
+                    [latent, by default: w D(z0_hat) and w y, w the edge taper (edge_taper)]
         else:
             z_{t-1} = DDIM(z_t)                                                        (e_step.prior_ddim_step)
     return D(z_0), k
