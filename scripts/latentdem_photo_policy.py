@@ -11,10 +11,13 @@ comes from scene outside the frame) by ``--kernels`` 17 x 17 ``motion_kernel``s 
 - on photos up to ``--whole-max`` pixels a side, EM on the whole photo too (its image, and its kernel by pnp);
 - the non-blind bound: pnp with the true kernel.
 
+``--taper on``: the EM's M-step with the edge taper (``em_deblur``'s ``taper``; off by default for this pixel prior).
+
 PSNR against the sharp crop (restored images clipped to [0, 1]), kernel MNC against the true kernel. Prints a
 Markdown table, one line per case, then the means.
 
     OMP_NUM_THREADS=1 python scripts/latentdem_photo_policy.py [--sizes 64 128 256] [--kernel-sizes 17 33]
+                                                               [--taper on|off]
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ def main() -> None:
     parser.add_argument("--kernel-sizes", type=int, nargs="+", default=[17, 33])
     parser.add_argument("--kernels", type=int, default=2)
     parser.add_argument("--whole-max", type=int, default=128)
+    parser.add_argument("--taper", choices=("on", "off"), default="off")
     args = parser.parse_args()
     torch.set_num_threads(1)
     prior, kernel_denoiser = load_shipped_prior("pixel_tiny"), load_kernel_denoiser()
@@ -84,7 +88,7 @@ def main() -> None:
                     start = time.perf_counter()
                     em = em_deblur(y[..., crop_top:crop_top + crop_h, crop_left:crop_left + crop_w].contiguous(),
                                    prior, kernel_size=kernel_size, sigma=sigma, kernel_denoiser=kernel_denoiser,
-                                   generator=torch.Generator().manual_seed(0))
+                                   taper=args.taper == "on", generator=torch.Generator().manual_seed(0))
                     seconds = time.perf_counter() - start
                     mnc_crop = mnc(em.kernel, kernel).item()
                     if crop_h == size:
@@ -96,7 +100,8 @@ def main() -> None:
                     mnc_whole = None
                     if crop_h < size <= args.whole_max:
                         whole = em_deblur(y, prior, kernel_size=kernel_size, sigma=sigma,
-                                          kernel_denoiser=kernel_denoiser, generator=torch.Generator().manual_seed(0))
+                                          kernel_denoiser=kernel_denoiser, taper=args.taper == "on",
+                                          generator=torch.Generator().manual_seed(0))
                         mnc_whole = mnc(whole.kernel, kernel).item()
                         row["whole EM image"] = psnr(whole.image.clamp(0, 1), x).item()
                         row["whole EM kernel + pnp"] = restore(whole.kernel, "pnp")

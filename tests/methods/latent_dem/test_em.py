@@ -1,12 +1,15 @@
 """LatentDEM's EM loop, pixel variant: a tiny end-to-end run recovers a motion kernel far better than the initial
 delta, the per-step record follows the schedules, the non-blind run keeps its kernel, bad inputs are refused."""
 
+import math
+
 import pytest
 import torch
 
 from blindfast.data import embedded_images
 from blindfast.methods.latent_dem import (annealed_zeta, delta_kernel, em_deblur, is_full_em_step,
                                           load_kernel_denoiser)
+from blindfast.methods.latent_dem.em import edge_taper
 from blindfast.metrics import mnc
 from blindfast.models import load_shipped_prior
 from blindfast.physics import Blur, motion_kernel
@@ -83,3 +86,31 @@ def test_one_image_only(problem, prior):
     _, _, y = problem
     with pytest.raises(ValueError, match=r"y must hold one image, \(1, C, H, W\), got \(2, 3, 64, 64\)"):
         em_deblur(y.expand(2, -1, -1, -1), prior, kernel_size=KERNEL, sigma=SIGMA, steps=2)
+
+
+@pytest.mark.parametrize("size, kernel_size", [((64, 48), 9), ((20, 40), 13)])
+def test_edge_taper(size, kernel_size):
+    """The raised-cosine ramps: 1 from kernel_size pixels in, symmetric, rising, and w(d) + w(k - 1 - d) = 1; the
+    ramps of the two ends meet on a side shorter than two kernels (20 < 26)."""
+    window = edge_taper(size, kernel_size, dtype=torch.float64)
+    assert window.shape == size
+    ramp = window[:, size[1] // 2]  # the middle column, where the other axis's ramp is 1
+    k = min(kernel_size, size[0] // 2)
+    torch.testing.assert_close(ramp, ramp.flip(0))
+    assert bool((ramp[:k].diff() > 0).all()) and bool((ramp[:k] > 0).all())
+    if 2 * kernel_size <= size[0]:
+        assert bool((ramp[kernel_size:size[0] - kernel_size] == 1).all())
+        torch.testing.assert_close(ramp[:kernel_size] + ramp[:kernel_size].flip(0), torch.ones(kernel_size,
+                                                                                               dtype=torch.float64))
+    assert ramp[0].item() == pytest.approx(0.5 - 0.5 * math.cos(math.pi / (2 * kernel_size)), rel=1e-12)
+    torch.testing.assert_close(window, window[:, :1] * window[:1, :] / window[0, 0])
+
+
+def test_taper_default_off_for_a_pixel_prior(problem, prior):
+    """taper=None is taper=False for a pixel prior (two full EM steps of four), and the taper changes the kernel."""
+    _, _, y = problem
+    runs = {taper: em_deblur(y, prior, kernel_size=KERNEL, sigma=SIGMA, steps=4, taper=taper,
+                             kernel_denoiser=load_kernel_denoiser(), generator=torch.Generator().manual_seed(2))
+            for taper in (None, False, True)}
+    assert torch.equal(runs[None].kernel, runs[False].kernel) and torch.equal(runs[None].image, runs[False].image)
+    assert not torch.equal(runs[True].kernel, runs[False].kernel)
