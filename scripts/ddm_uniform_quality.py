@@ -15,7 +15,8 @@ the preset's uniform variant) learns the kernel from the unpaired sets, and the 
 
     python scripts/ddm_uniform_quality.py --preset demo --kernel-seeds 0 2 --out runs/uniform
 
-writes ``OUT/<preset>_k<seed>/`` (DDM's outputs) and ``OUT/<preset>_uniform.json``, and prints a table. An
+writes ``OUT/<preset>_k<seed>/`` (DDM's outputs) and ``OUT/<preset>_uniform.json`` (or ``--json``), and prints a
+table; ``--table A.json B.json`` prints the table of earlier runs. An
 existing finished step 1 in ``OUT/<preset>_k<seed>/step1`` is reused (``--step1-preset`` takes step 1's settings
 from another preset, e.g. ``quality``'s step 2 on the ``demo`` preset's step 1: the report names both).
 """
@@ -106,6 +107,8 @@ def run_one(kernel_seed: int, chosen: Preset, out_dir: Path, resume: bool, progr
     kernels = {"learned": learned, "true": kernel.double(), **{name: k for name, (k, _) in baselines.items()}}
     return {
         "kernel_seed": kernel_seed, "learned_ncc": float(ncc(learned, kernel.double())),
+        # the blur's power spectrum, which is what unpaired patches show most plainly, is the same for k(-x)
+        "learned_flipped_ncc": float(ncc(learned.flip(-2, -1), kernel.double())),
         "baseline_ncc": {name: score for name, (_, score) in baselines.items()},
         "ncc_curve": curve, "psnr": deblur_psnr(camera, kernels),
         "noise_std_estimated": report["noise_std_estimated"], "noise_std_learned": report["noise_std_learned"],
@@ -114,12 +117,13 @@ def run_one(kernel_seed: int, chosen: Preset, out_dir: Path, resume: bool, progr
 
 
 def print_table(runs: list[dict]) -> None:
-    print(f"{'seed':>4} | {'NCC learned':>11} | {'delta':>5} | {'iso G':>5} | {'aniso G':>7} | PSNR coffee / chelsea "
+    print(f"{'seed':>4} | {'NCC learned (flipped)':>21} | {'delta':>5} | {'iso G':>5} | {'aniso G':>7} | PSNR coffee / chelsea "
           f"(dB): learned, true, iso G, blurry input")
     for run in runs:
         b, p = run["baseline_ncc"], run["psnr"]
         fmt = lambda name: "/".join(f"{v:.2f}" for v in p[name])  # noqa: E731
-        print(f"{run['kernel_seed']:>4} | {run['learned_ncc']:>11.3f} | {b['delta']:>5.3f} | "
+        print(f"{run['kernel_seed']:>4} | {run['learned_ncc']:>13.3f} ({run['learned_flipped_ncc']:.3f}) | "
+              f"{b['delta']:>5.3f} | "
               f"{b['isotropic Gaussian']:>5.3f} | {b['anisotropic Gaussian']:>7.3f} | {fmt('learned')}, "
               f"{fmt('true')}, {fmt('isotropic Gaussian')}, {fmt('blurry input')}")
         print("     curve (step: NCC): " + ", ".join(f"{c['step']}: {c['ncc']:.3f}" for c in run["ncc_curve"]))
@@ -132,10 +136,17 @@ def main() -> None:
                         help="take step 1's settings from this preset (default: --preset's)")
     parser.add_argument("--kernel-seeds", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--seed", type=int, default=0, help="DDM's generators")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--json", type=Path, default=None, help="default: OUT/<preset>_uniform.json")
+    parser.add_argument("--table", type=Path, nargs="+", default=None, help="only print these results' table")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
+    if args.table:
+        print_table([run for path in args.table for run in json.loads(path.read_text())["runs"]])
+        return
+    if args.out is None:
+        parser.error("--out is required")
     chosen = make_preset(args.preset, args.seed, uniform=True)
     if args.step1_preset:
         chosen = Preset(chosen.name, chosen.patch, make_preset(args.step1_preset, args.seed).step1, chosen.step2)
@@ -145,7 +156,7 @@ def main() -> None:
               "kernel_size": KERNEL_SIZE, "intensity": INTENSITY, "noise": NOISE, "frame": FRAME,
               "threads": torch.get_num_threads(), "solver": f"cg_tikhonov, gradient, {CG_ITERS} iters", "runs": runs}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.preset}_uniform.json").write_text(json.dumps(result, indent=2))
+    (args.json or args.out / f"{args.preset}_uniform.json").write_text(json.dumps(result, indent=2))
     print_table(runs)
 
 
