@@ -153,7 +153,7 @@ def _rank_under_torchrun(rank, port, root, args):
 
     torch.set_num_threads(1)
     set_torchrun_variables(rank, 2, port)
-    blindfast.methods.ddm.preset = lambda name, seed=0: TINY
+    blindfast.methods.ddm.preset = lambda name, seed=0, uniform=False: TINY
     (root / f"status{rank}").write_text(str(main(args)))
 
 
