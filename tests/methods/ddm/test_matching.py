@@ -122,3 +122,29 @@ def test_uniform_stages_learn_an_elongated_blur(tmp_path):
     baselines = [ncc(delta, kernel).item(), ncc(gaussian_kernel(KSIZE, 1.0), kernel).item()]
     assert max(baselines) < 0.7, baselines                         # 0.51 and 0.69
     assert ncc(learned[0], kernel).item() > 0.9                    # 0.976 when written
+
+
+def test_uniform_stages_resume_exactly_across_the_stage_change(tmp_path):
+    """Interrupted in the kernel stage (which starts from the Gaussian stage's average), resumed: the same kernel
+    as an uninterrupted run."""
+    sharp, blurry_set, _ = _camera()
+    blurry = BlurryPatches(blurry_set, PATCH)
+    config = MatchingConfig(stages=(Stage("gaussian", 6, 0.02), Stage("kernel", 6, 2e-3)), batch=32, lr_aux=0.02,
+                            reference="twin", gaussian_weight=0.0, sparsity_fraction=0.1, snapshot_steps=1)
+
+    def fit(out_dir, resume=False, callback=None):
+        return match_operator(_exact_prior(blurry), blurry, SharpPatches(sharp, PATCH, KSIZE, blurry.frame),
+                              grid=(1, 1), kernel_size=KSIZE, sigma=0.01, config=config, out_dir=out_dir,
+                              resume=resume, progress=False, callback=callback)
+
+    def interrupt_at_9(step, grid):
+        if step == 9:
+            raise KeyboardInterrupt
+        return {}
+
+    full = fit(tmp_path / "full")
+    stopped = fit(tmp_path / "cut", callback=interrupt_at_9)
+    assert stopped.interrupted and stopped.steps == 9
+    resumed = fit(tmp_path / "cut", resume=True)
+    assert resumed.steps == 12 and not resumed.interrupted
+    assert torch.equal(resumed.psf_grid, full.psf_grid)
