@@ -66,7 +66,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     shape.add_argument("--grid", type=grid_shape, default=(8, 8), help="PSF grid nodes GYxGX (default: 8x8)")
     shape.add_argument("--uniform", action="store_true",
                        help="one kernel for the whole frame and every colour, e.g. a motion blur (a 1x1 grid; "
-                            "stages: an anisotropic Gaussian, then a free kernel)")
+                            "demo and quality fit one anisotropic Gaussian, paper a free kernel)")
     command.add_argument("--ksize", type=positive_int, default=13, help="PSF window side, odd (default: %(default)s)")
     command.add_argument("--channels", type=positive_int, default=3, help="3: an RGB PSF per channel; 1: grey "
                                                                           "(default: %(default)s)")

@@ -19,10 +19,11 @@ Beyond the paper, from what CPU-scale runs measured (see the README's DDM sectio
   free :class:`blindfast.physics.PSFGrid` that starts from the lens stage's result: the distribution-matching
   gradient is too noisy at CPU scale to place 18,000 taps from a random start, but it fits a physical lens.
   For a uniform blur the same idea with stages "gaussian" (one anisotropic Gaussian: the blur's length and
-  direction, three numbers) and "kernel" (a free kernel refining from it, one for every colour, as a motion blur
-  is), with :func:`blindfast.physics.regularisers.root_sparsity` (``sparsity_fraction``): the paper's motion
-  sparsity, mean |k|, is constant on our non-negative kernels that sum to one, so it could not favour a path over
-  a blob.
+  direction, three numbers) and "kernel" (a free kernel, one for every colour, as a motion blur is), with
+  :func:`blindfast.physics.regularisers.root_sparsity` (``sparsity_fraction``): the paper's motion sparsity,
+  mean |k|, is constant on our non-negative kernels that sum to one, so it could not favour a path over a blob.
+  (Measured on a motion blur, a free kernel refining from the Gaussian drifts away from it, as the lens' free grid
+  does: :mod:`blindfast.methods.ddm.presets`.)
 - **A twin reference** (``reference="twin"``): a second copy of the step-1 model keeps training on the blurry
   patches, with the auxiliary model's optimiser settings, and replaces the frozen :math:`v_{pre}` in (b). Both
   copies then carry the same fine-tuning drift, which cancels in :math:`\Delta v`; ``"frozen"`` is the paper's.
