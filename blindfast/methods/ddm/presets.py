@@ -23,9 +23,9 @@ root sparsity (the issue prototype's staged fit) drifts away, 0.909 to 0.78 in 8
 does, so neither CPU preset runs one (the stage stays available: ``Stage("kernel", ...)``, ``sparsity_fraction``).
 Steps: ``demo`` 600 (~4.5 min at the lens demo's ~0.45 s per operator step on 2 cores), ``quality`` 2000 (15 min;
 its estimate, the running mean over the stage's second half, then averages 1000 steps of the plateau). ``paper``:
-the motion experiment's settings (``configs/exp/step2_ffhq.yaml``: a direct kernel from a random start, aux lr
-1e-5, kernel lr 4e-5, batch 32, 1030 Ki patches, sparsity 1 on mean |k| which is constant on our normalised
-kernels, so none; no centre penalty), its step 1 that of the grid ``paper`` preset.
+the motion experiment's settings (``configs/exp/step2_ffhq.yaml``: a direct kernel, from a Gaussian where the
+paper draws a random one, aux lr 1e-5, kernel lr 4e-5, batch 32, 1030 Ki patches, sparsity 1 on mean |k| which is
+constant on our normalised kernels, so none; no centre penalty), its step 1 that of the grid ``paper`` preset.
 
 Learning rates: step 1 and the auxiliary model use the shipped prior's training rate (2e-4, its manifest) on the CPU
 presets, where a few thousand steps must move the network; the lens stage's 0.01 moves a width by ~1 pixel in 100
