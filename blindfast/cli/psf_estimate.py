@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     with World.from_environment(device) as world:
         try:
             report = estimate_psf(sharp, blurry, args.out, grid=grid, kernel_size=args.ksize,
-                                  preset=preset(args.preset, args.seed), resume=args.resume,
+                                  preset=preset(args.preset, args.seed, uniform=args.uniform),
+                                  resume=args.resume,
                                   device=world.local_device(device), progress=not args.quiet, world=world)
         except KeyboardInterrupt:
             if world.rank == 0:
@@ -63,7 +64,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     command.add_argument("--out", required=True, help="output folder (psf_grid.npy, psf_grid.png, curves, report)")
     shape = command.add_mutually_exclusive_group()
     shape.add_argument("--grid", type=grid_shape, default=(8, 8), help="PSF grid nodes GYxGX (default: 8x8)")
-    shape.add_argument("--uniform", action="store_true", help="one kernel for the whole frame (a 1x1 grid)")
+    shape.add_argument("--uniform", action="store_true",
+                       help="one kernel for the whole frame and every colour, e.g. a motion blur (a 1x1 grid; "
+                            "demo and quality fit one anisotropic Gaussian, paper a free kernel)")
     command.add_argument("--ksize", type=positive_int, default=13, help="PSF window side, odd (default: %(default)s)")
     command.add_argument("--channels", type=positive_int, default=3, help="3: an RGB PSF per channel; 1: grey "
                                                                           "(default: %(default)s)")

@@ -6,6 +6,7 @@ from blindfast.physics.base import Composition, LinearOperator, Operator
 from blindfast.physics.blur import Blur
 from blindfast.physics.deepinv_interop import as_deepinv_physics
 from blindfast.physics.downsample import BlurDownsample, Downsample
+from blindfast.physics.gaussian_psf import GaussianPSF, covariance_gaussian
 from blindfast.physics.kernels import gaussian_kernel, gaussian_kernel_params, motion_kernel
 from blindfast.physics.lens import lens_psf_grid
 from blindfast.physics.lens_field import LensField
@@ -18,8 +19,9 @@ __all__ = [
     "Operator", "LinearOperator", "Composition",
     "Blur", "SpaceVaryingBlur", "ProductConvolution", "Downsample", "BlurDownsample", "RotationBlur", "ZoomBlur",
     "GaussianNoise",
-    "DirectKernel", "PSFGrid", "LensField", "LinearConvNetKernel", "NoiseStd", "regularisers",
+    "DirectKernel", "PSFGrid", "LensField", "GaussianPSF", "LinearConvNetKernel", "NoiseStd", "regularisers",
     "psf_at", "tent_multipliers",
-    "motion_kernel", "gaussian_kernel", "gaussian_kernel_params", "lens_psf_grid", "rotation_params", "zoom_params",
+    "motion_kernel", "gaussian_kernel", "covariance_gaussian", "gaussian_kernel_params", "lens_psf_grid",
+    "rotation_params", "zoom_params",
     "as_deepinv_physics",
 ]

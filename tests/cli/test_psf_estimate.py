@@ -17,11 +17,15 @@ from blindfast.train import TrainConfig
 
 TINY = Preset("tiny", 16, TrainConfig(total_nimg=64, batch=16, lr=2e-4, ema_stds=(0.05,), seed=0),
               MatchingConfig(stages=(Stage("lens", 3, 1e-2), Stage("grid", 3, 1e-4)), batch=8, snapshot_steps=2))
+TINY_UNIFORM = Preset("tiny", 16, TINY.step1,
+                      MatchingConfig(stages=(Stage("gaussian", 3, 2e-2), Stage("kernel", 3, 2e-4)), batch=8,
+                                     gaussian_weight=0.0, sparsity_fraction=0.1, snapshot_steps=2))
 
 
 @pytest.fixture
 def tiny_preset(monkeypatch):
-    monkeypatch.setattr("blindfast.methods.ddm.preset", lambda name, seed=0: TINY)
+    monkeypatch.setattr("blindfast.methods.ddm.preset",
+                        lambda name, seed=0, uniform=False: TINY_UNIFORM if uniform else TINY)
     monkeypatch.setattr("blindfast.methods.ddm.demo.make_preset", lambda name, seed=0: TINY)
 
 
@@ -70,10 +74,16 @@ def test_psf_estimate_writes_a_normalised_grid_and_resumes(tmp_path, tiny_preset
 
 
 def test_uniform_blur_gives_a_one_node_grid(tmp_path, tiny_preset):
+    """--uniform takes the preset's uniform variant (a Gaussian stage, then one kernel for every channel)."""
     sharp, blurry = _folders(tmp_path)
     assert main(["psf-estimate", "--sharp", str(sharp), "--blurry", str(blurry), "--out", str(tmp_path / "o"),
                  "--uniform", "--ksize", "5", "--quiet"]) == 0
-    assert np.load(tmp_path / "o" / "psf_grid.npy").shape == (1, 3, 1, 1, 5, 5)
+    grid = np.load(tmp_path / "o" / "psf_grid.npy")
+    assert grid.shape == (1, 3, 1, 1, 5, 5) and np.allclose(grid.sum(axis=(-2, -1)), 1, atol=1e-5)
+    assert np.array_equal(grid[:, 0], grid[:, 1]) and np.array_equal(grid[:, 0], grid[:, 2])
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert [stage["kind"] for stage in report["step2"]["stages"]] == ["gaussian", "kernel"]
+    assert report["step2_steps"] == 6
 
 
 @pytest.mark.parametrize("case, message", [
@@ -143,7 +153,7 @@ def _rank_under_torchrun(rank, port, root, args):
 
     torch.set_num_threads(1)
     set_torchrun_variables(rank, 2, port)
-    blindfast.methods.ddm.preset = lambda name, seed=0: TINY
+    blindfast.methods.ddm.preset = lambda name, seed=0, uniform=False: TINY
     (root / f"status{rank}").write_text(str(main(args)))
 
 

@@ -3,10 +3,12 @@ and bad input."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from blindfast.physics.regularisers import centre_penalty, gaussian_prior, sparsity, sum_to_one
+from blindfast.physics.regularisers import centre_penalty, gaussian_prior, root_sparsity, sparsity, sum_to_one
 
 F64 = torch.float64
 
@@ -137,3 +139,39 @@ def test_error_centre(regulariser, centre, error, got):
     with pytest.raises(error, match=r"centre must be two finite numbers \(row, column\), got " + got):
         regulariser(torch.ones(3, 3), centre=centre)
 
+
+
+def test_root_sparsity_values_and_loop_reference():
+    """A delta scores sqrt(1 + eps) - sqrt(eps) (about 1), mass spread evenly over n taps n (sqrt(1/n + eps) -
+    sqrt(eps)) (about sqrt n); signed, unnormalised kernels against a plain float64 loop."""
+    eps = 1e-6
+    assert root_sparsity(_delta(7, 7, (2, 5))).item() == pytest.approx(math.sqrt(1 + eps) - math.sqrt(eps),
+                                                                      rel=1e-15)
+    spread = torch.zeros(7, 7, dtype=F64)
+    spread[3, 1:6] = 1 / 5                                         # a 5-pixel straight path
+    assert root_sparsity(spread).item() == pytest.approx(5 * (math.sqrt(0.2 + eps) - math.sqrt(eps)), rel=1e-14)
+    kernels = torch.rand(2, 3, 4, 5, generator=torch.Generator().manual_seed(3), dtype=F64) - 0.3
+    expected = [sum(math.sqrt(abs(v) + 1e-3) - math.sqrt(1e-3) for row in kernel for v in row)
+                for kernel in kernels.reshape(-1, 4, 5).tolist()]
+    assert root_sparsity(kernels, eps=1e-3).item() == pytest.approx(sum(expected) / len(expected), rel=1e-13)
+
+
+def test_root_sparsity_prefers_a_path_to_the_blob_of_its_second_moments():
+    """The shape sensitivity mean |k| lacks: a straight 7-pixel path against the isotropic Gaussian of the same
+    trace of second moments (4 px^2: both (7^2 - 1) / 12 along the path), both summing to 1."""
+    path = torch.zeros(13, 13, dtype=F64)
+    path[6, 3:10] = 1 / 7
+    rows = torch.arange(13, dtype=F64) - 6
+    blob = torch.exp(-(rows[:, None] ** 2 + rows[None, :] ** 2) / (2 * 2.0))   # variance 2 per axis
+    blob = blob / blob.sum()
+    # the same second moment, up to the blob's tails past the window (4.2 standard deviations out)
+    assert gaussian_prior(path).item() == pytest.approx(gaussian_prior(blob).item(), rel=1e-4)
+    assert sparsity(path).item() == pytest.approx(sparsity(blob).item(), rel=1e-14)
+    assert root_sparsity(path) < 0.5 * root_sparsity(blob)
+
+
+def test_root_sparsity_gradcheck_and_bad_eps():
+    kernels = (0.2 + torch.rand(2, 4, 5, generator=torch.Generator().manual_seed(2), dtype=F64)).requires_grad_(True)
+    assert torch.autograd.gradcheck(root_sparsity, (kernels,))
+    with pytest.raises(ValueError, match=r"eps must be a finite number > 0, got 0.0"):
+        root_sparsity(torch.ones(3, 3), eps=0.0)

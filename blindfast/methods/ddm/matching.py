@@ -18,6 +18,12 @@ Beyond the paper, from what CPU-scale runs measured (see the README's DDM sectio
 - **Stages.** The operator is first a :class:`blindfast.physics.LensField` (a few dozen lens parameters), then a
   free :class:`blindfast.physics.PSFGrid` that starts from the lens stage's result: the distribution-matching
   gradient is too noisy at CPU scale to place 18,000 taps from a random start, but it fits a physical lens.
+  For a uniform blur the same idea with stages "gaussian" (one anisotropic Gaussian: the blur's length and
+  direction, three numbers) and "kernel" (a free kernel, one for every colour, as a motion blur is), with
+  :func:`blindfast.physics.regularisers.root_sparsity` (``sparsity_fraction``): the paper's motion sparsity,
+  mean |k|, is constant on our non-negative kernels that sum to one, so it could not favour a path over a blob.
+  (Measured on a motion blur, a free kernel refining from the Gaussian drifts away from it, as the lens' free grid
+  does: :mod:`blindfast.methods.ddm.presets`.)
 - **A twin reference** (``reference="twin"``): a second copy of the step-1 model keeps training on the blurry
   patches, with the auxiliary model's optimiser settings, and replaces the frozen :math:`v_{pre}` in (b). Both
   copies then carry the same fine-tuning drift, which cancels in :math:`\Delta v`; ``"frozen"`` is the paper's.
@@ -56,7 +62,7 @@ from blindfast.methods.ddm.patch_blur import blur_patches, kernels_at
 from blindfast.data import normalised_location
 from blindfast.methods.ddm.photos import BlurryPatches, SharpPatches, location_planes
 from blindfast.ops import flow_interpolate
-from blindfast.physics import LensField, NoiseStd, PSFGrid, regularisers
+from blindfast.physics import GaussianPSF, LensField, NoiseStd, PSFGrid, regularisers
 from blindfast.train.checkpoint import (check_resumable, flatten_optimizer, global_rng_states, load_module_state,
                                         prefixed, read_checkpoint, restore_optimizer, set_global_rng_states, unprefixed,
                                         write_checkpoint)
@@ -70,7 +76,8 @@ __all__ = ["Stage", "MatchingConfig", "MatchingResult", "match_operator", "CHECK
 CHECKPOINT_NAME = "matching.safetensors"
 CURVE_NAME = "curve.csv"
 REFERENCES = ("twin", "frozen")
-STAGE_KINDS = ("lens", "grid")
+STAGE_KINDS = ("lens", "grid", "gaussian", "kernel")
+PARAMETRIC_KINDS = ("lens", "gaussian")   # no regulariser: their shapes are smooth and centred by construction
 CENTRE_LR_SCALE = 0.1
 
 
@@ -79,10 +86,15 @@ class Stage:
     """One stage of the operator fit.
 
     Attributes:
-        kind: "lens" (:class:`blindfast.physics.LensField`) or "grid" (a free :class:`blindfast.physics.PSFGrid`
-            starting from the previous stage's estimate, or from ``init_sigma`` Gaussians when it is the first).
+        kind: "lens" (:class:`blindfast.physics.LensField`), "grid" (a free :class:`blindfast.physics.PSFGrid`
+            starting from the previous stage's estimate, or from ``init_sigma`` Gaussians when it is the first),
+            "gaussian" (one :class:`blindfast.physics.GaussianPSF` for every node and channel, from an
+            ``init_sigma`` isotropic start) or "kernel" (a free PSFGrid with one kernel per node for every channel,
+            ``per_channel=False``, starting from the previous estimate's channel mean, or ``init_sigma``
+            Gaussians).
         steps: operator steps.
-        lr: the operator's Adam learning rate (lens parameters are in pixels; grid taps are about 1 / k^2).
+        lr: the operator's Adam learning rate (lens parameters are in pixels, a Gaussian's in log pixels and
+            pixels; grid taps are about 1 / k^2).
     """
     kind: str
     steps: int
@@ -109,6 +121,10 @@ class MatchingConfig:
         time_min: operator-step times are drawn uniformly in [time_min, 1): near t = 0 the noise hides the blur.
         centre_weight: weight of :func:`blindfast.physics.regularisers.centre_penalty` on a grid stage.
         gaussian_weight: weight of :func:`blindfast.physics.regularisers.gaussian_prior` on a grid stage.
+        sparsity_fraction: on a grid or kernel stage, :func:`blindfast.physics.regularisers.root_sparsity`'s
+            gradient is added scaled to this fraction of the norm of the rest of the operator's gradient (after the
+            ranks' average): a weight relative to the data term's, whose scale varies with the networks, patches
+            and noise; 0 for none.
         init_sigma: width of the first stage's isotropic Gaussians, pixels.
         learn_noise: learn the noise std of y1 with the operator (log-parameterised), from the given sigma.
         noise_lr: Adam learning rate of the log noise std (0.01: about 1% per step).
@@ -122,6 +138,7 @@ class MatchingConfig:
     time_min: float = 0.2
     centre_weight: float = 0.01
     gaussian_weight: float = 0.01
+    sparsity_fraction: float = 0.0
     init_sigma: float = 1.0
     learn_noise: bool = True
     noise_lr: float = 0.01
@@ -135,6 +152,8 @@ class MatchingConfig:
             raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}")
         if not 0 <= self.time_min < 1:
             raise ValueError(f"time_min must lie in [0, 1), got {self.time_min!r}")
+        if not (math.isfinite(self.sparsity_fraction) and self.sparsity_fraction >= 0):
+            raise ValueError(f"sparsity_fraction must be a finite number >= 0, got {self.sparsity_fraction!r}")
 
     def to_json(self) -> dict:
         """The settings as JSON values (tuples as lists), as the checkpoint stores them."""
@@ -159,11 +178,26 @@ class MatchingResult(NamedTuple):
 def _regulariser(psf_grid: Tensor, kind: str, config: MatchingConfig) -> Tensor:
     """The grid stage's centre and Gaussian penalties, in coordinates scaled so the window's half-width is 1 (the
     paper's scale; our regularisers measure pixels): a penalty's weight then means the same for any kernel size."""
-    if kind == "lens":
+    if kind in PARAMETRIC_KINDS:
         return psf_grid.new_zeros(())
     half = psf_grid.shape[-1] // 2
     return (config.centre_weight * regularisers.centre_penalty(psf_grid)
             + config.gaussian_weight * regularisers.gaussian_prior(psf_grid)) / half**2
+
+
+def _add_relative_sparsity(operator: nn.Module, fraction: float) -> None:
+    """Adds to the operator's gradients that of :func:`regularisers.root_sparsity` on its kernels, scaled to
+    ``fraction`` times the norm of the gradients already there (MatchingConfig.sparsity_fraction)."""
+    params = [p for p in operator.parameters() if p.grad is not None]
+    if not params:
+        return
+    with torch.enable_grad():
+        penalty_grads = torch.autograd.grad(regularisers.root_sparsity(operator()), params)
+    data_norm = torch.sqrt(sum(p.grad.square().sum() for p in params))
+    penalty_norm = torch.sqrt(sum(g.square().sum() for g in penalty_grads))
+    scale = fraction * data_norm / penalty_norm.clamp_min(torch.finfo(penalty_norm.dtype).tiny)
+    for p, g in zip(params, penalty_grads):
+        p.grad.add_(scale * g)
 
 
 def _averaged(total: Tensor | None, count: int) -> Tensor | None:
@@ -231,6 +265,13 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
             centre = [operator.centre]
             rest = [p for name, p in operator.named_parameters() if name != "centre"]
             groups = [{"params": rest, "lr": stage.lr}, {"params": centre, "lr": stage.lr * CENTRE_LR_SCALE}]
+        elif stage.kind == "gaussian":
+            operator = GaussianPSF(grid, kernel_size, init_sigma=config.init_sigma).to(device)
+            groups = [{"params": list(operator.parameters()), "lr": stage.lr}]
+        elif stage.kind == "kernel":
+            operator = PSFGrid(grid, kernel_size, per_channel=False, init_sigma=config.init_sigma,
+                               init="gaussian" if init is None else init[0].mean(0, keepdim=True)).to(device)
+            groups = [{"params": list(operator.parameters()), "lr": stage.lr}]
         else:
             operator = PSFGrid(grid, kernel_size, channels, init="gaussian" if init is None else init[0],
                                init_sigma=config.init_sigma).to(device)
@@ -329,7 +370,10 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
             dv = aux(y_t, t, cond) - reference(y_t, t, cond)
         loss = (dv * y1).mean() + _regulariser(psf_grid, kind, config)
         loss.backward()
-        return world.average_gradients([*operator.parameters(), *noise.parameters()], loss.detach()).item()
+        mean_loss = world.average_gradients([*operator.parameters(), *noise.parameters()], loss.detach())
+        if config.sparsity_fraction > 0 and kind not in PARAMETRIC_KINDS:
+            _add_relative_sparsity(operator, config.sparsity_fraction)
+        return mean_loss.item()
 
     def commit(_nimg: int) -> float:
         nonlocal operator, operator_optimizer
@@ -363,10 +407,10 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
                     {"noise_std": noise().item(), **extra} if extra else {})
 
     def _estimate() -> Tensor:
+        """The current estimate, (1, C, Gy, Gx, k, k) (a kernel shared by the channels repeated for each)."""
         average = _averaged(state["average"], state["averaged"])
-        if average is not None:
-            return average
-        return operator().detach()
+        estimate = average if average is not None else operator().detach()
+        return estimate.expand(1, channels, *estimate.shape[2:]).contiguous()
 
     steps = run_steps(nimg=state["step"] * config.batch, total_nimg=total_steps * config.batch, batch=config.batch,
                       step=step, commit=commit, save=save, generators=generators, log_path=None, resume=resume,
