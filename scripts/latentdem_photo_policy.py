@@ -11,13 +11,15 @@ comes from scene outside the frame) by ``--kernels`` 17 x 17 ``motion_kernel``s 
 - on photos up to ``--whole-max`` pixels a side, EM on the whole photo too (its image, and its kernel by pnp);
 - the non-blind bound: pnp with the true kernel.
 
-``--taper on``: the EM's M-step with the edge taper (``em_deblur``'s ``taper``; off by default for this pixel prior).
+``--taper on``: the EM's M-step with the edge taper (``em_deblur``'s ``taper``). ``--latent``: the EM runs the latent
+variant on the shipped ``latent_tiny`` (as ``deblur --method latentdem --latent``; its central crop a multiple of 16),
+the restorations keep the pixel prior's pnp.
 
 PSNR against the sharp crop (restored images clipped to [0, 1]), kernel MNC against the true kernel. Prints a
 Markdown table, one line per case, then the means.
 
     OMP_NUM_THREADS=1 python scripts/latentdem_photo_policy.py [--sizes 64 128 256] [--kernel-sizes 17 33]
-                                                               [--taper on|off]
+                                                               [--taper on|off] [--latent]
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import torch
 from blindfast.data import embedded_images
 from blindfast.data import EMBEDDED_SPLITS
 from blindfast.methods.latent_dem import em_deblur, load_kernel_denoiser
-from blindfast.methods.latent_dem.deblur_method import PADDING, central_crop_box, prune_kernel
+from blindfast.methods.latent_dem.deblur_method import LATENT_PRIOR, PADDING, central_crop_box, prune_kernel
 from blindfast.metrics import mnc, psnr
 from blindfast.models import load_shipped_prior
 from blindfast.physics import Blur, motion_kernel
@@ -49,10 +51,13 @@ def main() -> None:
     parser.add_argument("--kernels", type=int, default=2)
     parser.add_argument("--whole-max", type=int, default=128)
     parser.add_argument("--taper", choices=("on", "off"), default="off")
+    parser.add_argument("--latent", action="store_true")
     args = parser.parse_args()
+    taper = args.taper == "on"
     torch.set_num_threads(1)
-    prior, kernel_denoiser = load_shipped_prior("pixel_tiny"), load_kernel_denoiser()
-    denoiser = PriorDenoiser(prior, tile=128)       # as blindfast deblur's pnp
+    pixel_prior, kernel_denoiser = load_shipped_prior("pixel_tiny"), load_kernel_denoiser()
+    prior = load_shipped_prior(LATENT_PRIOR) if args.latent else pixel_prior    # the EM's
+    denoiser = PriorDenoiser(pixel_prior, tile=128)       # as blindfast deblur's pnp
     photo_blur, restore_op = Blur(padding="valid"), Blur(padding=PADDING)
     kernels = motion_kernel(args.kernels, TRUE_KERNEL, generator=torch.Generator().manual_seed(5))["kernel"]
     kernels = kernels.reshape(args.kernels, TRUE_KERNEL, TRUE_KERNEL)
@@ -88,7 +93,7 @@ def main() -> None:
                     start = time.perf_counter()
                     em = em_deblur(y[..., crop_top:crop_top + crop_h, crop_left:crop_left + crop_w].contiguous(),
                                    prior, kernel_size=kernel_size, sigma=sigma, kernel_denoiser=kernel_denoiser,
-                                   taper=args.taper == "on", generator=torch.Generator().manual_seed(0))
+                                   taper=taper, generator=torch.Generator().manual_seed(0))
                     seconds = time.perf_counter() - start
                     mnc_crop = mnc(em.kernel, kernel).item()
                     if crop_h == size:
@@ -100,7 +105,7 @@ def main() -> None:
                     mnc_whole = None
                     if crop_h < size <= args.whole_max:
                         whole = em_deblur(y, prior, kernel_size=kernel_size, sigma=sigma,
-                                          kernel_denoiser=kernel_denoiser, taper=args.taper == "on",
+                                          kernel_denoiser=kernel_denoiser, taper=taper,
                                           generator=torch.Generator().manual_seed(0))
                         mnc_whole = mnc(whole.kernel, kernel).item()
                         row["whole EM image"] = psnr(whole.image.clamp(0, 1), x).item()

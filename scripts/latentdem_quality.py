@@ -12,7 +12,7 @@ its default E-step weights); PSNR of the non-blind bound (the same E-step with t
 the same seed); the MNC of the best isotropic Gaussian (sigma on a grid of 0.2 to 6 pixels). Prints a Markdown table.
 
     python scripts/latentdem_quality.py [--size 64] [--kernels 2] [--steps 100] [--threads 1] [--variants pixel latent]
-                                        [--split test|train] [--blur circular|valid] [--taper default|on|off]
+                                        [--split test|train] [--blur circular|valid] [--taper on|off]
 
 Ends with the means per variant and the goal counts (MNC >= 0.75, PSNR >= the measurement + 2 dB, within
 2 dB of the non-blind bound).
@@ -35,7 +35,7 @@ from blindfast.physics import Blur, gaussian_kernel, motion_kernel
 KERNEL, SIGMA = 13, 0.01
 GAUSSIAN_SIGMAS = torch.linspace(0.2, 6.0, 59).tolist()
 PRIORS = {"pixel": "pixel_tiny", "latent": "latent_tiny"}   # the variant's shipped prior
-TAPER = {"default": None, "on": True, "off": False}           # --taper -> em_deblur's taper
+TAPER = {"on": True, "off": False}           # --taper -> em_deblur's taper
 # the photos of each split (motorcycle_right, the other view of motorcycle_left, left out, as when the E-step's
 # weights were chosen)
 PHOTOS = {"test": ("coffee", "chelsea"), "train": ("astronaut", "motorcycle_left", "rocket")}
@@ -71,8 +71,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=tuple(PRIORS), default=["pixel", "latent"])
     parser.add_argument("--split", choices=("test", "train"), default="test")
     parser.add_argument("--blur", choices=("circular", "valid"), default="circular")
-    parser.add_argument("--taper", choices=("default", "on", "off"), default="default",
-                        help="the M-step's edge taper (em_deblur's taper; default: on for the latent variant only)")
+    parser.add_argument("--taper", choices=("on", "off"), default="off",
+                        help="the M-step's edge taper (em_deblur's taper; off by default)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     priors, denoiser = {v: load_shipped_prior(PRIORS[v]) for v in args.variants}, load_kernel_denoiser()

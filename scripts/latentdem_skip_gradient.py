@@ -11,7 +11,7 @@ Cases: centre 64 x 64 crops of the held-out photos coffee and chelsea, ``--kerne
 shipped kernel denoiser, T = 100, and ``--variant``'s shipped prior: ``pixel`` (``pixel_tiny``) or ``latent``
 (``latent_tiny``: the paper's main setting, where a skipped step also skips the decoder), each with ``em_deblur``'s
 default E-step (zeta' = ``GUIDANCE_SCALE`` or ``LATENT_GUIDANCE_SCALE``, gluing gamma = ``GLUING``) and M-step
-(the edge taper on for the latent variant, ``TAPER_LATENT``; vanilla EM's own M-step has none). Timing: every
+(no edge taper, em_deblur's default; vanilla EM's own M-step has none either). Timing: every
 variant runs on each case in turn, the order rotating from case to case, so load on the shared machine hits them
 alike; run it with OMP_NUM_THREADS=1 (one torch thread is set here too). Per variant: mean wall time, the median over
 cases of its time / no skipping's, mean image PSNR (clipped to [0, 1]) against the crop, mean kernel MSE and MNC

@@ -11,7 +11,7 @@ a pixel one (the FastEM-like setting: z is the image in [-1, 1], D(z) = (z + 1) 
             E-step: z_{t-1} = DDIM(z_t) - (zeta' / zeta_t) grad_{z_t} ||y - k * D(z0_hat)||   (e_step.guided_ddim_step)
                               [- gamma grad_{z_t} ||z0_hat - E(k^T y + (I - k^T k *) D(z0_hat))||   latent: gluing]
             M-step: k = hqs_kernel_update(D(z0_hat), y, k, sigma, delta, 20 iterations, kernel denoiser, lambda)
-                    [latent, by default: w D(z0_hat) and w y, w the edge taper (edge_taper)]
+                    [with taper=True: w D(z0_hat) and w y, w the edge taper (edge_taper)]
         else:
             z_{t-1} = DDIM(z_t)                                                        (e_step.prior_ddim_step)
     return D(z_0), k
@@ -47,7 +47,7 @@ from blindfast.sampling import ddpm_time_grid
 
 __all__ = ["diffusion_em", "em_deblur", "em_parametric", "EMResult", "ParametricEMResult", "EMStep", "MStep",
            "delta_kernel", "edge_taper", "latent_autoencoder", "DEFAULT_STEPS", "HQS_DELTA", "HQS_ITERS", "HQS_LAMBDA",
-           "GUIDANCE_SCALE", "LATENT_GUIDANCE_SCALE", "GLUING", "TAPER_LATENT"]
+           "GUIDANCE_SCALE", "LATENT_GUIDANCE_SCALE", "GLUING"]
 
 # m_step(image (1, C, H, W) in [0, 1], params) -> the updated params
 MStep = Callable[[Tensor, dict], dict]
@@ -76,16 +76,12 @@ GUIDANCE_SCALE = 10.0
 # sign both times), larger gamma more, so it is off by default; ``gluing=`` turns it on.
 LATENT_GUIDANCE_SCALE = 3.0
 GLUING = 0.0
-# The M-step's edge taper (em_deblur's taper, edge_taper), on by default for a latent prior only. Chosen on 64 x 64
-# centre crops of the *train* photos astronaut, motorcycle_left, rocket blurred as a camera blurs ("valid" blur of a
-# larger crop), the two 13 x 13 kernels of scripts/latentdem_quality.py (6 cases, 100 steps; measurement 21.58 dB):
-# latent: MNC 0.565 -> 0.678, PSNR 19.07 -> 19.44 dB with the taper; pixel: MNC 0.593 -> 0.699 but PSNR 19.10 ->
-# 18.33 dB, and through deblur's path (17 x 17, the pruned kernel + cg, latentdem_photo_policy.py) the taper lowered
-# MNC 0.737 -> 0.683 / 0.703 -> 0.667 and the output 21.02 -> 18.13 / 22.37 -> 19.79 dB at 64 / 128: off there.
-# Held out (coffee, chelsea), latent: camera blur MNC 0.348 -> 0.554, PSNR 21.54 -> 22.36 dB; on circular blurs,
-# which it is not for, mixed: MNC 0.541 -> 0.569 / 0.670 -> 0.603 (64 / 128, scripts/latentdem_quality.py) and
-# 0.700 -> 0.588 on the skip-gradient table's crops, PSNR 22.21 -> 23.38 / 23.00 -> 23.07 and 23.45 -> 23.17 dB.
-TAPER_LATENT = True
+# The M-step's edge taper (em_deblur's taper, edge_taper) is off by default, for both variants: on camera-blurred
+# crops of the *train* photos it helped the latent variant's 13 x 13 table (scripts/latentdem_quality.py --split
+# train --blur valid: MNC 0.565 -> 0.678, EM image 19.07 -> 19.44 dB) but lowered the latent command path's kernel
+# and output (scripts/latentdem_photo_policy.py --latent, 17 x 17, the pruned kernel + cg: MNC 0.621 -> 0.555,
+# output 18.43 -> 16.27 / 19.50 -> 18.00 dB at 64 / 128) and the pixel variant's (MNC 0.737 -> 0.683, output 21.02
+# -> 18.13 / 22.37 -> 19.79 dB); mixed on train photos, it stays an option (README "The boundary").
 
 
 class EMStep(NamedTuple):
@@ -246,7 +242,7 @@ def diffusion_em(y: Tensor, prior: Prior, op: Operator, params: dict, m_step: MS
 def em_deblur(y: Tensor, prior: Prior, *, kernel_size: int, sigma: float, steps: int = DEFAULT_STEPS,
               kernel_denoiser=None, true_kernel: Tensor | None = None, skip_start: int | None = None,
               skip_every: int = SKIP_EVERY, guidance_scale: float | None = None, gluing: float = GLUING,
-              delta: float = HQS_DELTA, lam: float = HQS_LAMBDA, taper: bool | None = None,
+              delta: float = HQS_DELTA, lam: float = HQS_LAMBDA, taper: bool = False,
               generator: torch.Generator | None = None, progress: bool = False) -> EMResult:
     r"""Blind deblurring by LatentDEM's EM loop with a latent or a pixel prior (module docstring).
 
@@ -274,19 +270,17 @@ def em_deblur(y: Tensor, prior: Prior, *, kernel_size: int, sigma: float, steps:
         gluing: gamma >= 0, the latent E-step's gluing step (:data:`GLUING`; ignored with a pixel prior).
         delta, lam: the M-step's HQS penalty and kernel-prior weight.
         taper: multiply D(z0_hat) and y by :func:`edge_taper` before each M-step (for blurs that are not circular:
-            photos); None: on for a latent prior, off for a pixel one (:data:`TAPER_LATENT`, which notes its mixed
-            effect on circular blurs: pass False for those).
+            photos; off by default: its effect on the train photos was mixed, see the comment below
+            :data:`GLUING`).
         generator: draws z_T.
         progress: a tqdm bar over the steps.
     Returns:
         :class:`EMResult`.
     """
     _check(y, kernel_size, sigma, true_kernel)
-    latent = latent_autoencoder(prior, y)[0] is not None
     if guidance_scale is None:
+        latent = latent_autoencoder(prior, y)[0] is not None
         guidance_scale = LATENT_GUIDANCE_SCALE if latent else GUIDANCE_SCALE
-    if taper is None:
-        taper = TAPER_LATENT and latent
     kernel = delta_kernel(kernel_size, dtype=y.dtype, device=y.device) if true_kernel is None \
         else true_kernel.to(y)
     window = edge_taper(tuple(y.shape[-2:]), kernel_size, dtype=y.dtype, device=y.device) if taper else 1.0

@@ -106,10 +106,11 @@ def test_edge_taper(size, kernel_size):
     torch.testing.assert_close(window, window[:, :1] * window[:1, :] / window[0, 0])
 
 
-def test_taper_default_off_for_a_pixel_prior(problem, prior):
-    """taper=None is taper=False for a pixel prior (two full EM steps of four), and the taper changes the kernel."""
+def test_taper_is_off_by_default_and_changes_the_kernel(problem, prior):
+    """No taper argument is taper=False (two full EM steps of four), and the taper changes the kernel."""
     _, _, y = problem
-    runs = {taper: em_deblur(y, prior, kernel_size=KERNEL, sigma=SIGMA, steps=4, taper=taper,
+    runs = {taper: em_deblur(y, prior, kernel_size=KERNEL, sigma=SIGMA, steps=4,
+                             **({} if taper is None else {"taper": taper}),
                              kernel_denoiser=load_kernel_denoiser(), generator=torch.Generator().manual_seed(2))
             for taper in (None, False, True)}
     assert torch.equal(runs[None].kernel, runs[False].kernel) and torch.equal(runs[None].image, runs[False].image)
