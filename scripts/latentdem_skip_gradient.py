@@ -11,9 +11,9 @@ Cases: centre 64 x 64 crops of the held-out photos coffee and chelsea, ``--kerne
 shipped kernel denoiser, T = 100, and ``--variant``'s shipped prior: ``pixel`` (``pixel_tiny``) or ``latent``
 (``latent_tiny``: the paper's main setting, where a skipped step also skips the decoder), each with ``em_deblur``'s
 default E-step (zeta' = ``GUIDANCE_SCALE`` or ``LATENT_GUIDANCE_SCALE``, gluing gamma = ``GLUING``) and M-step
-(no edge taper, em_deblur's default; vanilla EM's own M-step has none either). Timing: every
-variant runs on each case in turn, the order rotating from case to case, so load on the shared machine hits them
-alike; run it with OMP_NUM_THREADS=1 (one torch thread is set here too). Per variant: mean wall time, the median over
+(the edge taper only with ``--taper on``, off by default as in em_deblur; vanilla EM's own M-step has none).
+Timing: every variant runs on each case in turn, the order rotating from case to case, so load on the shared
+machine hits them alike; run it with OMP_NUM_THREADS=1 (one torch thread is set here too). Per variant: mean wall time, the median over
 cases of its time / no skipping's, mean image PSNR (clipped to [0, 1]) against the crop, mean kernel MSE and MNC
 against the true kernel; per diffusion EM variant also the median times of one skipped step, one full step's E-step
 and its M-step (``EMStep``'s records). Writes one line per run to ``--log`` (CSV) and prints Markdown tables.
@@ -58,12 +58,13 @@ def vanilla_em(y, prior, denoiser, *, outer: int, steps: int, seed: int):
     return image, kernel, None
 
 
-def variants(outer: int) -> dict:
-    """name -> run(y, prior, denoiser, seed) -> (image, kernel, the EMStep records or None)."""
+def variants(outer: int, taper: bool) -> dict:
+    """name -> run(y, prior, denoiser, seed) -> (image, kernel, the EMStep records or None); ``taper``: diffusion
+    EM's M-step edge taper (em_deblur's)."""
     def diffusion_em(skip_start, skip_every):
         return lambda y, prior, denoiser, seed: em_deblur(
             y, prior, kernel_size=KERNEL, sigma=SIGMA, steps=STEPS, kernel_denoiser=denoiser, skip_start=skip_start,
-            skip_every=skip_every, generator=torch.Generator().manual_seed(seed))
+            skip_every=skip_every, taper=taper, generator=torch.Generator().manual_seed(seed))
 
     return {
         "no skipping": diffusion_em(STEPS, 1),
@@ -85,13 +86,15 @@ def main() -> None:
     parser.add_argument("--variant", choices=tuple(PRIORS), default="pixel")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these rows (names as printed; "
                         "'no skipping' is always run: the ratios are to it)")
+    parser.add_argument("--taper", choices=("on", "off"), default="off",
+                        help="diffusion EM's M-step edge taper (em_deblur's taper; off by default)")
     parser.add_argument("--log", help="CSV (default outputs/latentdem_skip_gradient_<variant>.csv)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     prior, denoiser = load_shipped_prior(PRIORS[args.variant]), load_kernel_denoiser()
     kernels = motion_kernel(args.kernels, KERNEL, generator=torch.Generator().manual_seed(0))["kernel"]
     kernels = kernels.reshape(args.kernels, KERNEL, KERNEL)
-    blur, runs = Blur(padding="circular"), variants(args.outer)
+    blur, runs = Blur(padding="circular"), variants(args.outer, args.taper == "on")
     if args.only:
         unknown = set(args.only) - set(runs)
         if unknown:
