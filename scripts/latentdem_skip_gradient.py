@@ -13,8 +13,8 @@ shipped kernel denoiser, T = 100, and ``--variant``'s shipped prior: ``pixel`` (
 default E-step (zeta' = ``GUIDANCE_SCALE`` or ``LATENT_GUIDANCE_SCALE``, gluing gamma = ``GLUING``) and M-step
 (the edge taper only with ``--taper on``, off by default as in em_deblur; vanilla EM's own M-step has none).
 Timing: every variant runs on each case in turn, the order rotating from case to case, so load on the shared
-machine hits them alike; run it with OMP_NUM_THREADS=1 (one torch thread is set here too). Per variant: mean wall time, the median over
-cases of its time / no skipping's, mean image PSNR (clipped to [0, 1]) against the crop, mean kernel MSE and MNC
+machine hits them alike; run it with OMP_NUM_THREADS=1 (one torch thread is set here too). Per variant: mean wall
+time, the median over cases of its time / no skipping's, mean image PSNR (clipped to [0, 1]) against the crop, mean kernel MSE and MNC
 against the true kernel; per diffusion EM variant also the median times of one skipped step, one full step's E-step
 and its M-step (``EMStep``'s records). Writes one line per run to ``--log`` (CSV) and prints Markdown tables.
 
