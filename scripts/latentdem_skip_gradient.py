@@ -10,16 +10,16 @@ Cases: centre 64 x 64 crops of the held-out photos coffee and chelsea, ``--kerne
 (``motion_kernel``, intensity 0.5, seed 0), circular blur, noise 0.01, ``--seeds`` sampler seeds per case; the
 shipped kernel denoiser, T = 100, and ``--variant``'s shipped prior: ``pixel`` (``pixel_tiny``) or ``latent``
 (``latent_tiny``: the paper's main setting, where a skipped step also skips the decoder), each with ``em_deblur``'s
-default E-step (zeta' = ``GUIDANCE_SCALE`` or ``LATENT_GUIDANCE_SCALE``, gluing gamma = ``GLUING``) and M-step
-(the edge taper only with ``--taper on``, off by default as in em_deblur; vanilla EM's own M-step has none).
-Timing: every variant runs on each case in turn, the order rotating from case to case, so load on the shared
-machine hits them alike; run it with OMP_NUM_THREADS=1 (one torch thread is set here too). Per variant: mean wall
-time, the median over cases of its time / no skipping's, mean image PSNR (clipped to [0, 1]) against the crop, mean kernel MSE and MNC
-against the true kernel; per diffusion EM variant also the median times of one skipped step, one full step's E-step
-and its M-step (``EMStep``'s records). Writes one line per run to ``--log`` (CSV) and prints Markdown tables.
+default E-step (zeta' = ``GUIDANCE_SCALE`` or ``LATENT_GUIDANCE_SCALE``, gluing gamma = ``GLUING``) and M-step (the
+edge taper only with ``--taper on``, off by default as in em_deblur; vanilla EM's own M-step has none). Timing:
+every variant runs on each case in turn, the order rotating from case to case, so load on the shared machine hits
+them alike; run it with OMP_NUM_THREADS=1 (one torch thread is set here too). Per variant: mean wall time, the
+median over cases of its time / no skipping's, mean image PSNR (clipped to [0, 1]) against the crop, mean kernel MSE
+and MNC against the true kernel; per diffusion EM variant also the median times of one skipped step, one full step's
+E-step and its M-step (``EMStep``'s records). Writes one line per run to ``--log`` (CSV) and prints Markdown tables.
 
     OMP_NUM_THREADS=1 python scripts/latentdem_skip_gradient.py [--variant pixel|latent] [--kernels 3] [--seeds 2]
-                                                                [--outer 4] [--only NAME ...]
+                                                                [--outer 4] [--only NAME ...] [--taper on|off]
 """
 
 from __future__ import annotations
