@@ -66,6 +66,9 @@ _MAX_NODES: tl.constexpr = tl.constexpr(MAX_NODES)
 # Candidate block sizes and warps (not tuned on a GPU yet: each keeps the accumulators at <= 64 float32 registers
 # per thread). The first of each list is what the interpreter runs. Every kernel writes each element of its output
 # once per launch and reads no buffer it writes, so the tuner's timing runs need no reset_to_zero / restore_value.
+# The keys are exact sizes, not tuning.size_class: how many grid nodes a tile meets (_nodes_per_tile) depends on the
+# exact Ho / Wo per block, so the fastest block can change within a power-of-two range; a photo restored in tiles
+# has a handful of tile sizes, a training run one patch size.
 FORWARD_CONFIGS = [
     triton.Config({"BLOCK_H": 16, "BLOCK_W": 32}, num_warps=4),
     triton.Config({"BLOCK_H": 32, "BLOCK_W": 32}, num_warps=4),

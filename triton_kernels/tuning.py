@@ -25,7 +25,11 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 class TunedKernel:
-    """A ``@triton.jit`` function with its candidate configs (see the module docstring)."""
+    """A ``@triton.jit`` function with its candidate configs (see the module docstring).
+
+    Attributes: ``fn`` (the jitted function), ``configs``, ``key`` and ``autotune_options`` (the other
+    ``triton.autotune`` arguments, e.g. ``reset_to_zero`` / ``restore_value``: what a timing run must undo).
+    """
 
     def __init__(self, fn, configs: Sequence[triton.Config], key: Sequence[str], **autotune_options):
         if not configs:
@@ -33,7 +37,7 @@ class TunedKernel:
         self.fn = fn
         self.configs = list(configs)
         self.key = list(key)
-        self._autotune_options = autotune_options
+        self.autotune_options = autotune_options
         self._tuner = None  # built on the first launch on a GPU
 
     def __getitem__(self, grid: Callable[[dict], tuple]) -> Callable:
@@ -41,7 +45,7 @@ class TunedKernel:
             if config is None and not INTERPRETED:
                 if self._tuner is None:
                     self._tuner = triton.autotune(configs=self.configs, key=self.key,
-                                                  **self._autotune_options)(self.fn)
+                                                  **self.autotune_options)(self.fn)
                 return self._tuner[grid](*args, **kwargs)
             config = config or self.configs[0]
             meta = {**kwargs, **config.kwargs}

@@ -23,8 +23,8 @@ def emulate_autotuner(monkeypatch, chosen: int) -> None:
         def launch(*args, config=None, **kwargs):
             assert config is None, "the emulated autotuner chooses the config"
             named = dict(zip(kernel.fn.arg_names, args))
-            reset = [named[name] for name in kernel._autotune_options.get("reset_to_zero") or ()]
-            restore = [named[name] for name in kernel._autotune_options.get("restore_value") or ()]
+            reset = [named[name] for name in kernel.autotune_options.get("reset_to_zero") or ()]
+            restore = [named[name] for name in kernel.autotune_options.get("restore_value") or ()]
 
             def run(c):
                 meta = {**kwargs, **c.kwargs}
