@@ -48,7 +48,8 @@ from blindfast.sampling import ddpm_time_grid
 
 __all__ = ["diffusion_em", "em_deblur", "em_parametric", "EMResult", "ParametricEMResult", "EMStep", "MStep",
            "delta_kernel", "edge_taper", "latent_autoencoder", "DEFAULT_STEPS", "HQS_DELTA", "HQS_ITERS", "HQS_LAMBDA",
-           "GUIDANCE_SCALE", "LATENT_GUIDANCE_SCALE", "GLUING", "M_STEP_DOMAIN"]
+           "GUIDANCE_SCALE", "LATENT_GUIDANCE_SCALE", "GLUING", "M_STEP_DOMAIN",
+           "LATENT_M_STEP_DOMAIN"]
 
 # m_step(image (1, C, H, W) in [0, 1], params) -> the updated params
 MStep = Callable[[Tensor, dict], dict]
@@ -83,7 +84,15 @@ GLUING = 0.0
 # and output (scripts/latentdem_photo_policy.py --latent, 17 x 17, the pruned kernel + cg: MNC 0.621 -> 0.555,
 # output 18.43 -> 16.27 / 19.50 -> 18.00 dB at 64 / 128) and the pixel variant's (MNC 0.737 -> 0.683, output 21.02
 # -> 18.13 / 22.37 -> 19.79 dB); mixed on train photos, it stays an option (README "The boundary").
-M_STEP_DOMAIN = "intensity"  # em_deblur's m_step_domain (m_step_hqs.M_STEP_DOMAINS)
+# The M-step's domain (em_deblur's m_step_domain, m_step_hqs: the data term on intensities or on image gradients),
+# chosen per variant on camera-blurred crops of the *train* photos through the command's path
+# (scripts/latentdem_m_step_domain.py [--latent]: astronaut, motorcycle_left, rocket, two 17 x 17 kernels, 64 / 128
+# px, the pruned kernel + cg; intensity -> gradient): the pixel variant lost (MNC 0.737 -> 0.693 / 0.703 -> 0.693,
+# output 21.02 -> 20.22 / 22.37 -> 21.75 dB, lower on 10 of 12 cases), the latent one gained (MNC 0.621 -> 0.638 /
+# 0.622 -> 0.629, kernel peak 0.038 -> 0.060 against the true 0.095, output 18.43 -> 18.88 / 19.50 -> 20.28 dB,
+# higher on 9 of 12 cases).
+M_STEP_DOMAIN = "intensity"
+LATENT_M_STEP_DOMAIN = "gradient"
 
 
 class EMStep(NamedTuple):
@@ -245,7 +254,7 @@ def em_deblur(y: Tensor, prior: Prior, *, kernel_size: int, sigma: float, steps:
               kernel_denoiser=None, true_kernel: Tensor | None = None, skip_start: int | None = None,
               skip_every: int = SKIP_EVERY, guidance_scale: float | None = None, gluing: float = GLUING,
               delta: float = HQS_DELTA, lam: float = HQS_LAMBDA, taper: bool = False,
-              m_step_domain: str = M_STEP_DOMAIN, generator: torch.Generator | None = None,
+              m_step_domain: str | None = None, generator: torch.Generator | None = None,
               progress: bool = False) -> EMResult:
     r"""Blind deblurring by LatentDEM's EM loop with a latent or a pixel prior (module docstring).
 
@@ -276,18 +285,21 @@ def em_deblur(y: Tensor, prior: Prior, *, kernel_size: int, sigma: float, steps:
             photos; off by default: its effect on the train photos was mixed, see the comment below
             :data:`GLUING`).
         m_step_domain: the M-step's data term on intensities or on image gradients (``"intensity"`` or
-            ``"gradient"``, :func:`~blindfast.methods.latent_dem.m_step_hqs.hqs_m_step`; :data:`M_STEP_DOMAIN`).
+            ``"gradient"``, :func:`~blindfast.methods.latent_dem.m_step_hqs.hqs_m_step`); None:
+            :data:`LATENT_M_STEP_DOMAIN` for a latent prior, :data:`M_STEP_DOMAIN` for a pixel one.
         generator: draws z_T.
         progress: a tqdm bar over the steps.
     Returns:
         :class:`EMResult`.
     """
     _check(y, kernel_size, sigma, true_kernel)
-    if m_step_domain not in M_STEP_DOMAINS:
-        raise ValueError(f"m_step_domain must be one of {M_STEP_DOMAINS}, got {m_step_domain!r}")
-    if guidance_scale is None:
+    if m_step_domain is not None and m_step_domain not in M_STEP_DOMAINS:
+        raise ValueError(f"m_step_domain must be None or one of {M_STEP_DOMAINS}, got {m_step_domain!r}")
+    if guidance_scale is None or m_step_domain is None:
         latent = latent_autoencoder(prior, y)[0] is not None
-        guidance_scale = LATENT_GUIDANCE_SCALE if latent else GUIDANCE_SCALE
+        guidance_scale = guidance_scale if guidance_scale is not None else \
+            LATENT_GUIDANCE_SCALE if latent else GUIDANCE_SCALE
+        m_step_domain = m_step_domain or (LATENT_M_STEP_DOMAIN if latent else M_STEP_DOMAIN)
     kernel = delta_kernel(kernel_size, dtype=y.dtype, device=y.device) if true_kernel is None \
         else true_kernel.to(y)
     window = edge_taper(tuple(y.shape[-2:]), kernel_size, dtype=y.dtype, device=y.device) if taper else 1.0

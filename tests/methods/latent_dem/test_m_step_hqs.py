@@ -10,6 +10,7 @@ from blindfast.data import embedded_images
 from blindfast.methods.latent_dem import delta_kernel, em_deblur, load_kernel_denoiser
 from blindfast.methods.latent_dem.m_step_hqs import M_STEP_DOMAINS, hqs_m_step, image_gradients
 from blindfast.metrics import mnc
+from blindfast.models import load_shipped_prior
 from blindfast.physics import Blur, motion_kernel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -91,9 +92,24 @@ def test_recovers_the_kernel_from_an_exact_image(domain, seed):
     assert mnc(got, kernel).item() > 0.95
 
 
+@pytest.mark.parametrize("prior_name, domain", [("pixel_tiny", "intensity"), ("latent_tiny", "gradient")])
+def test_default_domain_per_variant(prior_name, domain):
+    """em_deblur's default M-step: on intensities for a pixel prior, on gradients for a latent one (em.M_STEP_DOMAIN,
+    em.LATENT_M_STEP_DOMAIN); the two domains give different kernels, so the equality below identifies it."""
+    x = embedded_images("test")[1][None, :, 100:164, 100:164].contiguous()
+    kernel = motion_kernel(1, 9, generator=torch.Generator().manual_seed(0))["kernel"].reshape(9, 9)
+    y = Blur(padding="circular").A(x, kernel=kernel)
+    prior = load_shipped_prior(prior_name)
+    runs = {d: em_deblur(y, prior, kernel_size=9, sigma=0.01, steps=8, skip_every=1, m_step_domain=d,
+                         generator=torch.Generator().manual_seed(2)).kernel for d in (None, *M_STEP_DOMAINS)}
+    assert torch.equal(runs[None], runs[domain])
+    assert not torch.equal(runs["intensity"], runs["gradient"])
+
+
 def test_bad_domain():
     x = torch.rand(1, 3, 16, 16)
     with pytest.raises(ValueError, match=r"domain must be one of \('intensity', 'gradient'\), got 'fourier'"):
         hqs_m_step(x, x[0], delta_kernel(5), sigma=0.01, delta=5e6, iters=1, lam=1.0, domain="fourier")
-    with pytest.raises(ValueError, match=r"m_step_domain must be one of \('intensity', 'gradient'\), got 'edges'"):
+    with pytest.raises(ValueError,
+                       match=r"m_step_domain must be None or one of \('intensity', 'gradient'\), got 'edges'"):
         em_deblur(x, None, kernel_size=5, sigma=0.01, m_step_domain="edges")
