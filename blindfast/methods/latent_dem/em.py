@@ -90,7 +90,9 @@ GLUING = 0.0
 # px, the pruned kernel + cg; intensity -> gradient): the pixel variant lost (MNC 0.737 -> 0.693 / 0.703 -> 0.693,
 # output 21.02 -> 20.22 / 22.37 -> 21.75 dB, lower on 10 of 12 cases), the latent one gained (MNC 0.621 -> 0.638 /
 # 0.622 -> 0.629, kernel peak 0.038 -> 0.060 against the true 0.095, output 18.43 -> 18.88 / 19.50 -> 20.28 dB,
-# higher on 9 of 12 cases).
+# higher on 9 of 12 cases). Mixed for the latent variant on the 13 x 13 EM-image table (scripts/latentdem_quality.py
+# --split train --blur valid --variants latent --m-step-domain ...: MNC 0.565 -> 0.505, EM image 19.07 -> 18.90 dB,
+# both lower on 5 of 6); the command's output decided.
 M_STEP_DOMAIN = "intensity"
 LATENT_M_STEP_DOMAIN = "gradient"
 
