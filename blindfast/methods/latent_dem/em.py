@@ -48,8 +48,7 @@ from blindfast.sampling import ddpm_time_grid
 
 __all__ = ["diffusion_em", "em_deblur", "em_parametric", "EMResult", "ParametricEMResult", "EMStep", "MStep",
            "delta_kernel", "edge_taper", "latent_autoencoder", "DEFAULT_STEPS", "HQS_DELTA", "HQS_ITERS", "HQS_LAMBDA",
-           "GUIDANCE_SCALE", "LATENT_GUIDANCE_SCALE", "GLUING", "M_STEP_DOMAIN",
-           "LATENT_M_STEP_DOMAIN"]
+           "GUIDANCE_SCALE", "LATENT_GUIDANCE_SCALE", "GLUING", "M_STEP_DOMAIN", "LATENT_M_STEP_DOMAIN"]
 
 # m_step(image (1, C, H, W) in [0, 1], params) -> the updated params
 MStep = Callable[[Tensor, dict], dict]
@@ -299,9 +298,10 @@ def em_deblur(y: Tensor, prior: Prior, *, kernel_size: int, sigma: float, steps:
         raise ValueError(f"m_step_domain must be None or one of {M_STEP_DOMAINS}, got {m_step_domain!r}")
     if guidance_scale is None or m_step_domain is None:
         latent = latent_autoencoder(prior, y)[0] is not None
-        guidance_scale = guidance_scale if guidance_scale is not None else \
-            LATENT_GUIDANCE_SCALE if latent else GUIDANCE_SCALE
-        m_step_domain = m_step_domain or (LATENT_M_STEP_DOMAIN if latent else M_STEP_DOMAIN)
+        if guidance_scale is None:
+            guidance_scale = LATENT_GUIDANCE_SCALE if latent else GUIDANCE_SCALE
+        if m_step_domain is None:
+            m_step_domain = LATENT_M_STEP_DOMAIN if latent else M_STEP_DOMAIN
     kernel = delta_kernel(kernel_size, dtype=y.dtype, device=y.device) if true_kernel is None \
         else true_kernel.to(y)
     window = edge_taper(tuple(y.shape[-2:]), kernel_size, dtype=y.dtype, device=y.device) if taper else 1.0
