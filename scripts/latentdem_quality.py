@@ -8,11 +8,13 @@ valid``: the "valid" blur of a crop ``kernel - 1`` pixels larger, so the scene b
 Per case:
 PSNR of the measurement; kernel MNC and PSNR of :func:`em_deblur` (the shipped ``pixel_tiny`` prior and kernel
 denoiser; ``--variants``: ``pixel`` the shipped ``pixel_tiny`` prior, ``latent`` the shipped ``latent_tiny``, each with
-its default E-step weights); PSNR of the non-blind bound (the same E-step with the true kernel held fixed, no M-step,
-the same seed); the MNC of the best isotropic Gaussian (sigma on a grid of 0.2 to 6 pixels). Prints a Markdown table.
+its default E-step weights and M-step domain, or ``--m-step-domain``'s); PSNR of the non-blind bound (the same E-step
+with the true kernel held fixed, no M-step, the same seed); the MNC of the best isotropic Gaussian (sigma on a grid of
+0.2 to 6 pixels). Prints a Markdown table.
 
     python scripts/latentdem_quality.py [--size 64] [--kernels 2] [--steps 100] [--threads 1] [--variants pixel latent]
                                         [--split test|train] [--blur circular|valid] [--taper on|off]
+                                        [--m-step-domain intensity|gradient]
 
 Ends with the means per variant and the goal counts (MNC >= 0.75, PSNR >= the measurement + 2 dB, within
 2 dB of the non-blind bound).
@@ -28,6 +30,7 @@ import torch
 
 from blindfast.data import EMBEDDED_SPLITS, embedded_images
 from blindfast.methods.latent_dem import delta_kernel, em_deblur, load_kernel_denoiser
+from blindfast.methods.latent_dem.m_step_hqs import M_STEP_DOMAINS
 from blindfast.metrics import mnc, psnr
 from blindfast.models import load_shipped_prior
 from blindfast.physics import Blur, gaussian_kernel, motion_kernel
@@ -73,6 +76,8 @@ def main() -> None:
     parser.add_argument("--blur", choices=("circular", "valid"), default="circular")
     parser.add_argument("--taper", choices=("on", "off"), default="off",
                         help="the M-step's edge taper (em_deblur's taper; off by default)")
+    parser.add_argument("--m-step-domain", choices=M_STEP_DOMAINS, default=None,
+                        help="the M-step's data term (em_deblur's m_step_domain; default: the variant's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     priors, denoiser = {v: load_shipped_prior(PRIORS[v]) for v in args.variants}, load_kernel_denoiser()
@@ -94,6 +99,7 @@ def main() -> None:
                 start = time.perf_counter()
                 blind = em_deblur(y, prior, kernel_size=KERNEL, sigma=SIGMA, steps=args.steps,
                                   kernel_denoiser=denoiser, taper=TAPER[args.taper],
+                                  m_step_domain=args.m_step_domain,
                                   generator=torch.Generator().manual_seed(2))
                 seconds = time.perf_counter() - start
                 bound = em_deblur(y, prior, kernel_size=KERNEL, sigma=SIGMA, steps=args.steps, true_kernel=kernel,

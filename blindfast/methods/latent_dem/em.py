@@ -11,6 +11,7 @@ a pixel one (the FastEM-like setting: z is the image in [-1, 1], D(z) = (z + 1) 
             E-step: z_{t-1} = DDIM(z_t) - (zeta' / zeta_t) grad_{z_t} ||y - k * D(z0_hat)||   (e_step.guided_ddim_step)
                               [- gamma grad_{z_t} ||z0_hat - E(k^T y + (I - k^T k *) D(z0_hat))||   latent: gluing]
             M-step: k = hqs_kernel_update(D(z0_hat), y, k, sigma, delta, 20 iterations, kernel denoiser, lambda)
+                    [with m_step_domain="gradient": on the images' finite differences (m_step_hqs)]
                     [with taper=True: w D(z0_hat) and w y, w the edge taper (edge_taper)]
         else:
             z_{t-1} = DDIM(z_t)                                                        (e_step.prior_ddim_step)
@@ -37,17 +38,17 @@ from tqdm import tqdm
 from blindfast import _validate
 from blindfast.methods.latent_dem.e_step import Autoencoder, guided_ddim_step, prior_ddim_step, to_image
 from blindfast.methods.latent_dem.m_step_gradient import GRADIENT_ITERS, check_learnable, gradient_m_step
+from blindfast.methods.latent_dem.m_step_hqs import M_STEP_DOMAINS, hqs_m_step
 from blindfast.methods.latent_dem.schedules import SKIP_EVERY, annealed_zeta, is_full_em_step
 from blindfast.models import Prior
 from blindfast.models.prior import alpha_bar_of_time
-from blindfast.ops import hqs_kernel_update
 from blindfast.physics import Blur, Operator
 from blindfast.restore.validation import check_measurement, check_positive
 from blindfast.sampling import ddpm_time_grid
 
 __all__ = ["diffusion_em", "em_deblur", "em_parametric", "EMResult", "ParametricEMResult", "EMStep", "MStep",
            "delta_kernel", "edge_taper", "latent_autoencoder", "DEFAULT_STEPS", "HQS_DELTA", "HQS_ITERS", "HQS_LAMBDA",
-           "GUIDANCE_SCALE", "LATENT_GUIDANCE_SCALE", "GLUING"]
+           "GUIDANCE_SCALE", "LATENT_GUIDANCE_SCALE", "GLUING", "M_STEP_DOMAIN", "LATENT_M_STEP_DOMAIN"]
 
 # m_step(image (1, C, H, W) in [0, 1], params) -> the updated params
 MStep = Callable[[Tensor, dict], dict]
@@ -82,6 +83,17 @@ GLUING = 0.0
 # and output (scripts/latentdem_photo_policy.py --latent, 17 x 17, the pruned kernel + cg: MNC 0.621 -> 0.555,
 # output 18.43 -> 16.27 / 19.50 -> 18.00 dB at 64 / 128) and the pixel variant's (MNC 0.737 -> 0.683, output 21.02
 # -> 18.13 / 22.37 -> 19.79 dB); mixed on train photos, it stays an option (README "The boundary").
+# The M-step's domain (em_deblur's m_step_domain, m_step_hqs: the data term on intensities or on image gradients),
+# chosen per variant on camera-blurred crops of the *train* photos through the command's path
+# (scripts/latentdem_m_step_domain.py [--latent]: astronaut, motorcycle_left, rocket, two 17 x 17 kernels, 64 / 128
+# px, the pruned kernel + cg; intensity -> gradient): the pixel variant lost (MNC 0.737 -> 0.693 / 0.703 -> 0.693,
+# output 21.02 -> 20.22 / 22.37 -> 21.75 dB, lower on 10 of 12 cases), the latent one gained (MNC 0.621 -> 0.638 /
+# 0.622 -> 0.629, kernel peak 0.038 -> 0.060 against the true 0.095, output 18.43 -> 18.88 / 19.50 -> 20.28 dB,
+# higher on 9 of 12 cases). Mixed for the latent variant on the 13 x 13 EM-image table (scripts/latentdem_quality.py
+# --split train --blur valid --variants latent --m-step-domain ...: MNC 0.565 -> 0.505, EM image 19.07 -> 18.90 dB,
+# both lower on 5 of 6); the command's output decided.
+M_STEP_DOMAIN = "intensity"
+LATENT_M_STEP_DOMAIN = "gradient"
 
 
 class EMStep(NamedTuple):
@@ -243,7 +255,8 @@ def em_deblur(y: Tensor, prior: Prior, *, kernel_size: int, sigma: float, steps:
               kernel_denoiser=None, true_kernel: Tensor | None = None, skip_start: int | None = None,
               skip_every: int = SKIP_EVERY, guidance_scale: float | None = None, gluing: float = GLUING,
               delta: float = HQS_DELTA, lam: float = HQS_LAMBDA, taper: bool = False,
-              generator: torch.Generator | None = None, progress: bool = False) -> EMResult:
+              m_step_domain: str | None = None, generator: torch.Generator | None = None,
+              progress: bool = False) -> EMResult:
     r"""Blind deblurring by LatentDEM's EM loop with a latent or a pixel prior (module docstring).
 
     The E-step's step is ``guidance_scale`` / zeta_t on the gradient of the residual's norm (see
@@ -272,25 +285,33 @@ def em_deblur(y: Tensor, prior: Prior, *, kernel_size: int, sigma: float, steps:
         taper: multiply D(z0_hat) and y by :func:`edge_taper` before each M-step (for blurs that are not circular:
             photos; off by default: its effect on the train photos was mixed, see the comment below
             :data:`GLUING`).
+        m_step_domain: the M-step's data term on intensities or on image gradients (``"intensity"`` or
+            ``"gradient"``, :func:`~blindfast.methods.latent_dem.m_step_hqs.hqs_m_step`); None:
+            :data:`LATENT_M_STEP_DOMAIN` for a latent prior, :data:`M_STEP_DOMAIN` for a pixel one.
         generator: draws z_T.
         progress: a tqdm bar over the steps.
     Returns:
         :class:`EMResult`.
     """
     _check(y, kernel_size, sigma, true_kernel)
-    if guidance_scale is None:
+    if m_step_domain is not None and m_step_domain not in M_STEP_DOMAINS:
+        raise ValueError(f"m_step_domain must be None or one of {M_STEP_DOMAINS}, got {m_step_domain!r}")
+    if guidance_scale is None or m_step_domain is None:
         latent = latent_autoencoder(prior, y)[0] is not None
-        guidance_scale = LATENT_GUIDANCE_SCALE if latent else GUIDANCE_SCALE
+        if guidance_scale is None:
+            guidance_scale = LATENT_GUIDANCE_SCALE if latent else GUIDANCE_SCALE
+        if m_step_domain is None:
+            m_step_domain = LATENT_M_STEP_DOMAIN if latent else M_STEP_DOMAIN
     kernel = delta_kernel(kernel_size, dtype=y.dtype, device=y.device) if true_kernel is None \
         else true_kernel.to(y)
     window = edge_taper(tuple(y.shape[-2:]), kernel_size, dtype=y.dtype, device=y.device) if taper else 1.0
 
-    def hqs_m_step(image: Tensor, params: dict) -> dict:
-        return {"kernel": hqs_kernel_update(image * window, y[0] * window, params["kernel"], sigma=sigma,
-                                            delta=delta, iters=HQS_ITERS, denoiser=kernel_denoiser, lam=lam)}
+    def kernel_m_step(image: Tensor, params: dict) -> dict:
+        return {"kernel": hqs_m_step(image * window, y[0] * window, params["kernel"], sigma=sigma, delta=delta,
+                                     iters=HQS_ITERS, lam=lam, denoiser=kernel_denoiser, domain=m_step_domain)}
 
     image, params, record = diffusion_em(y, prior, _CIRCULAR_BLUR, {"kernel": kernel},
-                                         hqs_m_step if true_kernel is None else None, steps=steps,
+                                         kernel_m_step if true_kernel is None else None, steps=steps,
                                          skip_start=skip_start, skip_every=skip_every, guidance_scale=guidance_scale,
                                          gluing=gluing, generator=generator, progress=progress)
     return EMResult(image, params["kernel"], record)

@@ -73,8 +73,8 @@ def test_gluing_needs_a_latent_prior():
 
 def test_end_to_end_raises_kernel_mnc(prior):
     """The centre 64 x 64 crop of chelsea (a test photo), a 9 x 9 motion kernel, noise 0.01, 40 steps: MNC 0.43 for
-    the delta start, 0.59 measured (0.63 with gluing gamma = 0.1; the pixel variant's test reaches 0.94: the latent
-    variant is the weaker one)."""
+    the delta start, 0.81 measured with the default gradient-domain M-step (0.59 with the intensity one, 0.63 with
+    that and gluing gamma = 0.1; the pixel variant's test reaches 0.94)."""
     image = embedded_images("test")[1]
     top, left = (image.shape[-2] - 64) // 2, (image.shape[-1] - 64) // 2
     x = image[None, :, top:top + 64, left:left + 64].contiguous()
@@ -84,7 +84,7 @@ def test_end_to_end_raises_kernel_mnc(prior):
     result = em_deblur(y, prior, kernel_size=9, sigma=0.01, steps=40, kernel_denoiser=load_kernel_denoiser(),
                        generator=torch.Generator().manual_seed(2))
     start = mnc(delta_kernel(9), kernel).item()
-    assert start < 0.45 and mnc(result.kernel, kernel).item() > 0.55
+    assert start < 0.45 and mnc(result.kernel, kernel).item() > 0.75
     assert result.image.shape == x.shape and bool(torch.isfinite(result.image).all())
     assert result.kernel.sum().item() == pytest.approx(1.0, abs=1e-5)
 
