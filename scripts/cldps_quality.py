@@ -79,6 +79,9 @@ def main() -> None:
     parser.add_argument("--encoder", default="cl_tiny")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on the 2 shared cores)")
     args = parser.parse_args()
+    unknown = [name for name in args.ops.split(",") if name not in OPS]
+    if unknown:
+        parser.error(f"--ops: expected names among {', '.join(OPS)}, got {', '.join(unknown)}")
     torch.set_num_threads(args.threads)
     from blindfast.methods.cl_dps.shipped_encoder import load_encoder
 
@@ -95,11 +98,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     gains: dict[tuple, list] = {}
     start = time.perf_counter()
-    for op_index, op_name in enumerate(args.ops.split(",")):
+    for op_name in args.ops.split(","):
         for size in (int(s) for s in args.sizes.split(",")):
             for photo_index, (photo, image) in enumerate(photos.items()):
                 x = centre_crop(image, size)
-                seed = 100 * op_index + photo_index
+                seed = 100 * OPS.index(op_name) + photo_index   # the same case whatever --ops lists
                 op, params = degradation(op_name, seed)
                 noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 1))
                 with torch.no_grad():
