@@ -137,7 +137,7 @@ def main() -> None:
     for (op_name, size, zeta, stride, low_pass), rows in gains.items():
         y_mean, cl_mean, dps_mean = (statistics.mean(r[i] for r in rows) for i in range(3))
         print(f"| {op_name} | {size} | {zeta:g} | {stride} | {low_pass:g} | {y_mean:.2f} | {cl_mean:.2f} | "
-              f"{cl_mean - y_mean:+.2f} | {dps_mean - cl_mean:+.2f} |")
+              f"{cl_mean - y_mean:+.2f} | {'-' if 'dps' not in columns else f'{dps_mean - cl_mean:+.2f}'} |")
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 
