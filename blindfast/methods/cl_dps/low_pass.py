@@ -23,7 +23,9 @@ from blindfast.physics import Blur, gaussian_kernel
 
 __all__ = ["LowPassResidual", "LOW_PASS_SIGMA"]
 
-LOW_PASS_SIGMA = 4.0   # pixels; one value tried (README "CL-DPS: sampling"): about the 8-pixel cells of the features
+# pixels, set beforehand to the features' 8-pixel cells; on the train crops sigma 2 / 4 / 8 gained -0.60 / -0.87 / -1.08
+# dB over y (rotation), narrower pulling towards y itself (README "CL-DPS: sampling")
+LOW_PASS_SIGMA = 4.0
 
 
 class LowPassResidual:
