@@ -31,7 +31,8 @@ with the same per-patch-area factor:
 
 i.e. Chung et al.'s ζ_i ∇||r||^2 with ζ_i = λ / ||r|| on the low-passed residual, measured per patch area as ρ is.
 The patch features leave the coarse colour loose; this pins it to the measurement's low-pass, which a blur keeps
-(README's diagnosis: +1.8 dB rotation, +3.2 dB zoom on the train crops at λ = 0.3, 50 steps).
+(README "Does the guidance over-fit the features?": +1.8 dB rotation, +3.2 dB zoom on the train crops at λ = 0.3,
+50 steps).
 """
 
 from __future__ import annotations
