@@ -3,14 +3,18 @@ with the true operator (the upper bound), for rotation, zoom, motion and Gaussia
 
 Centre crops (``--sizes``) of the ``--split`` photos (``blindfast.data.embedded_images``): "test" (coffee, chelsea)
 for the README's quality table, "train" (motorcycle_left, astronaut, rocket) for choosing CL-DPS's defaults
-(``--zetas`` / ``--strides`` sweep; never on the test photos). Degradations, each drawn from its own seeded
-generator: RotationBlur (``rotation_params``: 10-30 degrees) and ZoomBlur (``zoom_params``: 1.05-1.3), reflect
-padding; a 13 x 13 motion kernel (``motion_kernel``, intensity 0.5) and a 13 x 13 Gaussian of sigma 2 with
+(``--zetas`` / ``--strides`` / ``--low-passes`` sweep; never on the test photos). Degradations, each drawn from its
+own seeded generator: RotationBlur (``rotation_params``: 10-30 degrees) and ZoomBlur (``zoom_params``: 1.05-1.3),
+reflect padding; a 13 x 13 motion kernel (``motion_kernel``, intensity 0.5) and a 13 x 13 Gaussian of sigma 2 with
 ``Blur(padding="reflect")``. Every sampler runs ``--steps`` Euler steps from the same seed. Prints a Markdown table
 (one row per crop, operator and CL-DPS setting) and a mean row per operator.
 
     python scripts/cldps_quality.py [--split test] [--sizes 64,128] [--ops rotation,zoom,motion,gaussian]
-        [--steps 100] [--zetas 30] [--strides 32] [--columns cldps,unguided,dps] [--encoder cl_tiny] [--threads 1]
+        [--steps 100] [--zetas 30] [--strides 32] [--low-passes 0.3] [--seeds 1] [--columns cldps,unguided,dps]
+        [--encoder cl_tiny] [--threads 1]
+
+``--seeds K`` draws K CL-DPS samples per case (sampler seeds seed + 2 + 1000 k; the measurement is the same), one
+row each: the README's sampling noise is about +-1 dB per row.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import time
 import torch
 
 from blindfast.data import EMBEDDED_SPLITS, embedded_images
-from blindfast.methods.cl_dps.sampler import CLDPS_STEPS, CLDPS_STRIDE, CLDPS_ZETA, cl_dps
+from blindfast.methods.cl_dps.sampler import CLDPS_LOW_PASS, CLDPS_STEPS, CLDPS_STRIDE, CLDPS_ZETA, cl_dps
 from blindfast.metrics import psnr, ssim
 from blindfast.models import load_shipped_prior
 from blindfast.physics import (Blur, RotationBlur, ZoomBlur, gaussian_kernel, motion_kernel, rotation_params,
@@ -68,35 +72,44 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=CLDPS_STEPS)
     parser.add_argument("--zetas", default=str(CLDPS_ZETA), help="CL-DPS zeta values (a sweep when several)")
     parser.add_argument("--strides", default=str(CLDPS_STRIDE), help="CL-DPS patch strides (a sweep when several)")
+    parser.add_argument("--low-passes", default=str(CLDPS_LOW_PASS),
+                        help="CL-DPS low-pass step scales (a sweep when several; 0 is the paper's guidance alone)")
+    parser.add_argument("--seeds", type=int, default=1, help="CL-DPS samples per case")
     parser.add_argument("--columns", default="cldps,unguided,dps", help="which of cldps, unguided, dps to run")
     parser.add_argument("--encoder", default="cl_tiny")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on the 2 shared cores)")
     args = parser.parse_args()
+    unknown = [name for name in args.ops.split(",") if name not in OPS]
+    if unknown:
+        parser.error(f"--ops: expected names among {', '.join(OPS)}, got {', '.join(unknown)}")
     torch.set_num_threads(args.threads)
     from blindfast.methods.cl_dps.shipped_encoder import load_encoder
 
     prior, encoder = load_shipped_prior("pixel_tiny"), load_encoder(args.encoder)
     columns = args.columns.split(",")
-    settings = [(float(z), int(s)) for z in args.zetas.split(",") for s in args.strides.split(",")]
+    settings = [(float(z), int(s), float(lp), k) for z in args.zetas.split(",") for s in args.strides.split(",")
+                for lp in args.low_passes.split(",") for k in range(args.seeds)]
     names = EMBEDDED_SPLITS[args.split]
     photos = {name: image for name, image in zip(names, embedded_images(args.split)) if name in PHOTOS[args.split]}
     print(f"{args.split} photos {', '.join(photos)}; centre crops {args.sizes}; noise {SIGMA}; {args.steps} Euler "
           f"steps; encoder {args.encoder}\n")
-    print("| photo | size | op | zeta | stride | y PSNR / SSIM | CL-DPS | unguided | DPS (true op) | CL-DPS s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| photo | size | op | zeta | stride | low-pass | seed | y PSNR / SSIM | CL-DPS | unguided | DPS (true op) | "
+          "CL-DPS s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     gains: dict[tuple, list] = {}
     start = time.perf_counter()
-    for op_index, op_name in enumerate(args.ops.split(",")):
+    for op_name in args.ops.split(","):
         for size in (int(s) for s in args.sizes.split(",")):
             for photo_index, (photo, image) in enumerate(photos.items()):
                 x = centre_crop(image, size)
-                seed = 100 * op_index + photo_index
+                seed = 100 * OPS.index(op_name) + photo_index   # the same case whatever --ops lists
                 op, params = degradation(op_name, seed)
                 noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 1))
                 with torch.no_grad():
                     y = (op.A(x, **params) + SIGMA * noise).clamp(0, 1)
                 y_scores = scores(y, x)
-                generator = lambda: torch.Generator().manual_seed(seed + 2)   # noqa: E731 (same start for all)
+                # the same start for every sampler at k = 0
+                generator = lambda k=0: torch.Generator().manual_seed(seed + 2 + 1000 * k)  # noqa: E731
                 unguided = dps_scores = None
                 if "unguided" in columns:
                     with torch.no_grad():
@@ -104,26 +117,27 @@ def main() -> None:
                     unguided = scores((sampled + 1) / 2, x)
                 if "dps" in columns:
                     dps_scores = scores(dps(y, op, params, prior, steps=args.steps, generator=generator()), x)
-                for zeta, stride in settings:
+                for zeta, stride, low_pass, k in settings:
                     cl_scores, cl_seconds = None, float("nan")
                     if "cldps" in columns:
                         cl_start = time.perf_counter()
                         restored = cl_dps(y, prior, encoder, stride=stride, steps=args.steps, zeta=zeta,
-                                          generator=generator())
+                                          low_pass=low_pass, generator=generator(k))
                         cl_seconds = time.perf_counter() - cl_start
                         cl_scores = scores(restored, x)
-                        gains.setdefault((op_name, size, zeta, stride), []).append(
+                        gains.setdefault((op_name, size, zeta, stride, low_pass), []).append(
                             (y_scores[0], cl_scores[0], dps_scores[0] if dps_scores else float("nan")))
                     cells = [f"{s[0]:.2f} / {s[1]:.3f}" if s else "-" for s in (y_scores, cl_scores, unguided,
                                                                                    dps_scores)]
-                    print(f"| {photo} | {size} | {op_name} | {zeta:g} | {stride} | {' | '.join(cells)} | "
+                    print(f"| {photo} | {size} | {op_name} | {zeta:g} | {stride} | {low_pass:g} | {k} | "
+                          f"{' | '.join(cells)} | "
                           f"{cl_seconds:.1f} |", flush=True)
-    print("\n| op | size | zeta | stride | mean y PSNR | mean CL-DPS PSNR | gain over y | gap to DPS |")
-    print("|---|---|---|---|---|---|---|---|")
-    for (op_name, size, zeta, stride), rows in gains.items():
+    print("\n| op | size | zeta | stride | low-pass | mean y PSNR | mean CL-DPS PSNR | gain over y | gap to DPS |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (op_name, size, zeta, stride, low_pass), rows in gains.items():
         y_mean, cl_mean, dps_mean = (statistics.mean(r[i] for r in rows) for i in range(3))
-        print(f"| {op_name} | {size} | {zeta:g} | {stride} | {y_mean:.2f} | {cl_mean:.2f} | {cl_mean - y_mean:+.2f} | "
-              f"{dps_mean - cl_mean:+.2f} |")
+        print(f"| {op_name} | {size} | {zeta:g} | {stride} | {low_pass:g} | {y_mean:.2f} | {cl_mean:.2f} | "
+              f"{cl_mean - y_mean:+.2f} | {'-' if 'dps' not in columns else f'{dps_mean - cl_mean:+.2f}'} |")
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 

@@ -51,7 +51,7 @@ def files(tmp_path, sharp):
 def test_cldps_writes_the_photo_and_its_report(files, tiny_encoder, capsys):
     out = files / "restored.png"
     assert main(["deblur", "--input", str(files / "blurred.png"), "--out", str(out), "--method", "cldps",
-                 "--encoder", "my_encoder", "--steps", "2", "--patch-stride", "8", "--zeta", "3",
+                 "--encoder", "my_encoder", "--steps", "2", "--patch-stride", "8", "--zeta", "3", "--low-pass", "0.5",
                  "--reference", str(files / "sharp.png"), "--quiet"]) == 0
     assert tiny_encoder == ["my_encoder"]
     restored = np.asarray(Image.open(out))
@@ -59,7 +59,8 @@ def test_cldps_writes_the_photo_and_its_report(files, tiny_encoder, capsys):
     report = json.loads((files / "restored.report.json").read_text())
     assert report["method"] == "cldps" and report["solver"] is None
     method = report["method_report"]
-    assert (method["steps"], method["zeta"], method["stride"], method["patch"]) == (2, 3.0, 8, 64)
+    assert (method["steps"], method["zeta"], method["low_pass"], method["stride"], method["patch"]) == \
+        (2, 3.0, 0.5, 8, 64)
     assert method["tiles"] == 1 and method["patches_per_step"] == 1 and method["encoder"] == "my_encoder"
     assert method["prior"] == "pixel_tiny" and method["sampling_s"] > 0
     assert set(report["restored"]) == {"psnr", "ssim"}
@@ -73,6 +74,7 @@ def test_cldps_bad_inputs_exit_2_and_write_nothing(files, tiny_encoder, capsys):
         (["--input", inp, "--patch-stride", "0"], "argument --patch-stride: must be a positive integer, got '0'"),
         (["--input", inp, "--patch-stride", "65"], "stride must be at most the patch size 64"),
         (["--input", inp, "--zeta", "-1"], "argument --zeta: must be a finite number > 0, got '-1'"),
+        (["--input", inp, "--low-pass", "-1"], "argument --low-pass: must be a finite number >= 0, got '-1'"),
         (["--input", inp, "--solver", "cg"], "--method cldps restores the photo itself: expected no --solver"),
         (["--input", inp, "--prior", "no_such_prior"], "no_such_prior"),
     ]
@@ -90,8 +92,8 @@ def test_cldps_defaults_to_the_shipped_encoder_and_prior(files):
     assert main(["deblur", "--input", str(files / "blurred.png"), "--out", str(out), "--method", "cldps", "--steps",
                  "1", "--quiet"]) == 0
     method = json.loads((files / "default.report.json").read_text())["method_report"]
-    assert (method["encoder"], method["prior"], method["zeta"], method["stride"], method["steps"]) == \
-        ("cl_tiny", "pixel_tiny", 30.0, 32, 1)
+    assert (method["encoder"], method["prior"], method["zeta"], method["low_pass"], method["stride"],
+            method["steps"]) == ("cl_tiny", "pixel_tiny", 30.0, 0.3, 32, 1)
     assert np.asarray(Image.open(out)).shape == (64, 64, 3)
 
 

@@ -17,11 +17,12 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from blindfast.arg_types import positive_float, positive_int
+from blindfast.arg_types import non_negative_float, positive_float, positive_int
 from blindfast.data import apply_tiled, tile_slices
 from blindfast.methods.cl_dps.encoder import ContrastiveEncoder
 from blindfast.methods.cl_dps.patch_score import check_geometry, grid_padding
-from blindfast.methods.cl_dps.sampler import CLDPS_PATCH, CLDPS_STEPS, CLDPS_STRIDE, CLDPS_ZETA, cl_dps
+from blindfast.methods.cl_dps.sampler import (CLDPS_LOW_PASS, CLDPS_PATCH, CLDPS_STEPS, CLDPS_STRIDE, CLDPS_ZETA,
+                                              cl_dps)
 from blindfast.models import Prior
 from blindfast.models.shipped import load_prior
 from blindfast.ops import patch_grid
@@ -36,15 +37,15 @@ DEFAULT_ENCODER = "cl_tiny"
 
 
 def restore_photo(y: Tensor, prior: Prior, encoder: ContrastiveEncoder, *, patch: int = CLDPS_PATCH,
-                  stride: int = CLDPS_STRIDE,
-                  steps: int = CLDPS_STEPS, zeta: float = CLDPS_ZETA, seed: int = 0,
+                  stride: int = CLDPS_STRIDE, steps: int = CLDPS_STEPS, zeta: float = CLDPS_ZETA,
+                  low_pass: float = CLDPS_LOW_PASS, seed: int = 0,
                   whole_image_pixels: int = WHOLE_IMAGE_PIXELS, tile: int = TILE, overlap: int = TILE_OVERLAP,
                   progress: bool = False) -> tuple[Tensor, dict]:
     """CL-DPS on a photo of any size, whole or on tiles (module docstring).
 
     Args:
         y: (1, C, H, W) the measurement in [0, 1].
-        prior, encoder: as :func:`cl_dps`; patch, stride, steps, zeta: its settings.
+        prior, encoder: as :func:`cl_dps`; patch, stride, steps, zeta, low_pass: its settings.
         seed: tile i draws its noise from ``torch.Generator().manual_seed(seed + i)``.
         whole_image_pixels: the largest H W sampled whole; tile, overlap: the tiling beyond it.
         progress: tqdm bars (tiles and steps).
@@ -63,7 +64,7 @@ def restore_photo(y: Tensor, prior: Prior, encoder: ContrastiveEncoder, *, patch
         nonlocal index
         generator = torch.Generator(device=y.device).manual_seed(seed + index)
         index += 1
-        out = cl_dps(region, prior, encoder, patch=patch, stride=stride, steps=steps, zeta=zeta,
+        out = cl_dps(region, prior, encoder, patch=patch, stride=stride, steps=steps, zeta=zeta, low_pass=low_pass,
                      generator=generator, progress=progress)
         bar.update()
         return out
@@ -73,9 +74,9 @@ def restore_photo(y: Tensor, prior: Prior, encoder: ContrastiveEncoder, *, patch
     finally:
         bar.close()
     seconds = time.perf_counter() - start
-    report = {"steps": steps, "zeta": zeta, "patch": patch, "stride": stride, "tiles": len(regions),
-              "tile": None if whole else tile, "patches_per_step": patches, "sampling_s": seconds,
-              "seconds_per_step": seconds / steps}
+    report = {"steps": steps, "zeta": zeta, "low_pass": low_pass, "patch": patch, "stride": stride,
+              "tiles": len(regions), "tile": None if whole else tile, "patches_per_step": patches,
+              "sampling_s": seconds, "seconds_per_step": seconds / steps}
     return restored, report
 
 
@@ -99,7 +100,7 @@ def _run(y: Tensor, options) -> MethodResult:
     load_s = time.perf_counter() - load_start
     steps = options.steps or CLDPS_STEPS
     restored, report = restore_photo(y, prior, encoder, stride=options.patch_stride, steps=steps, zeta=options.zeta,
-                                     seed=options.seed, progress=not options.quiet)
+                                     low_pass=options.low_pass, seed=options.seed, progress=not options.quiet)
     return MethodResult(restored=restored, report={**report, "encoder": options.encoder, "prior": options.prior,
                                                    "load_s": load_s})
 
@@ -111,6 +112,9 @@ def _add_arguments(group) -> None:
                        help=f"stride of CL-DPS's overlapped {CLDPS_PATCH}-pixel patches (default: %(default)s)")
     group.add_argument("--zeta", type=positive_float, default=CLDPS_ZETA, help="CL-DPS's guidance step scale "
                                                                                "(default: %(default)s)")
+    group.add_argument("--low-pass", type=non_negative_float, default=CLDPS_LOW_PASS,
+                       help="CL-DPS's low-frequency step scale, pulling the estimate's Gaussian low-pass to the "
+                            "measurement's (0: the paper's guidance alone; default: %(default)s)")
 
 
 register_method(DeblurMethod("cldps", "CL-DPS: diffusion posterior sampling guided by a contrastive patch encoder "

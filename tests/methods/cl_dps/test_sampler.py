@@ -3,6 +3,7 @@ whole-or-tiles policy of deblur, the end-to-end gain with the shipped encoder, a
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from blindfast.data import embedded_images
 from blindfast.methods.cl_dps import load_encoder
@@ -39,28 +40,48 @@ def test_the_measurement_is_encoded_once_and_each_step_encodes_the_estimate_once
     y = torch.rand(1, 3, 24, 28)
     steps, patches = 3, PatchScore(encoder, 2 * y - 1, patch=8, stride=4).patch_count   # (5 x 6 = 30 patches)
     encoder.calls.clear()
-    cl_dps(y, GaussianPrior(), encoder, patch=8, stride=4, steps=steps, batch=7,
+    cl_dps(y, GaussianPrior(), encoder, patch=8, stride=4, steps=steps, batch=7, low_pass_sigma=2.0,
            generator=torch.Generator().manual_seed(0))
     assert sum(encoder.calls) == patches * (1 + steps)
     assert max(encoder.calls) == 7                                   # batches of at most `batch` patches
     assert all(p.requires_grad for p in encoder.parameters())        # switched off for the run, then restored
 
 
-def test_guidance_is_dps_normalised_step_on_the_patch_score():
-    """cl_dps equals sample() with the hook written here from the formula: zeta (HW / n^2) grad score / rho."""
-    encoder, prior = tiny_encoder(), GaussianPrior(std=0.5)
-    y = torch.rand(1, 3, 16, 20)
+def gaussian_low_pass_float64(image, sigma):
+    """Reflect-padded separable Gaussian of half width (int(6 sigma) | 1) // 2, its taps written from the formula."""
+    radius = (int(6 * sigma) | 1) // 2
+    taps = torch.exp(-torch.arange(-radius, radius + 1, dtype=torch.float64) ** 2 / (2 * sigma ** 2))
+    taps = taps / taps.sum()
+    padded = F.pad(image, (radius, radius, radius, radius), mode="reflect")
+    channels = image.shape[1]
+    rows = F.conv2d(padded, taps.reshape(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
+    return F.conv2d(rows, taps.reshape(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
+
+
+@pytest.mark.parametrize("low_pass", [0.0, 0.4])
+def test_guidance_is_dps_normalised_step_on_the_patch_score_and_the_low_pass(low_pass):
+    """cl_dps equals sample() with the hook written here in float64 from the formula:
+    zeta (HW / n^2) grad score / rho + lambda grad ||G x - G y||^2 / (||G x - G y|| / sqrt(HW / n^2))."""
+    encoder, prior = tiny_encoder().double(), GaussianPrior(std=0.5)
+    y = torch.rand(1, 3, 16, 20, dtype=torch.float64)
     scorer = PatchScore(encoder, 2 * y - 1, patch=8, stride=4)
+    areas = 16 * 20 / 64
 
     def guidance(x_t, x1_hat, t):
         score = scorer.score(x1_hat)
         rho = torch.sqrt(2 * (1 + score))
-        return torch.autograd.grad(16 * 20 / 64 * score / rho.detach(), x_t)[0]
+        loss = 0.7 * areas * score / rho.detach()
+        if low_pass:
+            residual = gaussian_low_pass_float64(x1_hat, 2.0) - gaussian_low_pass_float64(2 * y - 1, 2.0)
+            loss = loss + low_pass * residual.square().sum() / (residual.norm().detach() / areas ** 0.5)
+        return torch.autograd.grad(loss, x_t)[0]
 
-    expected = sample(prior, (1, 3, 16, 20), method="euler", steps=4, guidance=guidance, guidance_scale=0.7,
-                      guidance_needs_grad=True, generator=torch.Generator().manual_seed(5))
-    got = cl_dps(y, prior, encoder, patch=8, stride=4, steps=4, zeta=0.7, generator=torch.Generator().manual_seed(5))
-    torch.testing.assert_close(got, ((expected + 1) / 2).clamp(0, 1), atol=1e-5, rtol=1e-5)
+    expected = sample(prior, (1, 3, 16, 20), method="euler", steps=4, guidance=guidance, guidance_needs_grad=True,
+                      generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    got = cl_dps(y, prior, encoder, patch=8, stride=4, steps=4, zeta=0.7, low_pass=low_pass, low_pass_sigma=2.0,
+                 generator=torch.Generator().manual_seed(5))
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, ((expected + 1) / 2).clamp(0, 1), atol=1e-10, rtol=1e-10)
 
 
 def test_large_photos_are_restored_on_tiles_each_a_cl_dps_run_on_its_part():
@@ -88,6 +109,7 @@ def test_bad_inputs_name_what_was_expected_and_got():
         (dict(y=y, prior=GaussianPrior(), patch=8, stride=0), "stride must be an int >= 1, got 0"),
         (dict(y=y, prior=GaussianPrior(), patch=8, stride=12), "at most the patch size 8"),
         (dict(y=y, prior=GaussianPrior(), patch=8, stride=4, zeta=0.0), "zeta must be > 0, got 0.0"),
+        (dict(y=y, prior=GaussianPrior(), patch=8, stride=4, low_pass=-0.1), "low_pass must be >= 0, got -0.1"),
         (dict(y=y, prior=load_shipped_prior("pixel_tiny"), patch=8, stride=4, encoder=tiny_encoder(channels=1)),
          "takes 1-channel patches, got a 3-channel image"),
         (dict(y=torch.rand(1, 1, 16, 16), prior=load_shipped_prior("pixel_tiny"), patch=8, stride=4,
