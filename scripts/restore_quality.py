@@ -46,9 +46,9 @@ def solvers(prior) -> dict:
         "Wiener": lambda y, op, p: wiener(y, op, p, lam=lam, regulariser="gradient") if isinstance(op, Blur) else None,
         "CG": lambda y, op, p: cg_tikhonov(y, op, p, lam=lam, iters=CG_ITERS),
         "PnP": lambda y, op, p: pnp_hqs(y, op, p, prior, sigma=SIGMA),
-        "DiffPIR": lambda y, op, p: diffpir(y, op, p, prior, sigma=SIGMA, generator=torch.Generator().manual_seed(0)),
         "PnP, DPIR's end": lambda y, op, p: pnp_hqs(y, op, p, prior, sigma=SIGMA, sigma_floor=0.0, ensemble="off",
                                                    denoise_last=True),
+        "DiffPIR": lambda y, op, p: diffpir(y, op, p, prior, sigma=SIGMA, generator=torch.Generator().manual_seed(0)),
     }
 
 
