@@ -7,12 +7,12 @@ For :math:`\min_x \tfrac{1}{2\sigma^2}\|y - A x\|^2 + \lambda \Phi(x)`, HQS alte
           z_k = \mathrm{Denoiser}(x_k, \sigma_k),
 
 with :math:`\alpha_k = \lambda \sigma^2 / \sigma_k^2` and :math:`\sigma_k` falling log-uniformly from
-:math:`\sigma_1 = 49/255` to :math:`\sigma_K = \sigma` (their deblurring settings K = 8, lambda = 0.23; ours below). The data
-step is :func:`blindfast.restore.data_step.proximal_data_step` (FFT for a uniform blur, CG otherwise); the denoiser
-is :class:`blindfast.restore.prior_denoiser.PriorDenoiser`, the prior's :math:`E[x_1 | x_t]` at the time whose
-noise is :math:`\sigma_k`.
+:math:`\sigma_1 = 49/255` to :math:`\sigma_K = \sigma` (their deblurring settings K = 8, lambda = 0.23; ours
+below). The data step is :func:`blindfast.restore.data_step.proximal_data_step` (FFT for a uniform blur, CG
+otherwise); the denoiser is :class:`blindfast.restore.prior_denoiser.PriorDenoiser`, the prior's
+:math:`E[x_1 | x_t]` at the time whose noise is :math:`\sigma_k`.
 
-Three departures from DPIR, for the shipped tiny prior, each measured on the *train* photos (the table below):
+Three departures from DPIR, for the shipped tiny prior, each measured on the *train* photos (numbers below):
 
 - the schedule ends at :math:`\sigma_K = \max(\sigma, \sigma_\text{floor})`, not at :math:`\sigma`: below about
   0.03 the tiny prior denoises fine texture worse than a classical denoiser (rocket's trees, white noise 0.01 /
@@ -37,7 +37,7 @@ from tqdm import tqdm
 from blindfast.models import Prior
 from blindfast.physics import LinearOperator
 from blindfast.restore.data_step import DEFAULT_DATA_CG_ITERS, proximal_data_step
-from blindfast.restore.dihedral import self_ensemble
+from blindfast.restore.dihedral import DIHEDRAL_SIZE, self_ensemble
 from blindfast.restore.prior_denoiser import PriorDenoiser
 from blindfast.restore.validation import check_blur_params, check_measurement, check_positive
 
@@ -82,7 +82,8 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
         op, params: the linear operator and its parameters.
         prior: a pixel :class:`~blindfast.models.Prior` (denoised on tiles by default) or a :class:`PriorDenoiser`.
         sigma: the measurement's noise std (> 0), in [0, 1] units.
-        iters: K, the number of data + denoiser steps.
+        iters: K, the number of data steps; the denoiser runs K - 1 times (K with ``denoise_last``), so K = 1 is
+            the data step alone.
         lam: lambda, the weight of the prior.
         sigma_start: the first denoiser's noise level.
         sigma_floor: the schedule ends at max(sigma, sigma_floor) (0: DPIR's sigma_K = sigma).
@@ -124,7 +125,7 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
             if k == iters - 1 and not denoise_last:
                 break
             start = time.perf_counter()
-            transforms = {"cycle": [k], "x8": range(8), "off": [0]}[ensemble]
+            transforms = {"cycle": [k], "x8": range(DIHEDRAL_SIZE), "off": [0]}[ensemble]
             z = self_ensemble(denoiser, x, sigma_k, transforms)
             spent["denoise_s"] += time.perf_counter() - start
     if timings is not None:
