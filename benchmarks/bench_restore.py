@@ -107,7 +107,8 @@ def test_prior_solver_iteration_1mp(benchmark, denoiser, solver, blur):
     def run():
         calls.append({})
         if solver == "pnp":
-            pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=iters, timings=calls[-1])
+            # denoise_last: the one iteration's denoiser runs (by default the last one is skipped)
+            pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=iters, denoise_last=True, timings=calls[-1])
         else:
             diffpir(y, op, params, denoiser, sigma=SIGMA, steps=iters, timings=calls[-1],
                     generator=torch.Generator().manual_seed(0))

@@ -4,9 +4,12 @@ Two cases, both with white noise of std 0.01 on [0, 1] images and reflect paddin
 edges): the demo's lens (8x8 PSF grid, 31x31 kernels, a PSF per RGB channel, ``lens_psf_grid`` seed 0) and a
 uniform motion blur (``motion_kernel``, 31x31, seed 0). The solvers run with the library's defaults, the same for
 every photo (none is tuned on the test photos): Wiener and CG with ``lam = tikhonov_weight(0.01) = 0.01`` and the
-gradient regulariser (CG to 100 iterations: converged), PnP-HQS and DiffPIR with the shipped ``pixel_tiny``.
+gradient regulariser (CG to 100 iterations: converged), PnP-HQS and DiffPIR with the shipped ``pixel_tiny``. The
+row "PnP, DPIR's end" is PnP-HQS as DPIR ends it (the schedule down to the noise level, the last denoiser's output,
+no transforms), what :func:`~blindfast.restore.pnp_hqs` did before its defaults departed from it.
 
-    python scripts/restore_quality.py --json docs/restore_quality.json
+    python scripts/restore_quality.py --json restore_quality.json
+    python scripts/restore_quality.py --case motion --json motion.json   # one case (two runs side by side)
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ def solvers(prior) -> dict:
         "Wiener": lambda y, op, p: wiener(y, op, p, lam=lam, regulariser="gradient") if isinstance(op, Blur) else None,
         "CG": lambda y, op, p: cg_tikhonov(y, op, p, lam=lam, iters=CG_ITERS),
         "PnP": lambda y, op, p: pnp_hqs(y, op, p, prior, sigma=SIGMA),
+        "PnP, DPIR's end": lambda y, op, p: pnp_hqs(y, op, p, prior, sigma=SIGMA, sigma_floor=0.0, ensemble="off",
+                                                   denoise_last=True),
         "DiffPIR": lambda y, op, p: diffpir(y, op, p, prior, sigma=SIGMA, generator=torch.Generator().manual_seed(0)),
     }
 
@@ -52,6 +57,7 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the numbers here")
     parser.add_argument("--crop", type=int, default=None, help="centre crops of this side (quick checks only)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--case", choices=("lens", "motion"), default=None, help="only this case (default both)")
     args = parser.parse_args()
     names = EMBEDDED_SPLITS["test"]
     photos = embedded_images("test")
@@ -61,6 +67,8 @@ def main() -> None:
     prior = load_shipped_prior("pixel_tiny")
     results = []
     for case, (op, params) in cases(args.seed).items():
+        if args.case and not case.startswith(args.case):
+            continue
         noise = torch.Generator().manual_seed(args.seed + 1)
         for name, photo in zip(names, photos):
             x = photo[None].contiguous()
@@ -83,7 +91,7 @@ def main() -> None:
     print(table(results, names))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"sigma": SIGMA, "cg_iters": CG_ITERS, "seed": args.seed, "crop": args.crop,
+            json.dump({"sigma": SIGMA, "cg_iters": CG_ITERS, "seed": args.seed, "crop": args.crop, "case": args.case,
                        "threads": torch.get_num_threads(), "results": results}, f, indent=2)
 
 

@@ -1,5 +1,6 @@
 """pnp_hqs, diffpir and dps with the shipped pixel prior (or the exact Gaussian one) on small cases."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -8,7 +9,7 @@ from blindfast.metrics import psnr
 from blindfast.models import GaussianPrior, load_shipped_prior
 from blindfast.physics import Blur, SpaceVaryingBlur, gaussian_kernel, lens_psf_grid
 from blindfast.restore import PriorDenoiser, diffpir, dps, pnp_hqs
-from blindfast.restore.pnp_hqs import noise_schedule
+from blindfast.restore.pnp_hqs import PNP_SIGMA_FLOOR, noise_schedule
 from blindfast.restore.prior_denoiser import time_of_noise
 
 SIGMA = 0.01
@@ -40,6 +41,62 @@ def test_pnp_hqs_raises_psnr_over_the_measurement(prior, case):
     restored = pnp_hqs(y, op, params, prior, sigma=SIGMA, iters=8, timings=timings)   # 8: a quick run
     assert psnr(restored.clamp(0, 1), x) > psnr(y.clamp(0, 1), x) + 1.0
     assert timings["data_s"] > 0 and timings["denoise_s"] > 0
+
+
+class _RecordingDenoiser(PriorDenoiser):
+    """The identity, recording the (H, W) and the sigma of every call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, v, sigma):
+        self.calls.append((tuple(v.shape[-2:]), sigma))
+        return v
+
+
+def _circular_case():
+    x = torch.rand(1, 3, 16, 24, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    op, params = Blur(padding="circular"), {"kernel": gaussian_kernel(5, 1.0)[None, None].double()}
+    return op, params, op.A(x, **params)
+
+
+def test_pnp_hqs_schedule_transforms_and_last_step():
+    """Defaults: K data steps, K - 1 denoiser calls on the schedule down to max(sigma, floor), iteration k on the
+    k-th dihedral transform (odd quarter turns transpose H, W); x8: 8 calls per iteration."""
+    op, params, y = _circular_case()
+    denoiser = _RecordingDenoiser()
+    pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=4)
+    levels = noise_schedule(PNP_SIGMA_FLOOR, 4)
+    assert denoiser.calls == [((16, 24), levels[0]), ((16, 24), levels[1]), ((24, 16), levels[2])]
+    denoiser = _RecordingDenoiser()
+    pnp_hqs(y, op, params, denoiser, sigma=0.1, iters=3, ensemble="x8", denoise_last=True)
+    assert len(denoiser.calls) == 24 and {s for _, s in denoiser.calls} == set(noise_schedule(0.1, 3))
+    denoiser = _RecordingDenoiser()
+    pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=2, sigma_floor=0.0, ensemble="off", denoise_last=True)
+    assert denoiser.calls == [((16, 24), s) for s in noise_schedule(SIGMA, 2)]
+
+
+def test_pnp_hqs_one_iteration_is_the_data_step_at_the_floor():
+    """K = 1 without the last denoiser: argmin ||k * x - y||^2 + rho ||x - y||^2 with rho = lam sigma^2 / floor^2,
+    in closed form by numpy's FFT (circular blur, symmetric kernel)."""
+    op, params, y = _circular_case()
+    got = pnp_hqs(y, op, params, _RecordingDenoiser(), sigma=SIGMA, iters=1, lam=2.0)
+    rho = 2.0 * SIGMA**2 / PNP_SIGMA_FLOOR**2
+    kernel = params["kernel"][0, 0].numpy()
+    padded = np.zeros((16, 24))
+    padded[:5, :5] = kernel
+    K = np.fft.fft2(np.roll(padded, (-2, -2), axis=(0, 1)))
+    Y = np.fft.fft2(y[0].numpy())
+    expected = np.real(np.fft.ifft2((np.conj(K) * Y + rho * Y) / (np.abs(K) ** 2 + rho)))
+    np.testing.assert_allclose(got[0].numpy(), expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("option, value, message", [("sigma_floor", -0.01, "sigma_floor must be a number >= 0, got"),
+                                                    ("ensemble", "x4", "ensemble must be one of .* got 'x4'")])
+def test_pnp_hqs_rejects_bad_options(option, value, message):
+    op, params, y = _circular_case()
+    with pytest.raises(ValueError, match=message):
+        pnp_hqs(y, op, params, _RecordingDenoiser(), sigma=SIGMA, **{option: value})
 
 
 @pytest.mark.parametrize("case", range(2), ids=["uniform-fft", "space-varying-cg"])
