@@ -22,7 +22,8 @@ stage then the paper's LinearConvNetKernel) learns the kernel from the unpaired 
 
 writes ``OUT/<preset>_k<seed>/`` (DDM's outputs) and ``OUT/<preset>_sr.json`` (or ``--json``), and prints a table;
 ``--table A.json B.json`` prints the table of earlier runs. An existing finished step 1 in
-``OUT/<preset>_k<seed>/step1`` is reused (``--resume``).
+``OUT/<preset>_k<seed>/step1`` is reused (``--resume``; ``--step1-preset`` takes step 1's settings from another
+preset, e.g. ``quality``'s step 2 on the ``demo`` preset's step 1: the report names both).
 """
 
 from __future__ import annotations
@@ -146,6 +147,8 @@ def print_table(runs: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", choices=PRESETS[:2], default="demo")
+    parser.add_argument("--step1-preset", choices=PRESETS[:2], default=None,
+                        help="take step 1's settings from this preset (default: --preset's)")
     parser.add_argument("--kernel-seeds", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seed", type=int, default=0, help="DDM's generators")
     parser.add_argument("--out", type=Path)
@@ -160,9 +163,11 @@ def main() -> None:
     if args.out is None:
         parser.error("--out is required")
     chosen = make_preset(args.preset, args.seed, sr=FACTOR)
+    if args.step1_preset:
+        chosen = Preset(chosen.name, chosen.patch, make_preset(args.step1_preset, args.seed).step1, chosen.step2)
     runs = [run_one(seed, chosen, args.out / f"{args.preset}_k{seed}", args.resume, not args.quiet)
             for seed in args.kernel_seeds]
-    result = {"preset": args.preset, "seed": args.seed, "factor": FACTOR, "kernel_size": KERNEL_SIZE, "noise": NOISE,
+    result = {"preset": args.preset, "step1_preset": args.step1_preset or args.preset, "seed": args.seed, "factor": FACTOR, "kernel_size": KERNEL_SIZE, "noise": NOISE,
               "frame": FRAME, "threads": torch.get_num_threads(),
               "solver": f"cg_tikhonov on BlurDownsample({FACTOR}, {PADDING!r}), gradient, {CG_ITERS} iters",
               "runs": runs}
