@@ -2,6 +2,9 @@
 
 The solvers are :mod:`blindfast.restore`'s; a blind method plugs in through
 :func:`blindfast.restore.registry.register_method` and is offered as ``--method NAME`` without a change here.
+With ``--sr F`` the photo is a low-resolution one: the kernel (``--kernel``, or the 1x1 ``--psf-grid`` that
+``psf-estimate --sr F`` writes) is that of :class:`blindfast.physics.BlurDownsample` (blur, then one pixel in F
+kept) and CG restores the photo at F times its size.
 The output keeps the input's bit depth and is written atomically; a report ``<out stem>.report.json`` beside it
 holds the solver, settings, times and, with ``--reference``, PSNR / SSIM.
 """
@@ -75,6 +78,28 @@ def _blur(args: argparse.Namespace, y):
     raise CommandError("expected the blur: one of --kernel, --psf-grid or --method, got none of them")
 
 
+def _super_resolution(args: argparse.Namespace, blur):
+    """--sr F: the kernel of --kernel, or of a 1x1 --psf-grid (psf-estimate --sr's output), as that of
+    BlurDownsample(F), restored by CG (Wiener needs a blur, the tiles and the priors' solvers keep the size)."""
+    from blindfast.physics import BlurDownsample
+    from blindfast.restore.registry import MethodResult
+
+    if args.method is not None:
+        raise CommandError(f"--sr restores with a kernel: expected --kernel or --psf-grid, got --method {args.method}")
+    if args.solver not in (None, "cg"):
+        raise CommandError(f"--sr restores by --solver cg, got --solver {args.solver}")
+    if args.tile is not None:
+        raise CommandError("--sr restores the whole photo: expected no --tile, got one")
+    kernel = blur.params.get("kernel")
+    if kernel is None:
+        grid = blur.params["psf_grid"]
+        if tuple(grid.shape[2:4]) != (1, 1):
+            raise CommandError(f"--sr needs one kernel: expected a 1x1 --psf-grid (psf-estimate --sr), got a "
+                               f"{grid.shape[2]}x{grid.shape[3]} grid")
+        kernel = grid[:, :, 0, 0]
+    return MethodResult(BlurDownsample(args.sr, PADDING), {"kernel": kernel})
+
+
 def _solver(args: argparse.Namespace, op, sigma: float, lam: float):
     """solve(y, params) -> x for the chosen solver and settings."""
     from blindfast.models import load_prior
@@ -142,16 +167,20 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     y, bits = read_photo(args.input)
     out = check_output_path(args.out, bits)
+    factor = args.sr or 1
     reference = None
     if args.reference is not None:
         reference, _ = read_photo(args.reference)
-        if reference.shape != y.shape:
-            raise CommandError(f"--reference {args.reference}: expected the input's shape {tuple(y.shape[1:])} "
-                               f"(C, H, W), got {tuple(reference.shape[1:])}")
+        expected = (y.shape[1], factor * y.shape[2], factor * y.shape[3])
+        if tuple(reference.shape[1:]) != expected:
+            raise CommandError(f"--reference {args.reference}: expected the {'input' if factor == 1 else 'restored'}"
+                               f" shape {expected} (C, H, W), got {tuple(reference.shape[1:])}")
     read_s = time.perf_counter() - start
 
     method_start = time.perf_counter()
     blur = _blur(args, y)
+    if args.sr is not None:
+        blur = _super_resolution(args, blur)
     method_s = time.perf_counter() - method_start
     sigma = lam = None
     solve_start = time.perf_counter()
@@ -178,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         save_atomic(out.with_name(out.stem + suffix), write)
     report = {
         "input": str(args.input), "output": str(out), "height": y.shape[-2], "width": y.shape[-1],
-        "channels": y.shape[1], "bits": bits, "solver": args.solver, "method": args.method,
+        "channels": y.shape[1], "bits": bits, "solver": args.solver, "method": args.method, "sr_factor": factor,
         "operator": "kernel" if args.kernel else "psf_grid" if args.psf_grid else args.method,
         "settings": {"sigma": sigma, "sigma_estimated": args.sigma is None, "lam": lam, "iters": args.iters,
                      "steps": args.steps, "tile": args.tile, "padding": PADDING,
@@ -188,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
     if blur.report:
         report["method_report"] = dict(blur.report)
     if reference is not None:
-        report["measurement"] = _scores(y, reference)
+        if factor == 1:   # a low-resolution input has no score against the high-resolution reference
+            report["measurement"] = _scores(y, reference)
         report["restored"] = _scores(restored, reference)
     report["times"] = {"read_s": read_s, "method_s": method_s, "solve_s": solve_s,
                        "write_s": time.perf_counter() - write_start, "total_s": time.perf_counter() - start}
@@ -200,9 +230,11 @@ def run(args: argparse.Namespace) -> int:
     rows += [("method time", f"{method_s:.2f} s")] if args.method else []
     rows += [("solve", f"{solve_s:.2f} s")]
     rows += [("wrote", out.with_name(out.stem + suffix)) for suffix in blur.outputs]
-    if reference is not None:
+    if reference is not None and factor == 1:
         rows += [("PSNR", f"{report['measurement']['psnr']:.2f} -> {report['restored']['psnr']:.2f} dB"),
                  ("SSIM", f"{report['measurement']['ssim']:.3f} -> {report['restored']['ssim']:.3f}")]
+    elif reference is not None:
+        rows += [("PSNR", f"{report['restored']['psnr']:.2f} dB"), ("SSIM", f"{report['restored']['ssim']:.3f}")]
     print_table(rows + [("wrote", out), ("report", report_path)])
     return 0
 
@@ -242,6 +274,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     blur.add_argument("--psf-grid", help="a lens's PSF grid: .npy of shape (Gy, Gx, kh, kw), (C, Gy, Gx, kh, kw) or "
                                          "psf-estimate's (1, C, Gy, Gx, kh, kw), nodes on the corner pixels "
                                          "(blindfast.ops.sv_conv)")
+    deblur.add_argument("--sr", type=positive_int, default=None, metavar="F",
+                        help="super-resolution by F: the kernel (--kernel, or psf-estimate --sr's 1x1 --psf-grid) "
+                             "blurs before one pixel in F is kept; CG restores at F times the input's size")
     deblur.add_argument("--method", help="a blind method that estimates the blur, or restores with what it learned "
                                          "(it may read --kernel / --psf-grid)" + (
                             f" ({', '.join(sorted(methods))})" if methods else " (none is installed yet)"))

@@ -1,5 +1,6 @@
-"""``blindfast psf-estimate``: learn a camera's PSF grid (or a uniform blur) from unpaired sharp and blurry photos
-with DDM (:func:`blindfast.methods.ddm.estimate_psf`); data-parallel under ``torchrun --nproc_per_node N -m blindfast
+"""``blindfast psf-estimate``: learn a camera's PSF grid (or a uniform blur, or with ``--sr F`` a super-resolution
+kernel from high-resolution sharp and low-resolution photos) from unpaired sharp and blurry photos with DDM
+(:func:`blindfast.methods.ddm.estimate_psf`); data-parallel under ``torchrun --nproc_per_node N -m blindfast
 psf-estimate ...`` (both steps; rank 0 writes and prints)."""
 
 from __future__ import annotations
@@ -21,23 +22,28 @@ def grid_shape(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     from blindfast.methods.ddm import OUTPUT_FILES, PhotoSet, estimate_psf, preset
+    from blindfast.methods.ddm.presets import SR_FACTORS
     from blindfast.train import World
 
     if args.ksize % 2 == 0:
         raise CommandError(f"--ksize must be odd (the PSF's centre on a pixel), got {args.ksize}")
     if args.channels not in (1, 3):
         raise CommandError(f"--channels must be 1 (grey) or 3 (RGB), got {args.channels}")
+    if args.sr is not None and args.sr not in SR_FACTORS:
+        raise CommandError(f"--sr must be one of the supported factors {', '.join(map(str, SR_FACTORS))}, got "
+                           f"{args.sr}")
     grey = args.channels == 1
     sharp = PhotoSet.from_folder(args.sharp, "sharp", grey=grey)
     blurry = PhotoSet.from_folder(args.blurry, "blurry", grey=grey)
-    grid = (1, 1) if args.uniform else args.grid
+    grid = (1, 1) if args.uniform or args.sr else args.grid
+    chosen = preset(args.preset, args.seed, sr=args.sr) if args.sr else preset(args.preset, args.seed,
+                                                                                  uniform=args.uniform)
     device = default_device(args.device)
     with World.from_environment(device) as world:
         try:
             report = estimate_psf(sharp, blurry, args.out, grid=grid, kernel_size=args.ksize,
-                                  preset=preset(args.preset, args.seed, uniform=args.uniform),
-                                  resume=args.resume,
-                                  device=world.local_device(device), progress=not args.quiet, world=world)
+                                  preset=chosen, resume=args.resume, device=world.local_device(device),
+                                  progress=not args.quiet, world=world, factor=args.sr or 1)
         except KeyboardInterrupt:
             if world.rank == 0:
                 print(f"interrupted: the checkpoints in {args.out} are saved; rerun with --resume to continue")
@@ -46,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"{err} (add --resume)") from None
     if world.rank != 0:
         return 0
-    print_table([(key, report[key]) for key in ("preset", "grid", "kernel_size", "channels", "frame",
+    print_table([(key, report[key]) for key in ("preset", "sr_factor", "grid", "kernel_size", "channels", "frame",
                                                 "noise_std_estimated", "noise_std_learned", "step1_s", "step2_s")])
     print("wrote:")
     for name in OUTPUT_FILES:
@@ -67,6 +73,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     shape.add_argument("--uniform", action="store_true",
                        help="one kernel for the whole frame and every colour, e.g. a motion blur (a 1x1 grid; "
                             "demo and quality fit one anisotropic Gaussian, paper a free kernel)")
+    shape.add_argument("--sr", type=positive_int, default=None, metavar="F",
+                       help="a super-resolution kernel of factor F (2): --sharp holds high-resolution photos, "
+                            "--blurry low-resolution ones (unpaired; any sizes); one kernel, as --uniform, for "
+                            "`deblur --kernel OUT/psf_grid.npy --sr F`")
     command.add_argument("--ksize", type=positive_int, default=13, help="PSF window side, odd (default: %(default)s)")
     command.add_argument("--channels", type=positive_int, default=3, help="3: an RGB PSF per channel; 1: grey "
                                                                           "(default: %(default)s)")

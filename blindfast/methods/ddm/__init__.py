@@ -3,6 +3,8 @@
 Step 1 (:mod:`~blindfast.methods.ddm.corrupted_prior`): a flow prior of the blurry patches, located in the frame.
 Step 2 (:mod:`~blindfast.methods.ddm.matching`): the operator fitted so that blurred sharp patches match it.
 Step 3: :mod:`blindfast.restore` with the learned grid (``blindfast deblur --method ddm --psf-grid ...``).
+Super-resolution (``psf-estimate --sr 2``): the operator blurs, then decimates
+(:mod:`~blindfast.methods.ddm.sr_operator`).
 :func:`estimate_psf` runs steps 1-2 with a preset; :func:`~blindfast.methods.ddm.demo.run_demo` is the main job.
 """
 

@@ -29,6 +29,7 @@ from blindfast.methods.ddm.gauge import centre_nodes, node_centroids
 from blindfast.methods.ddm.matching import CURVE_NAME, match_operator
 from blindfast.methods.ddm.photos import BlurryPatches, PhotoSet, SharpPatches
 from blindfast.methods.ddm.presets import Preset
+from blindfast.methods.ddm.sr_operator import positive_normalised
 from blindfast.restore.noise_level import estimate_noise_std
 from blindfast.train.distributed import World
 
@@ -46,7 +47,8 @@ def noise_level(blurry: PhotoSet) -> float:
 
 def estimate_psf(sharp: PhotoSet, blurry: PhotoSet, out_dir, *, grid: tuple[int, int], kernel_size: int,
                  preset: Preset, resume: bool = False, device=None, progress: bool = True,
-                 callback: Callable[[int, Tensor], dict] | None = None, world: World = World()) -> dict:
+                 callback: Callable[[int, Tensor], dict] | None = None, world: World = World(),
+                 factor: int = 1) -> dict:
     """Learns the blurry photos' PSF grid with DDM and writes the outputs (module docstring).
 
     Args:
@@ -62,11 +64,15 @@ def estimate_psf(sharp: PhotoSet, blurry: PhotoSet, out_dir, *, grid: tuple[int,
             :func:`blindfast.methods.ddm.matching.match_operator`.
         world: this process's rank and the number of data-parallel processes (under torchrun: both steps train
             data-parallel; rank 0 writes the outputs).
+        factor: super-resolution: the blurry photos are low-resolution, the sharp ones high-resolution, and the
+            operator (BlurDownsample's, one kernel on a 1x1 grid) keeps one pixel in ``factor`` after the blur;
+            the sharp photos need not be ``factor`` times the blurry ones' size (unpaired). 1: a blur.
     Returns:
         the report (as ``report.json``), on every rank.
     Raises:
-        ValueError: mismatched channels, photos smaller than a patch or crop, a grid larger than the frame, an
-            even kernel size.
+        ValueError: mismatched channels, photos smaller than a patch or crop (for SR, a sharp photo smaller than
+            factor x patch + kernel - 1), a grid larger than the frame, an even kernel size, a factor > 1 with a
+            grid other than 1x1.
         KeyboardInterrupt: the run was interrupted; its checkpoints are saved and ``resume=True`` continues.
     """
     grid = _validate.int_pair("grid", grid, "(Gy, Gx)")
@@ -76,6 +82,10 @@ def estimate_psf(sharp: PhotoSet, blurry: PhotoSet, out_dir, *, grid: tuple[int,
     if sharp.channels != blurry.channels:
         raise ValueError(f"the sharp and blurry photos must have the same channels, got {sharp.channels} and "
                          f"{blurry.channels}")
+    factor = _validate.positive_int("factor", factor)
+    if factor > 1 and grid != (1, 1):
+        raise ValueError(f"super-resolution (factor {factor}) learns one kernel for the frame: expected grid (1, 1), "
+                         f"got {grid}")
     frame = blurry.frame_size()
     if grid[0] > frame[0] or grid[1] > frame[1]:
         raise ValueError(f"the grid {grid} must not exceed the blurry frame {frame} (at most one node per pixel)")
@@ -83,7 +93,7 @@ def estimate_psf(sharp: PhotoSet, blurry: PhotoSet, out_dir, *, grid: tuple[int,
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     blurry_patches = BlurryPatches(blurry, preset.patch)
-    sharp_patches = SharpPatches(sharp, preset.patch, kernel_size, frame)
+    sharp_patches = SharpPatches(sharp, preset.patch, kernel_size, frame, factor)
     sigma = noise_level(blurry)
 
     prior = train_corrupted_prior(blurry_patches, out_dir / "step1", preset.step1, resume=resume, device=device,
@@ -93,16 +103,19 @@ def estimate_psf(sharp: PhotoSet, blurry: PhotoSet, out_dir, *, grid: tuple[int,
     fit = match_operator(prior, blurry_patches, sharp_patches, grid=grid, kernel_size=kernel_size, sigma=sigma,
                          config=preset.step2, out_dir=out_dir / "step2",
                          resume=resume and (out_dir / "step2").is_dir(), device=device, progress=progress,
-                         callback=callback, world=world)
+                         callback=callback, world=world, factor=factor)
     if fit.interrupted:
         raise KeyboardInterrupt
     step2_s = time.perf_counter() - start - step1_s
 
+    estimate = fit.psf_grid.double()
+    if preset.step2.stages[-1].kind == "linear":   # a linear net's kernel is neither >= 0 nor of sum 1 exactly
+        estimate = positive_normalised(estimate)
     # the common shift of each node is unobservable from unpaired photos: fixed at zero (gauge.py)
-    psf_grid = centre_nodes(fit.psf_grid.double()).float()
-    removed = node_centroids(fit.psf_grid.double()).norm(dim=-1)
+    psf_grid = centre_nodes(estimate).float()
+    removed = node_centroids(estimate).norm(dim=-1)
     report = {
-        "method": "ddm", "preset": preset.name, "grid": list(grid), "kernel_size": kernel_size,
+        "method": "ddm", "preset": preset.name, "sr_factor": factor, "grid": list(grid), "kernel_size": kernel_size,
         "channels": blurry.channels, "frame": list(frame), "sharp_photos": len(sharp.photos),
         "blurry_photos": len(blurry.photos), "noise_std_estimated": sigma, "patch": preset.patch,
         "step1_location_check": uses_location, "step1": preset.step1.to_json(), "step2": preset.step2.to_json(),

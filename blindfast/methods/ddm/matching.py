@@ -24,6 +24,11 @@ Beyond the paper, from what CPU-scale runs measured (see the README's DDM sectio
   mean |k|, is constant on our non-negative kernels that sum to one, so it could not favour a path over a blob.
   (Measured on a motion blur, a free kernel refining from the Gaussian drifts away from it, as the lens' free grid
   does: :mod:`blindfast.methods.ddm.presets`.)
+- **Super-resolution** (``factor`` f > 1): the operator blurs high-resolution crops and keeps one pixel in f
+  (:func:`blindfast.methods.ddm.sr_operator.blur_decimate_patches`, BlurDownsample's grid); a "linear" stage holds
+  the paper's SR kernel, a :class:`blindfast.methods.ddm.sr_operator.LinearNetPSF`, under its penalties
+  (sparsity, centre, sum-to-one: ``sparsity_weight``, ``centre_weight``, ``sum_to_one_weight``), from the previous
+  stage's kernel (a Gaussian stage first, as the uniform blur's).
 - **A twin reference** (``reference="twin"``): a second copy of the step-1 model keeps training on the blurry
   patches, with the auxiliary model's optimiser settings, and replaces the frozen :math:`v_{pre}` in (b). Both
   copies then carry the same fine-tuning drift, which cancels in :math:`\Delta v`; ``"frozen"`` is the paper's.
@@ -58,9 +63,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from blindfast.methods.ddm.patch_blur import blur_patches, kernels_at
+from blindfast.methods.ddm.patch_blur import kernels_at
 from blindfast.data import normalised_location
 from blindfast.methods.ddm.photos import BlurryPatches, SharpPatches, location_planes
+from blindfast.methods.ddm.sr_operator import LinearNetPSF, blur_decimate_patches, linear_regulariser
 from blindfast.ops import flow_interpolate
 from blindfast.physics import GaussianPSF, LensField, NoiseStd, PSFGrid, regularisers
 from blindfast.train.checkpoint import (check_resumable, flatten_optimizer, global_rng_states, load_module_state,
@@ -76,7 +82,8 @@ __all__ = ["Stage", "MatchingConfig", "MatchingResult", "match_operator", "CHECK
 CHECKPOINT_NAME = "matching.safetensors"
 CURVE_NAME = "curve.csv"
 REFERENCES = ("twin", "frozen")
-STAGE_KINDS = ("lens", "grid", "gaussian", "kernel")
+STAGE_KINDS = ("lens", "grid", "gaussian", "kernel", "linear")
+UNIFORM_KINDS = ("gaussian", "kernel", "linear")   # a kernel for the whole frame; "linear" needs a 1x1 grid
 PARAMETRIC_KINDS = ("lens", "gaussian")   # no regulariser: their shapes are smooth and centred by construction
 CENTRE_LR_SCALE = 0.1
 
@@ -91,7 +98,8 @@ class Stage:
             "gaussian" (one :class:`blindfast.physics.GaussianPSF` for every node and channel, from an
             ``init_sigma`` isotropic start) or "kernel" (a free PSFGrid with one kernel per node for every channel,
             ``per_channel=False``, starting from the previous estimate's channel mean, or ``init_sigma``
-            Gaussians).
+            Gaussians) or "linear" (one kernel held by a linear net, :class:`LinearNetPSF`, for a 1x1 grid, fitted
+            to the previous estimate's channel mean, or the net's near-delta start when it is the first).
         steps: operator steps.
         lr: the operator's Adam learning rate (lens parameters are in pixels, a Gaussian's in log pixels and
             pixels; grid taps are about 1 / k^2).
@@ -119,8 +127,11 @@ class MatchingConfig:
         lr_aux: Adam learning rate of the auxiliary model (and of the twin).
         reference: "twin" or "frozen" (the paper's), see the module docstring.
         time_min: operator-step times are drawn uniformly in [time_min, 1): near t = 0 the noise hides the blur.
-        centre_weight: weight of :func:`blindfast.physics.regularisers.centre_penalty` on a grid stage.
-        gaussian_weight: weight of :func:`blindfast.physics.regularisers.gaussian_prior` on a grid stage.
+        centre_weight: weight of :func:`blindfast.physics.regularisers.centre_penalty` on a grid, kernel or linear
+            stage.
+        gaussian_weight: weight of :func:`blindfast.physics.regularisers.gaussian_prior` on a grid or kernel stage.
+        sparsity_weight: weight of :func:`blindfast.physics.regularisers.sparsity` (mean |k|) on a linear stage.
+        sum_to_one_weight: weight of :func:`blindfast.physics.regularisers.sum_to_one` on a linear stage.
         sparsity_fraction: on a grid or kernel stage, :func:`blindfast.physics.regularisers.root_sparsity`'s
             gradient is added scaled to this fraction of the norm of the rest of the operator's gradient (after the
             ranks' average): a weight relative to the data term's, whose scale varies with the networks, patches
@@ -139,6 +150,8 @@ class MatchingConfig:
     centre_weight: float = 0.01
     gaussian_weight: float = 0.01
     sparsity_fraction: float = 0.0
+    sparsity_weight: float = 0.0
+    sum_to_one_weight: float = 0.0
     init_sigma: float = 1.0
     learn_noise: bool = True
     noise_lr: float = 0.01
@@ -177,9 +190,12 @@ class MatchingResult(NamedTuple):
 
 def _regulariser(psf_grid: Tensor, kind: str, config: MatchingConfig) -> Tensor:
     """The grid stage's centre and Gaussian penalties, in coordinates scaled so the window's half-width is 1 (the
-    paper's scale; our regularisers measure pixels): a penalty's weight then means the same for any kernel size."""
+    paper's scale; our regularisers measure pixels): a penalty's weight then means the same for any kernel size.
+    A linear stage has the paper's SR penalties instead (:func:`linear_regulariser`)."""
     if kind in PARAMETRIC_KINDS:
         return psf_grid.new_zeros(())
+    if kind == "linear":
+        return linear_regulariser(psf_grid, config.sparsity_weight, config.centre_weight, config.sum_to_one_weight)
     half = psf_grid.shape[-1] // 2
     return (config.centre_weight * regularisers.centre_penalty(psf_grid)
             + config.gaussian_weight * regularisers.gaussian_prior(psf_grid)) / half**2
@@ -207,7 +223,7 @@ def _averaged(total: Tensor | None, count: int) -> Tensor | None:
 def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *, grid: tuple[int, int],
                    kernel_size: int, sigma: float, config: MatchingConfig, out_dir, resume: bool = False,
                    device=None, progress: bool = True, callback: Callable[[int, Tensor], dict] | None = None,
-                   world: World = World()) -> MatchingResult:
+                   world: World = World(), factor: int = 1) -> MatchingResult:
     """Runs step 2: fits a (1, C, Gy, Gx, k, k) PSF grid so that blurred sharp patches look like the blurry ones.
 
     Writes ``out_dir/matching.safetensors`` (every ``config.snapshot_steps``, at the end and on Ctrl-C; every
@@ -217,7 +233,7 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
     Args:
         pre: the step-1 velocity network ``pre(y_t, t, cond)`` (its EMA), with 2 cond channels; not modified.
         blurry: the blurry patches (the twin's data, without location replacement).
-        sharp: the sharp crops and their frame centres.
+        sharp: the sharp crops and their frame centres (high-resolution crops for ``factor`` > 1).
         grid: (Gy, Gx) nodes of the estimated grid.
         kernel_size: k, odd.
         sigma: the blurry photos' noise std (images in [0, 1]).
@@ -230,12 +246,19 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
             truth), called with the current estimate every ``snapshot_steps`` and at the end of each stage (on rank
             0 only).
         world: this process's rank and the number of data-parallel processes (module docstring).
+        factor: the super-resolution factor f: each blurred crop keeps one pixel in f (1: a blur).
     Returns:
         :class:`MatchingResult` (the same on every rank).
     Raises:
         FileNotFoundError: ``resume`` without a checkpoint; FileExistsError: a fresh run over one.
-        ValueError: a checkpoint of other settings; ``config.batch`` not divisible by the world size.
+        ValueError: a checkpoint of other settings; ``config.batch`` not divisible by the world size; a linear
+            stage on a grid other than 1x1; sharp crops that do not decimate to the blurry patches' size.
     """
+    if any(s.kind == "linear" for s in config.stages) and tuple(grid) != (1, 1):
+        raise ValueError(f"a linear stage holds one kernel for the frame: expected grid (1, 1), got {tuple(grid)}")
+    if (sharp.crop - kernel_size + 1) != factor * blurry.size:
+        raise ValueError(f"the sharp crops ({sharp.crop}) must be factor {factor} x the patch {blurry.size} + "
+                         f"kernel {kernel_size} - 1")
     out_dir = Path(out_dir)
     checkpoint = out_dir / CHECKPOINT_NAME
     part, _ = world.shard(config.batch)
@@ -271,6 +294,10 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
         elif stage.kind == "kernel":
             operator = PSFGrid(grid, kernel_size, per_channel=False, init_sigma=config.init_sigma,
                                init="gaussian" if init is None else init[0].mean(0, keepdim=True)).to(device)
+            groups = [{"params": list(operator.parameters()), "lr": stage.lr}]
+        elif stage.kind == "linear":
+            operator = LinearNetPSF(kernel_size, init=None if init is None else init[0, :, 0, 0].mean(0).cpu(),
+                                    generator=torch.Generator().manual_seed(config.seed)).to(device)
             groups = [{"params": list(operator.parameters()), "lr": stage.lr}]
         else:
             operator = PSFGrid(grid, kernel_size, channels, init="gaussian" if init is None else init[0],
@@ -350,7 +377,7 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
         cond = location_planes(normalised_location(centres, frame), patch).to(device)
         psf_grid = operator()
         draw = draw_noise(channels, patch, patch)
-        y1 = blur_patches(crops, kernels_at(psf_grid, centres, frame)) + 2 * noise() * draw   # images in [-1, 1]
+        y1 = blur_decimate_patches(crops, kernels_at(psf_grid, centres, frame), factor) + 2 * noise() * draw  # [-1, 1]
 
         # (a) the auxiliary model learns the distribution of y1
         _flow_gradients(aux, y1.detach(), cond, draw_noise, world)

@@ -130,15 +130,21 @@ class SharpPatches:
     """Step 2's clean data: sharp crops large enough for a "valid" blur to a ``size`` patch, each placed at a
     location of the camera frame drawn uniformly over the centres a ``size`` patch can have there.
 
-    Called as ``(count, generator) -> (crops (count, C, size + k - 1, size + k - 1), centres (count, 2))``: the
+    With a super-resolution ``factor`` f the crops are high-resolution, ``f size + k - 1`` pixels: a "valid" blur
+    then keeping one pixel in f (:func:`blindfast.methods.ddm.sr_operator.blur_decimate_patches`) gives a ``size``
+    patch of the low-resolution frame, where the centres lie.
+
+    Called as ``(count, generator) -> (crops (count, C, f size + k - 1, f size + k - 1), centres (count, 2))``: the
     centres are (row, col) pixels of the frame, where the lens' PSF is evaluated.
     """
 
-    def __init__(self, photos: PhotoSet, size: int, kernel_size: int, frame: tuple[int, int]):
+    def __init__(self, photos: PhotoSet, size: int, kernel_size: int, frame: tuple[int, int], factor: int = 1):
         self.photos = photos
         self.size = _validate.positive_int("size", size)
-        self.crop = self.size + _validate.positive_int("kernel_size", kernel_size) - 1
-        photos.check_min_size(self.crop, f"crop (patch {size} + kernel {kernel_size} - 1)")
+        self.factor = _validate.positive_int("factor", factor)
+        self.crop = self.factor * self.size + _validate.positive_int("kernel_size", kernel_size) - 1
+        scaled = f"{self.factor} x " if self.factor > 1 else ""
+        photos.check_min_size(self.crop, f"crop (patch {scaled}{size} + kernel {kernel_size} - 1)")
         self.frame = frame
 
     def __call__(self, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:

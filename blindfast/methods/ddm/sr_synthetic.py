@@ -1,0 +1,68 @@
+"""A synthetic low-resolution camera on the embedded photos: unpaired high-resolution sharp frames and
+low-resolution frames of a known super-resolution kernel, as :mod:`blindfast.methods.ddm.synthetic` for a lens.
+
+Each training photo is cut in halves (:func:`blindfast.methods.ddm.synthetic.halves`); the frames of one half stay
+sharp at full resolution, those of the other go through the camera: ``BlurDownsample(factor, "reflect")`` (blur by
+the kernel, keep pixel (0, 0) of every factor x factor block), Gaussian noise, 8-bit rounding. The test photos'
+centre frames are kept apart for judging the restoration.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from blindfast.data import EMBEDDED_SPLITS, embedded_images
+from blindfast.methods.ddm.photos import PhotoSet
+from blindfast.methods.ddm.synthetic import TRAIN_PHOTOS, SyntheticCamera, frames_of, halves
+from blindfast.physics import BlurDownsample
+
+__all__ = ["sr_capture", "sr_camera", "PADDING"]
+
+PADDING = "reflect"
+
+
+def sr_capture(frames: Tensor, kernel: Tensor, factor: int, noise: float, generator: torch.Generator) -> Tensor:
+    """(N, C, H, W) scenes in [0, 1] -> (N, C, H / f, W / f): ``BlurDownsample(f, "reflect")`` with ``kernel``
+    ((k, k) or (1, C|1, k, k)) plus Gaussian noise of std ``noise``."""
+    low = BlurDownsample(factor, PADDING).A(frames, kernel=kernel.to(frames.dtype))
+    return low + noise * torch.randn(low.shape, generator=generator, dtype=low.dtype)
+
+
+def sr_camera(kernel: Tensor, factor: int = 2, *, frame: int = 256, stride: int = 64, noise: float = 0.01,
+              seed: int = 0) -> SyntheticCamera:
+    """Unpaired sharp high-resolution frames and low-resolution frames of the embedded photos, and test frames.
+
+    Args:
+        kernel: (k, k) the camera's kernel, non-negative, summing to 1.
+        factor: the decimation factor f.
+        frame: the high-resolution frame side, pixels, divisible by f.
+        stride: pixels between the corners of frames cut from one photo.
+        noise: the sensor noise std (images in [0, 1]).
+        seed: seeds the noise.
+    Returns:
+        :class:`SyntheticCamera`: ``sharp`` frame x frame, ``blurry`` (frame / f)^2 uint8, ``test_sharp``
+        (T, C, frame, frame) and ``test_blurry`` (T, C, frame / f, frame / f) float32 (noisy, not rounded).
+    Raises:
+        ValueError: a frame not divisible by the factor.
+    """
+    if frame % factor:
+        raise ValueError(f"frame must be divisible by the factor {factor}, got {frame}")
+    names = EMBEDDED_SPLITS["train"] + EMBEDDED_SPLITS["test"]
+    photos = dict(zip(names, embedded_images("all")))
+    generator = torch.Generator().manual_seed(seed)
+    sharp, scenes = [], []
+    for i, name in enumerate(TRAIN_PHOTOS):
+        first, second = halves(photos[name])
+        sharp_half, low_half = (first, second) if i % 2 == 0 else (second, first)
+        sharp += frames_of(sharp_half, frame, stride)
+        scenes += frames_of(low_half, frame, stride)
+    low = sr_capture(torch.stack(scenes), kernel, factor, noise, generator).clamp(0, 1)
+    test = []
+    for name in EMBEDDED_SPLITS["test"]:
+        H, W = photos[name].shape[-2:]
+        top, left = (H - frame) // 2, (W - frame) // 2
+        test.append(photos[name][:, top:top + frame, left:left + frame])
+    test_sharp = torch.stack(test)
+    test_low = sr_capture(test_sharp, kernel, factor, noise, generator)
+    return SyntheticCamera(PhotoSet(sharp, "sharp"), PhotoSet(list(low), "blurry"), test_sharp, test_low)
