@@ -167,7 +167,8 @@ def main() -> None:
         chosen = Preset(chosen.name, chosen.patch, make_preset(args.step1_preset, args.seed).step1, chosen.step2)
     runs = [run_one(seed, chosen, args.out / f"{args.preset}_k{seed}", args.resume, not args.quiet)
             for seed in args.kernel_seeds]
-    result = {"preset": args.preset, "step1_preset": args.step1_preset or args.preset, "seed": args.seed, "factor": FACTOR, "kernel_size": KERNEL_SIZE, "noise": NOISE,
+    result = {"preset": args.preset, "step1_preset": args.step1_preset or args.preset, "seed": args.seed,
+              "factor": FACTOR, "kernel_size": KERNEL_SIZE, "noise": NOISE,
               "frame": FRAME, "threads": torch.get_num_threads(),
               "solver": f"cg_tikhonov on BlurDownsample({FACTOR}, {PADDING!r}), gradient, {CG_ITERS} iters",
               "runs": runs}

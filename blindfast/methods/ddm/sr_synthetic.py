@@ -12,9 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from blindfast.data import EMBEDDED_SPLITS, embedded_images
-from blindfast.methods.ddm.photos import PhotoSet
-from blindfast.methods.ddm.synthetic import TRAIN_PHOTOS, SyntheticCamera, frames_of, halves
+from blindfast.methods.ddm.synthetic import SyntheticCamera, camera_of
 from blindfast.physics import BlurDownsample
 
 __all__ = ["sr_capture", "sr_camera", "PADDING"]
@@ -48,21 +46,5 @@ def sr_camera(kernel: Tensor, factor: int = 2, *, frame: int = 256, stride: int 
     """
     if frame % factor:
         raise ValueError(f"frame must be divisible by the factor {factor}, got {frame}")
-    names = EMBEDDED_SPLITS["train"] + EMBEDDED_SPLITS["test"]
-    photos = dict(zip(names, embedded_images("all")))
-    generator = torch.Generator().manual_seed(seed)
-    sharp, scenes = [], []
-    for i, name in enumerate(TRAIN_PHOTOS):
-        first, second = halves(photos[name])
-        sharp_half, low_half = (first, second) if i % 2 == 0 else (second, first)
-        sharp += frames_of(sharp_half, frame, stride)
-        scenes += frames_of(low_half, frame, stride)
-    low = sr_capture(torch.stack(scenes), kernel, factor, noise, generator).clamp(0, 1)
-    test = []
-    for name in EMBEDDED_SPLITS["test"]:
-        H, W = photos[name].shape[-2:]
-        top, left = (H - frame) // 2, (W - frame) // 2
-        test.append(photos[name][:, top:top + frame, left:left + frame])
-    test_sharp = torch.stack(test)
-    test_low = sr_capture(test_sharp, kernel, factor, noise, generator)
-    return SyntheticCamera(PhotoSet(sharp, "sharp"), PhotoSet(list(low), "blurry"), test_sharp, test_low)
+    return camera_of(lambda scenes, generator: sr_capture(scenes, kernel, factor, noise, generator), frame=frame,
+                     stride=stride, seed=seed)

@@ -11,6 +11,7 @@ alone would be matched by blurring. The test photos are kept apart for judging t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -20,7 +21,7 @@ from blindfast.data import EMBEDDED_SPLITS, embedded_images
 from blindfast.methods.ddm.photos import PhotoSet
 from blindfast.ops import sv_conv
 
-__all__ = ["SyntheticCamera", "synthetic_camera", "frames_of", "halves", "capture"]
+__all__ = ["SyntheticCamera", "synthetic_camera", "camera_of", "frames_of", "halves", "capture"]
 
 # the stereo pair's right view repeats the left one: one view is enough
 TRAIN_PHOTOS = ("motorcycle_left", "astronaut", "rocket")
@@ -69,6 +70,15 @@ def synthetic_camera(psf_grid: Tensor, *, frame: int = 256, stride: int = 64, no
         noise: the sensor noise std (images in [0, 1]).
         seed: seeds the noise.
     """
+    return camera_of(lambda scenes, generator: capture(scenes, psf_grid, noise, generator), frame=frame,
+                     stride=stride, seed=seed)
+
+
+def camera_of(through: Callable[[Tensor, torch.Generator], Tensor], *, frame: int, stride: int,
+              seed: int) -> SyntheticCamera:
+    """The module's unpaired sets for any camera ``through(scenes, generator)`` ((N, C, frame, frame) scenes in
+    [0, 1] -> their noisy captures): the training halves' frames, sharp or through it (clamped to [0, 1], stored as
+    uint8), then the test photos' centre frames through it (not clamped), the noise drawn in that order."""
     names = EMBEDDED_SPLITS["train"] + EMBEDDED_SPLITS["test"]
     photos = dict(zip(names, embedded_images("all")))
     generator = torch.Generator().manual_seed(seed)
@@ -78,8 +88,7 @@ def synthetic_camera(psf_grid: Tensor, *, frame: int = 256, stride: int = 64, no
         sharp_half, blurry_half = (first, second) if i % 2 == 0 else (second, first)
         sharp += frames_of(sharp_half, frame, stride)
         scenes += frames_of(blurry_half, frame, stride)
-    scenes = torch.stack(scenes)
-    blurry = capture(scenes, psf_grid, noise, generator).clamp(0, 1)
+    blurry = through(torch.stack(scenes), generator).clamp(0, 1)
     # one frame per test photo, from its centre
     test = []
     for name in EMBEDDED_SPLITS["test"]:
@@ -87,5 +96,5 @@ def synthetic_camera(psf_grid: Tensor, *, frame: int = 256, stride: int = 64, no
         top, left = (H - frame) // 2, (W - frame) // 2
         test.append(photos[name][:, top:top + frame, left:left + frame])
     test_sharp = torch.stack(test)
-    test_blurry = capture(test_sharp, psf_grid, noise, generator)
+    test_blurry = through(test_sharp, generator)
     return SyntheticCamera(PhotoSet(sharp, "sharp"), PhotoSet(list(blurry), "blurry"), test_sharp, test_blurry)

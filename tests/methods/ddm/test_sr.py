@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_matching import FourierGaussianVelocity, _exact_prior  # noqa: F401  (the exact-prior machinery)
+from test_matching import _exact_prior
 from blindfast.methods.ddm.matching import MatchingConfig, Stage, match_operator
 from blindfast.methods.ddm.photos import BlurryPatches, PhotoSet, SharpPatches
 from blindfast.methods.ddm.presets import SR_FACTORS, preset
