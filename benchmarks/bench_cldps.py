@@ -8,7 +8,9 @@ cached, :func:`blindfast.ops.patchify`, batches of :data:`DEFAULT_BATCH` patches
 frozen, each batch's patch gradient taken at once and the image gradient by patchify's adjoint. Both then chain the
 gradient through the prior to x_t. extra_info holds the step's split, each part timed alone (medians of ROUNDS):
 prior forward (with its graph), encoder forward + backward (to the image x1_hat), prior backward (to x_t), and the
-peak memory of one more step above the level before it.
+peak memory of one more step above the level before it. ``low_pass``: the low-frequency term that
+:func:`~blindfast.methods.cl_dps.cl_dps` adds to each step by default (its value and gradient at x1_hat alone), in
+the same group, to read beside the step it is added to.
 
 Run: python -m pytest benchmarks/bench_cldps.py --benchmark-columns=median,rounds --benchmark-group-by=group
 """
@@ -21,7 +23,7 @@ import torch
 from conftest import ROUNDS, THREADS, peak_extra_bytes, time_rounds
 from torch.nn import functional as F
 
-from blindfast.methods.cl_dps import ContrastiveEncoder, PatchScore
+from blindfast.methods.cl_dps import ContrastiveEncoder, LowPassResidual, PatchScore
 from blindfast.methods.cl_dps.patch_score import DEFAULT_BATCH
 from blindfast.models import load_shipped_prior
 
@@ -91,3 +93,21 @@ def test_cldps_step(benchmark, impl, size):
     encoder.requires_grad_(False)
     reference, _ = guided_step(prior, x_t, lambda x1_hat: naive_encoder_grad(encoder, y, x1_hat))
     torch.testing.assert_close(grad, reference, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_cldps_low_pass_term(benchmark, size):
+    _, _, y, x1_hat = setup(size)
+    term = LowPassResidual(y, patch=PATCH)
+    benchmark.group = f"cldps-step-{size}x{size}"
+
+    def value_and_grad(image, residual):
+        with torch.enable_grad():
+            image = image.detach().requires_grad_(True)
+            return torch.autograd.grad(residual(image), image)[0]
+
+    grad = time_rounds(benchmark, lambda: value_and_grad(x1_hat, term)).result
+    benchmark.extra_info.update({"threads": THREADS})
+    # the same gradient in float64
+    reference = value_and_grad(x1_hat.double(), LowPassResidual(y.double(), patch=PATCH))
+    torch.testing.assert_close(grad, reference.float(), atol=1e-5, rtol=1e-4)
