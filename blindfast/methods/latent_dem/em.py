@@ -304,10 +304,12 @@ def em_deblur(y: Tensor, prior: Prior, *, kernel_size: int, sigma: float, steps:
             m_step_domain = LATENT_M_STEP_DOMAIN if latent else M_STEP_DOMAIN
     kernel = delta_kernel(kernel_size, dtype=y.dtype, device=y.device) if true_kernel is None \
         else true_kernel.to(y)
-    window = edge_taper(tuple(y.shape[-2:]), kernel_size, dtype=y.dtype, device=y.device) if taper else 1.0
+    window = edge_taper(tuple(y.shape[-2:]), kernel_size, dtype=y.dtype, device=y.device) if taper else None
+    y_seen = y[0] if window is None else y[0] * window   # the M-step's measurement, tapered once
 
     def kernel_m_step(image: Tensor, params: dict) -> dict:
-        return {"kernel": hqs_m_step(image * window, y[0] * window, params["kernel"], sigma=sigma, delta=delta,
+        image_seen = image if window is None else image * window
+        return {"kernel": hqs_m_step(image_seen, y_seen, params["kernel"], sigma=sigma, delta=delta,
                                      iters=HQS_ITERS, lam=lam, denoiser=kernel_denoiser, domain=m_step_domain)}
 
     image, params, record = diffusion_em(y, prior, _CIRCULAR_BLUR, {"kernel": kernel},
