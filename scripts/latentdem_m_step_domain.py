@@ -1,14 +1,15 @@
 """The kernel M-step on intensities against on image gradients (``em_deblur``'s ``m_step_domain``), through the path
 of ``deblur --method latentdem``: measured on *train* photos, the two M-steps interleaved case by case.
 
-Photos as in scripts/latentdem_photo_policy.py: centre crops (``--sizes``) of the train photos astronaut,
-motorcycle_left and rocket, blurred as a camera blurs ("valid" convolution of the crop plus a margin) by ``--kernels``
-17 x 17 ``motion_kernel``s (intensity 0.5, seed 5), noise 0.01, the noise std estimated from the photo as the command
-does. For each photo, kernel and M-step domain (``--domains``): EM on the central crop (``central_crop_box``) with a
-17 x 17 window, the pixel variant (``--latent``: the latent one on ``latent_tiny``); its kernel's MNC against the true
-kernel, unpruned and pruned (``prune_kernel``), its peak beside the true kernel's; the EM image's PSNR where the crop
-is the whole photo; the whole photo restored by cg (reflect boundary, the command's default solver) with the pruned
-kernel (the command's output), beside the measurement and cg with the true kernel.
+Photos as in scripts/latentdem_photo_policy.py (both take them from scripts/latentdem_train_cases.py): centre crops
+(``--sizes``) of the train photos astronaut, motorcycle_left and rocket, blurred as a camera blurs ("valid" convolution
+of the crop plus a margin) by ``--kernels`` 17 x 17 ``motion_kernel``s (intensity 0.5, seed 5), noise 0.01, the noise
+std estimated from the photo as the command does. For each photo, kernel and M-step domain (``--domains``): EM on the
+central crop (``central_crop_box``) with a 17 x 17 window, the pixel variant (``--latent``: the latent one on
+``latent_tiny``); its kernel's MNC against the true kernel, unpruned and pruned (``prune_kernel``), its peak beside the
+true kernel's; the EM image's PSNR where the crop is the whole photo; the whole photo restored by cg (reflect boundary,
+the command's default solver) with the pruned kernel (the command's output), beside the measurement and cg with the true
+kernel.
 
     OMP_NUM_THREADS=1 python scripts/latentdem_m_step_domain.py [--sizes 64 128] [--kernels 2] [--latent]
                                                                 [--domains intensity gradient]
@@ -24,18 +25,13 @@ import time
 
 import torch
 
-from blindfast.data import EMBEDDED_SPLITS, embedded_images
 from blindfast.methods.latent_dem import em_deblur, load_kernel_denoiser
-from blindfast.methods.latent_dem.deblur_method import LATENT_PRIOR, PADDING, central_crop_box, prune_kernel
+from blindfast.methods.latent_dem.deblur_method import LATENT_PRIOR, central_crop_box, prune_kernel
 from blindfast.methods.latent_dem.m_step_hqs import M_STEP_DOMAINS
 from blindfast.metrics import mnc, psnr
 from blindfast.models import load_shipped_prior
-from blindfast.physics import Blur, motion_kernel
-from blindfast.restore import cg_tikhonov
-from blindfast.restore.noise_level import estimate_noise_std, tikhonov_weight
+from latentdem_train_cases import PHOTOS, TRUE_KERNEL, camera_case, cg_restore, motion_kernels  # scripts/
 
-PHOTOS = ("astronaut", "motorcycle_left", "rocket")
-KERNEL, SIGMA = 17, 0.01
 COLUMNS = ("MNC", "MNC pruned", "peak", "true peak", "PSNR y", "PSNR EM image", "PSNR pruned + cg",
            "PSNR true + cg", "EM s")
 
@@ -50,31 +46,18 @@ def main() -> None:
     torch.set_num_threads(1)
     prior = load_shipped_prior(LATENT_PRIOR if args.latent else "pixel_tiny")
     kernel_denoiser = load_kernel_denoiser()
-    photo_blur, restore_op = Blur(padding="valid"), Blur(padding=PADDING)
-    kernels = motion_kernel(args.kernels, KERNEL, generator=torch.Generator().manual_seed(5))["kernel"]
-    kernels = kernels.reshape(args.kernels, KERNEL, KERNEL)
-    names = EMBEDDED_SPLITS["train"]
+    kernels = motion_kernels(args.kernels)
     print(f"{'latent' if args.latent else 'pixel'} variant\n")
     print("| size | photo | kernel | M-step | " + " | ".join(COLUMNS) + " |")
     print("|---" * (4 + len(COLUMNS)) + "|")
     results = []
     for size in args.sizes:
         for photo in PHOTOS:
-            image = embedded_images("train")[names.index(photo)]
-            margin = KERNEL // 2
-            top, left = (image.shape[-2] - size) // 2, (image.shape[-1] - size) // 2
-            scene = image[None, :, top - margin:top + size + margin, left - margin:left + size + margin]
-            x = image[None, :, top:top + size, left:left + size]
             for index, kernel in enumerate(kernels):
-                noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(10 + index))
-                y = photo_blur.A(scene, kernel=kernel) + SIGMA * noise
-                sigma = max(estimate_noise_std(y), 1e-4)
+                x, y, sigma = camera_case(photo, size, kernel, index)
 
                 def restore(k):
-                    with torch.no_grad():
-                        out = cg_tikhonov(y, restore_op, {"kernel": k[None, None]}, lam=tikhonov_weight(sigma),
-                                          iters=30)
-                    return psnr(out.clamp(0, 1), x).item()
+                    return psnr(cg_restore(y, k, sigma).clamp(0, 1), x).item()
 
                 shared = {"true peak": kernel.max().item(), "PSNR y": psnr(y.clamp(0, 1), x).item(),
                           "PSNR true + cg": restore(kernel)}
@@ -82,7 +65,7 @@ def main() -> None:
                 crop = y[..., crop_top:crop_top + crop_h, crop_left:crop_left + crop_w].contiguous()
                 for domain in args.domains:
                     start = time.perf_counter()
-                    em = em_deblur(crop, prior, kernel_size=KERNEL, sigma=sigma, kernel_denoiser=kernel_denoiser,
+                    em = em_deblur(crop, prior, kernel_size=TRUE_KERNEL, sigma=sigma, kernel_denoiser=kernel_denoiser,
                                    m_step_domain=domain, generator=torch.Generator().manual_seed(0))
                     row = dict(shared, **{"EM s": time.perf_counter() - start})
                     pruned = prune_kernel(em.kernel)

@@ -1,9 +1,10 @@
 """How ``deblur --method latentdem`` should treat photos of the prior's size and larger: measured on *train* photos.
 
-Photos: centre crops (``--sizes``) of the train photos astronaut, motorcycle_left and rocket, blurred as a camera
-blurs (the crop plus a margin of the kernel's radius, convolved with "valid" boundaries, so the blur at the edges
-comes from scene outside the frame) by ``--kernels`` 17 x 17 ``motion_kernel``s (intensity 0.5, seed 5), noise
-0.01; the noise std estimated from the photo as the command does. For each photo and kernel size k (``--kernel-sizes``):
+Photos (scripts/latentdem_train_cases.py): centre crops (``--sizes``) of the train photos astronaut, motorcycle_left and
+rocket, blurred as a camera blurs (the crop plus a margin of the kernel's radius, convolved with "valid" boundaries, so
+the blur at the edges comes from scene outside the frame) by ``--kernels`` 17 x 17 ``motion_kernel``s (intensity 0.5,
+seed 5), noise 0.01; the noise std estimated from the photo as the command does. For each photo and kernel size k
+(``--kernel-sizes``):
 
 - EM on the central crop (``central_crop_box``: 64 x 64 or the photo if smaller) finds the kernel; the whole photo
   is restored with it by pnp and by cg, and with it pruned (``prune_kernel``, what the command restores with) by
@@ -30,19 +31,13 @@ import time
 
 import torch
 
-from blindfast.data import embedded_images
-from blindfast.data import EMBEDDED_SPLITS
 from blindfast.methods.latent_dem import em_deblur, load_kernel_denoiser
 from blindfast.methods.latent_dem.deblur_method import LATENT_PRIOR, PADDING, central_crop_box, prune_kernel
 from blindfast.metrics import mnc, psnr
 from blindfast.models import load_shipped_prior
-from blindfast.physics import Blur, motion_kernel
-from blindfast.restore import PriorDenoiser, cg_tikhonov, pnp_hqs
-from blindfast.restore.noise_level import estimate_noise_std, tikhonov_weight
-
-PHOTOS = ("astronaut", "motorcycle_left", "rocket")
-TRUE_KERNEL, SIGMA = 17, 0.01
-
+from blindfast.physics import Blur
+from blindfast.restore import PriorDenoiser, pnp_hqs
+from latentdem_train_cases import PHOTOS, camera_case, cg_restore, motion_kernels  # scripts/
 
 # pnp_hqs as it was when the README's table was measured (DPIR's end; its defaults changed afterwards)
 DPIR_END = {"sigma_floor": 0.0, "ensemble": "off", "denoise_last": True}
@@ -62,10 +57,8 @@ def main() -> None:
     pixel_prior, kernel_denoiser = load_shipped_prior("pixel_tiny"), load_kernel_denoiser()
     prior = load_shipped_prior(LATENT_PRIOR) if args.latent else pixel_prior    # the EM's
     denoiser = PriorDenoiser(pixel_prior, tile=128)       # as blindfast deblur's pnp
-    photo_blur, restore_op = Blur(padding="valid"), Blur(padding=PADDING)
-    kernels = motion_kernel(args.kernels, TRUE_KERNEL, generator=torch.Generator().manual_seed(5))["kernel"]
-    kernels = kernels.reshape(args.kernels, TRUE_KERNEL, TRUE_KERNEL)
-    names = EMBEDDED_SPLITS["train"]
+    restore_op = Blur(padding=PADDING)
+    kernels = motion_kernels(args.kernels)
     columns = ["y", "EM image (crop = photo)", "crop EM kernel + pnp", "crop EM kernel + cg",
                "crop EM kernel pruned + cg", "whole EM image", "whole EM kernel + pnp", "true kernel + pnp"]
     print("| size | k | photo | kernel | MNC crop EM | MNC whole EM | " + " | ".join(f"PSNR {c}" for c in columns)
@@ -75,23 +68,17 @@ def main() -> None:
     for size in args.sizes:
         for kernel_size in args.kernel_sizes:
             for photo in PHOTOS:
-                image = embedded_images("train")[names.index(photo)]
-                margin = TRUE_KERNEL // 2
-                top, left = (image.shape[-2] - size) // 2, (image.shape[-1] - size) // 2
-                scene = image[None, :, top - margin:top + size + margin, left - margin:left + size + margin]
-                x = image[None, :, top:top + size, left:left + size]
                 for index, kernel in enumerate(kernels):
-                    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(10 + index))
-                    y = photo_blur.A(scene, kernel=kernel) + SIGMA * noise
-                    sigma = max(estimate_noise_std(y), 1e-4)
+                    x, y, sigma = camera_case(photo, size, kernel, index)
                     row = {"y": psnr(y.clamp(0, 1), x).item()}
 
                     def restore(k, solver):
-                        params = {"kernel": k[None, None]}
-                        with torch.no_grad():
-                            out = (pnp_hqs(y, restore_op, params, denoiser, sigma=sigma, **DPIR_END)
-                                   if solver == "pnp" else
-                                   cg_tikhonov(y, restore_op, params, lam=tikhonov_weight(sigma), iters=30))
+                        if solver == "cg":
+                            out = cg_restore(y, k, sigma)
+                        else:
+                            with torch.no_grad():
+                                out = pnp_hqs(y, restore_op, {"kernel": k[None, None]}, denoiser, sigma=sigma,
+                                              **DPIR_END)
                         return psnr(out.clamp(0, 1), x).item()
 
                     crop_top, crop_left, crop_h, crop_w = central_crop_box(size, size, prior.image_multiple)

@@ -1,0 +1,60 @@
+"""The train-photo cases that ``latentdem_photo_policy.py`` and ``latentdem_m_step_domain.py`` both measure (imported
+by them; no command of its own).
+
+A case: the centre ``size`` x ``size`` crop of a train photo (astronaut, motorcycle_left, rocket), blurred as a camera
+blurs (the crop plus a margin of the kernel's radius, convolved with "valid" boundaries, so the blur at the edges
+comes from scene outside the frame) by one of ``count`` 17 x 17 ``motion_kernel``s (intensity 0.5, seed 5), plus
+white noise of std 0.01 (seed 10 + the kernel's index); its noise std is then estimated from the photo as ``deblur
+--method latentdem`` does. Restorations by cg use the command's boundary and weight.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import torch
+from torch import Tensor
+
+from blindfast.data import EMBEDDED_SPLITS, embedded_images
+from blindfast.methods.latent_dem.deblur_method import PADDING
+from blindfast.physics import Blur, motion_kernel
+from blindfast.restore import cg_tikhonov
+from blindfast.restore.noise_level import estimate_noise_std, tikhonov_weight
+
+PHOTOS = ("astronaut", "motorcycle_left", "rocket")
+TRUE_KERNEL, SIGMA = 17, 0.01
+CG_ITERS = 30
+
+
+def motion_kernels(count: int) -> Tensor:
+    """(count, 17, 17) the cases' true kernels."""
+    kernels = motion_kernel(count, TRUE_KERNEL, generator=torch.Generator().manual_seed(5))["kernel"]
+    return kernels.reshape(count, TRUE_KERNEL, TRUE_KERNEL)
+
+
+@cache
+def _train_photo(name: str) -> Tensor:
+    return embedded_images("train")[EMBEDDED_SPLITS["train"].index(name)]
+
+
+def camera_case(photo: str, size: int, kernel: Tensor, index: int) -> tuple[Tensor, Tensor, float]:
+    """The case of ``photo``'s centre crop and ``kernel`` (the ``index``-th of :func:`motion_kernels`).
+
+    Returns:
+        (1, C, size, size) the sharp crop x, (1, C, size, size) its measurement y, and y's estimated noise std.
+    """
+    image = _train_photo(photo)
+    margin = TRUE_KERNEL // 2
+    top, left = (image.shape[-2] - size) // 2, (image.shape[-1] - size) // 2
+    scene = image[None, :, top - margin:top + size + margin, left - margin:left + size + margin]
+    x = image[None, :, top:top + size, left:left + size]
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(10 + index))
+    y = Blur(padding="valid").A(scene, kernel=kernel) + SIGMA * noise
+    return x, y, max(estimate_noise_std(y), 1e-4)
+
+
+def cg_restore(y: Tensor, kernel: Tensor, sigma: float) -> Tensor:
+    """(1, C, H, W) y restored by cg with the (k, k) ``kernel``, as the command's default solver (no gradient)."""
+    with torch.no_grad():
+        return cg_tikhonov(y, Blur(padding=PADDING), {"kernel": kernel[None, None]}, lam=tikhonov_weight(sigma),
+                           iters=CG_ITERS)
