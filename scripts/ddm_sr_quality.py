@@ -28,25 +28,20 @@ preset, e.g. ``quality``'s step 2 on the ``demo`` preset's step 1: the report na
 
 from __future__ import annotations
 
-import argparse
-import csv
-import json
 import math
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from blindfast.methods.ddm.estimate import estimate_psf
-from blindfast.methods.ddm.presets import PRESETS, Preset, preset as make_preset
+from blindfast.methods.ddm.presets import Preset, preset
 from blindfast.methods.ddm.sr_synthetic import PADDING, sr_camera
 from blindfast.metrics import ncc, psnr, ssim
 from blindfast.physics import BlurDownsample, gaussian_kernel
 from blindfast.restore import cg_tikhonov
 from blindfast.restore.noise_level import estimate_noise_std, tikhonov_weight
+from ddm_kernel_runs import best_gaussians, learn_kernel, main, run_timings  # scripts/
 
 FACTOR = 2
 KERNEL_SIZE = 13
@@ -55,9 +50,6 @@ FRAME = 256
 CG_ITERS = 50
 SIGMA_RANGE = (1.5, 3.0)        # main-axis width, pixels
 ANISOTROPY_RANGE = (0.25, 0.5)   # cross-axis / main-axis width
-WIDTHS = torch.arange(0.3, 5.0001, 0.1, dtype=torch.float64)
-ELONGATIONS = torch.arange(0.1, 1.0001, 0.05, dtype=torch.float64)
-ANGLES = torch.arange(0, 180, 5, dtype=torch.float64) * math.pi / 180
 
 
 def true_kernel(seed: int) -> tuple[Tensor, dict]:
@@ -67,22 +59,6 @@ def true_kernel(seed: int) -> tuple[Tensor, dict]:
               "anisotropy": ANISOTROPY_RANGE[0] + u[1] * (ANISOTROPY_RANGE[1] - ANISOTROPY_RANGE[0]),
               "angle": u[2] * math.pi}
     return gaussian_kernel(KERNEL_SIZE, params["sigma"], params["anisotropy"], params["angle"]), params
-
-
-def best_gaussians(kernel: Tensor) -> dict[str, tuple[Tensor, float]]:
-    """The delta, the isotropic and the anisotropic Gaussian of highest NCC to ``kernel``: name -> (kernel, NCC)."""
-    truth = kernel.double()
-    delta = torch.zeros_like(truth)
-    delta[KERNEL_SIZE // 2, KERNEL_SIZE // 2] = 1
-    isotropic = torch.stack([gaussian_kernel(KERNEL_SIZE, float(w), dtype=torch.float64) for w in WIDTHS])
-    sigma, elongation, angle = (v.reshape(-1) for v in torch.meshgrid(WIDTHS, ELONGATIONS, ANGLES, indexing="ij"))
-    anisotropic = gaussian_kernel(KERNEL_SIZE, sigma, elongation, angle, dtype=torch.float64)[:, 0]
-    out = {"delta": (delta, float(ncc(delta, truth)))}
-    for name, candidates in (("isotropic Gaussian", isotropic), ("anisotropic Gaussian", anisotropic)):
-        scores = ncc(candidates, truth)
-        best = int(scores.argmax())
-        out[name] = (candidates[best], float(scores[best]))
-    return out
 
 
 def bicubic_on_grid(low: Tensor, factor: int) -> Tensor:
@@ -110,25 +86,12 @@ def run_one(kernel_seed: int, chosen: Preset, out_dir: Path, resume: bool, progr
     kernel, params = true_kernel(kernel_seed)
     camera = sr_camera(kernel, FACTOR, frame=FRAME, noise=NOISE, seed=kernel_seed)
     baselines = best_gaussians(kernel)
-    start = time.perf_counter()
-
-    def against_truth(step: int, psf_grid: Tensor) -> dict:
-        return {"ncc": float(ncc(psf_grid[0, :, 0, 0].double().mean(0), kernel.double())),
-                "seconds": time.perf_counter() - start}
-
-    report = estimate_psf(camera.sharp, camera.blurry, out_dir, grid=(1, 1), kernel_size=KERNEL_SIZE,
-                          preset=chosen, resume=resume, progress=progress, callback=against_truth, factor=FACTOR)
-    learned = torch.from_numpy(np.load(out_dir / "psf_grid.npy"))[0, :, 0, 0].double().mean(0)
-    with open(out_dir / "curve.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    curve = [{"step": int(r["step"]), "stage": r["stage"], "ncc": float(r["ncc"])} for r in rows if r.get("ncc")]
+    report, learned, curve = learn_kernel(camera, kernel, chosen, out_dir, resume, progress, factor=FACTOR)
     kernels = {"learned": learned, "true": kernel.double(), "isotropic Gaussian": baselines["isotropic Gaussian"][0]}
     return {
         "kernel_seed": kernel_seed, "kernel": params, "learned_ncc": float(ncc(learned, kernel.double())),
         "baseline_ncc": {name: score for name, (_, score) in baselines.items()},
-        "ncc_curve": curve, "restoration": restoration(camera, kernels),
-        "noise_std_estimated": report["noise_std_estimated"], "noise_std_learned": report["noise_std_learned"],
-        "step1_s": report["step1_s"], "step2_s": report["step2_s"], "step2_steps": report["step2_steps"],
+        "ncc_curve": curve, "restoration": restoration(camera, kernels), **run_timings(report),
     }
 
 
@@ -144,38 +107,8 @@ def print_table(runs: list[dict]) -> None:
         print("     curve (step: NCC): " + ", ".join(f"{c['step']}: {c['ncc']:.3f}" for c in run["ncc_curve"]))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", choices=PRESETS[:2], default="demo")
-    parser.add_argument("--step1-preset", choices=PRESETS[:2], default=None,
-                        help="take step 1's settings from this preset (default: --preset's)")
-    parser.add_argument("--kernel-seeds", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--seed", type=int, default=0, help="DDM's generators")
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--json", type=Path, default=None, help="default: OUT/<preset>_sr.json")
-    parser.add_argument("--table", type=Path, nargs="+", default=None, help="only print these results' table")
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args()
-    if args.table:
-        print_table([run for path in args.table for run in json.loads(path.read_text())["runs"]])
-        return
-    if args.out is None:
-        parser.error("--out is required")
-    chosen = make_preset(args.preset, args.seed, sr=FACTOR)
-    if args.step1_preset:
-        chosen = Preset(chosen.name, chosen.patch, make_preset(args.step1_preset, args.seed).step1, chosen.step2)
-    runs = [run_one(seed, chosen, args.out / f"{args.preset}_k{seed}", args.resume, not args.quiet)
-            for seed in args.kernel_seeds]
-    result = {"preset": args.preset, "step1_preset": args.step1_preset or args.preset, "seed": args.seed,
-              "factor": FACTOR, "kernel_size": KERNEL_SIZE, "noise": NOISE,
-              "frame": FRAME, "threads": torch.get_num_threads(),
-              "solver": f"cg_tikhonov on BlurDownsample({FACTOR}, {PADDING!r}), gradient, {CG_ITERS} iters",
-              "runs": runs}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.json or args.out / f"{args.preset}_sr.json").write_text(json.dumps(result, indent=2))
-    print_table(runs)
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__.split("\n")[0], name="sr", default_seeds=[1, 2],
+         variant_preset=lambda name, seed: preset(name, seed, sr=FACTOR), run_one=run_one, print_table=print_table,
+         settings={"factor": FACTOR, "kernel_size": KERNEL_SIZE, "noise": NOISE, "frame": FRAME,
+                   "solver": f"cg_tikhonov on BlurDownsample({FACTOR}, {PADDING!r}), gradient, {CG_ITERS} iters"})
