@@ -21,6 +21,14 @@ from blindfast import _validate
 __all__ = ["GaussianPSF", "covariance_gaussian"]
 
 
+def _odd_size(size: int) -> int:
+    """``size`` checked to be a positive odd int (the kernel's centre on a pixel)."""
+    size = _validate.positive_int("size", size)
+    if size % 2 == 0:
+        raise ValueError(f"size must be odd (the kernel's centre on a pixel), got {size}")
+    return size
+
+
 def covariance_gaussian(size: int, cholesky: Tensor) -> Tensor:
     r"""A Gaussian kernel of covariance :math:`\Sigma = L L^\top`, sampled at the pixel centres and normalised:
 
@@ -37,9 +45,7 @@ def covariance_gaussian(size: int, cholesky: Tensor) -> Tensor:
     Raises:
         ValueError: an even or non-positive size, L not (2, 2), a diagonal entry not > 0.
     """
-    size = _validate.positive_int("size", size)
-    if size % 2 == 0:
-        raise ValueError(f"size must be odd (the kernel's centre on a pixel), got {size}")
+    size = _odd_size(size)
     if tuple(cholesky.shape) != (2, 2):
         raise ValueError(f"cholesky must have shape (2, 2), got {tuple(cholesky.shape)}")
     if not (cholesky.diagonal() > 0).all():
@@ -68,9 +74,7 @@ class GaussianPSF(nn.Module):
     def __init__(self, grid: tuple[int, int], size: int, init_sigma: float = 1.0):
         super().__init__()
         self.grid = _validate.int_pair("grid", grid, "(Gy, Gx)")
-        self.size = _validate.positive_int("size", size)
-        if self.size % 2 == 0:
-            raise ValueError(f"size must be odd (the kernel's centre on a pixel), got {size}")
+        self.size = _odd_size(size)
         init_sigma = _validate.real("init_sigma", init_sigma, 0, low_open=True)
         self.log_diagonal = nn.Parameter(torch.full((2,), math.log(init_sigma)))
         self.off_diagonal = nn.Parameter(torch.zeros(1))
