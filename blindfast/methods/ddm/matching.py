@@ -283,25 +283,23 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
         stage = config.stages[index]
         if stage.kind == "lens":
             operator = LensField(grid, kernel_size, channels, init_sigma=config.init_sigma).to(device)
-            # Adam moves every parameter by about lr per step: the optical centre, in half-images, gets a tenth
-            # of the rate of the parameters in pixels (a centre 0.1 off is already 10% of the frame)
-            centre = [operator.centre]
-            rest = [p for name, p in operator.named_parameters() if name != "centre"]
-            groups = [{"params": rest, "lr": stage.lr}, {"params": centre, "lr": stage.lr * CENTRE_LR_SCALE}]
         elif stage.kind == "gaussian":
             operator = GaussianPSF(grid, kernel_size, init_sigma=config.init_sigma).to(device)
-            groups = [{"params": list(operator.parameters()), "lr": stage.lr}]
         elif stage.kind == "kernel":
             operator = PSFGrid(grid, kernel_size, per_channel=False, init_sigma=config.init_sigma,
                                init="gaussian" if init is None else init[0].mean(0, keepdim=True)).to(device)
-            groups = [{"params": list(operator.parameters()), "lr": stage.lr}]
         elif stage.kind == "linear":
             operator = LinearNetPSF(kernel_size, init=None if init is None else init[0, :, 0, 0].mean(0).cpu(),
                                     generator=torch.Generator().manual_seed(config.seed)).to(device)
-            groups = [{"params": list(operator.parameters()), "lr": stage.lr}]
         else:
             operator = PSFGrid(grid, kernel_size, channels, init="gaussian" if init is None else init[0],
                                init_sigma=config.init_sigma).to(device)
+        if stage.kind == "lens":
+            # Adam moves every parameter by about lr per step: the optical centre, in half-images, gets a tenth
+            # of the rate of the parameters in pixels (a centre 0.1 off is already 10% of the frame)
+            rest = [p for name, p in operator.named_parameters() if name != "centre"]
+            groups = [{"params": rest, "lr": stage.lr}, {"params": [operator.centre], "lr": stage.lr * CENTRE_LR_SCALE}]
+        else:
             groups = [{"params": list(operator.parameters()), "lr": stage.lr}]
         if config.learn_noise:
             groups.append({"params": list(noise.parameters()), "lr": config.noise_lr})
