@@ -38,16 +38,18 @@ import torch
 
 from blindfast.methods.latent_dem import load_kernel_denoiser
 from blindfast.methods.latent_dem.deblur_method import LATENT_PRIOR, central_crop_box, prune_kernel
-from blindfast.methods.latent_dem.em import (DEFAULT_STEPS, HQS_DELTA, HQS_ITERS, HQS_LAMBDA, LATENT_M_STEP_DOMAIN,
-                                             M_STEP_DOMAIN, _CIRCULAR_BLUR, GUIDANCE_SCALE, LATENT_GUIDANCE_SCALE,
-                                             delta_kernel, diffusion_em)
+from blindfast.methods.latent_dem.em import (DEFAULT_STEPS, GUIDANCE_SCALE, HQS_DELTA, HQS_ITERS, HQS_LAMBDA,
+                                             LATENT_GUIDANCE_SCALE, LATENT_M_STEP_DOMAIN, M_STEP_DOMAIN, delta_kernel,
+                                             diffusion_em)
 from blindfast.methods.latent_dem.m_step_hqs import hqs_m_step
 from blindfast.methods.latent_dem.schedules import is_full_em_step
 from blindfast.metrics import mnc, psnr
 from blindfast.models import load_shipped_prior
+from blindfast.physics import Blur
 from latentdem_train_cases import PHOTOS, TRUE_KERNEL, camera_case, cg_restore, motion_kernels  # scripts/
 
 TRAJECTORY_TS = (96, 80, 64, 50, 40, 30, 20, 10, 5, 1)
+CIRCULAR_BLUR = Blur(padding="circular")   # the M-step's model, as em_deblur's
 
 
 def gradient_energy(images: torch.Tensor) -> float:
@@ -80,14 +82,14 @@ def run_case(y, x, kernel, sigma, prior, denoiser, config, domain, guidance):
         if config["tmin"] <= t <= config["tmax"]:
             updated = hqs_m_step(image, y[0], updated, sigma=sigma, delta=HQS_DELTA, iters=HQS_ITERS,
                                  lam=HQS_LAMBDA, denoiser=denoiser, domain=domain, smoothing=config["smooth"])
-        reblurred = _CIRCULAR_BLUR.A(image, kernel=updated)
+        reblurred = CIRCULAR_BLUR.A(image, kernel=updated)
         trajectory.append({"t": t, "energy_ratio": gradient_energy(image) / sharp_energy,
                            "peak_ratio": updated.max().item() / kernel.max().item(),
                            "mnc": mnc(updated, kernel).item(),
                            "consistency": gradient_energy(reblurred) / max(y_energy - noise_energy, 1e-12)})
         return {"kernel": updated}
 
-    image, params, _ = diffusion_em(y, prior, _CIRCULAR_BLUR, {"kernel": delta_kernel(TRUE_KERNEL)}, m_step,
+    image, params, _ = diffusion_em(y, prior, CIRCULAR_BLUR, {"kernel": delta_kernel(TRUE_KERNEL)}, m_step,
                                     guidance_scale=guidance, gluing=0.0, generator=torch.Generator().manual_seed(0))
     return params["kernel"], image, trajectory
 

@@ -97,14 +97,16 @@ GLUING = 0.0
 M_STEP_DOMAIN = "intensity"
 LATENT_M_STEP_DOMAIN = "gradient"
 # The first M-step's t as a fraction of T (em_deblur's m_step_start = int(fraction T): full EM steps above it are
-# E-steps with the starting delta kernel). The early Tweedie estimates are smooth and their detail is not the photo's
-# (scripts/latentdem_gradient_energy.py, the *train* cases at 64 px, 4 kernels, 12 per variant: by t = 0.4 T the
-# mean kernel peak has fallen to 0.53 (pixel) / 0.72 (latent) of the true peak while the image fed to the M-step has
-# only 0.31 / 0.13 of the sharp crop's gradient energy; the kernels the later steps warm-start from stay spread).
-# M-steps only at t <= 0.3 T, against every full step: latent MNC 0.509 -> 0.582 (higher on 10 of 12 cases), peak /
-# true 0.57 -> 1.29, EM image 17.92 -> 20.45 dB (12 of 12), the command's output 18.65 -> 21.08 dB (10 of 12;
-# measurement 22.15); pixel MNC 0.599 -> 0.531 (higher on 4 of 12), its kernels near a delta (peak / true 3.2), so
-# the pixel variant keeps every full step.
+# E-steps with the starting delta kernel). The kernels spread early, on smooth estimates (scripts/
+# latentdem_gradient_energy.py, the *train* cases at 64 px, 4 kernels, 12 per variant: by t = 0.4 T the mean kernel
+# peak has fallen to 0.53 (pixel) / 0.72 (latent) of the true peak while the image fed to the M-step has only 0.31 /
+# 0.13 of the sharp crop's gradient energy), and the later M-steps warm-start from them (README "When the kernel
+# spreads"). M-steps only at t <= 0.3 T (chosen from that trajectory), against every full step: latent MNC 0.509 ->
+# 0.582 (higher on 10 of 12 cases), peak / true 0.57 -> 1.29, EM image 17.92 -> 20.45 dB (12 of 12), the command's
+# output 18.65 -> 21.08 dB (10 of 12; measurement 22.15); at 0.4 / 0.2 T, MNC 0.534 / 0.610, peak / true 0.86 / 1.73
+# (0.2 T overshoots toward a delta further; 0.3 T was the held-out tables' setting, so it stays). The pixel variant's
+# kernels collapse toward a delta with it (MNC 0.599 -> 0.531, higher on 4 of 12; peak / true 3.2), so it keeps an
+# M-step at every full step.
 M_STEP_START_FRACTION = 1.0
 LATENT_M_STEP_START_FRACTION = 0.3
 
