@@ -16,6 +16,14 @@ carries little beyond its sum, weigh less, so the kernel follows the edges. The 
 circular blur the update assumes, and the two directions are passed to :func:`~blindfast.ops.hqs_kernel_update` as
 channels (it sums its data term over channels): no new op. Everything else, :math:`\alpha = \delta \sigma^2`, the
 plug-and-play kernel denoiser, the clip, normalisation and re-centring, is the intensity M-step's.
+
+Either domain can fit the kernel to lightly smoothed images (``smoothing``: a circular Gaussian g of that std on both
+the estimate and the measurement, :func:`gaussian_smoothing`; Cho & Lee's coarse scales without the pyramid). A
+common filter leaves the true kernel the minimiser, :math:`k \circledast (g \circledast x) = g \circledast (k
+\circledast x) = g \circledast y`, while the data term's frequencies are weighted by :math:`|G|^2`: the fine
+detail a diffusion prior invents (the estimate's excess edge and texture energy, which makes :math:`K = Y / X` too
+weak at high frequencies: a spread kernel) weighs less, and there the kernel follows its prior step (the denoised
+previous kernel) instead.
 """
 
 from __future__ import annotations
@@ -25,9 +33,10 @@ from torch import Tensor
 
 from blindfast.ops import hqs_kernel_update
 
-__all__ = ["M_STEP_DOMAINS", "image_gradients", "hqs_m_step"]
+__all__ = ["M_STEP_DOMAINS", "image_gradients", "gaussian_smoothing", "hqs_m_step"]
 
 M_STEP_DOMAINS = ("intensity", "gradient")  # hqs_m_step's domain: LatentDEM's, Cho & Lee's (module docstring)
+SMOOTHING_TRUNCATE = 4.0  # the Gaussian's radius in stds (scipy.ndimage.gaussian_filter's default)
 
 
 def image_gradients(images: Tensor) -> Tensor:
@@ -38,8 +47,34 @@ def image_gradients(images: Tensor) -> Tensor:
     return torch.cat((horizontal, vertical), dim=-3)
 
 
+def gaussian_smoothing(images: Tensor, std: float) -> Tensor:
+    """(..., C, H, W) ``images`` circularly convolved with the normalised sampled Gaussian of ``std`` pixels, radius
+    ``int(SMOOTHING_TRUNCATE * std + 0.5)`` (scipy.ndimage.gaussian_filter with ``mode="wrap"``); ``std`` 0 returns
+    them unchanged. Circular, so it commutes exactly with the circular blur the M-step assumes.
+
+    Raises:
+        ValueError: a negative std, or a Gaussian wider than the images.
+    """
+    if std < 0:
+        raise ValueError(f"the smoothing std must be >= 0 pixels, got {std}")
+    if std == 0:
+        return images
+    radius = int(SMOOTHING_TRUNCATE * std + 0.5)
+    if 2 * radius + 1 > min(images.shape[-2:]):
+        raise ValueError(f"the smoothing Gaussian (std {std}, {2 * radius + 1} taps) must fit the images "
+                         f"{tuple(images.shape[-2:])}")
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float64) / std) ** 2)
+    taps = (taps / taps.sum()).to(images)
+    flat = images.reshape(-1, 1, *images.shape[-2:])
+    rows = torch.nn.functional.conv2d(torch.nn.functional.pad(flat, (radius, radius, 0, 0), mode="circular"),
+                                      taps.view(1, 1, 1, -1))
+    both = torch.nn.functional.conv2d(torch.nn.functional.pad(rows, (0, 0, radius, radius), mode="circular"),
+                                      taps.view(1, 1, -1, 1))
+    return both.reshape(images.shape)
+
+
 def hqs_m_step(image: Tensor, y: Tensor, kernel: Tensor, *, sigma: float, delta: float, iters: int, lam: float,
-               denoiser=None, domain: str = "intensity") -> Tensor:
+               denoiser=None, domain: str = "intensity", smoothing: float = 0.0) -> Tensor:
     """One M-step: :func:`~blindfast.ops.hqs_kernel_update` of ``kernel`` on ``image`` and ``y`` (``domain``
     "intensity") or on their :func:`image_gradients` ("gradient"; the module docstring), warm-started from
     ``kernel``, with ``sigma``, ``delta``, ``iters``, ``lam`` and ``denoiser`` as the op takes them.
@@ -49,6 +84,8 @@ def hqs_m_step(image: Tensor, y: Tensor, kernel: Tensor, *, sigma: float, delta:
         y: (C, H, W) the measurement.
         kernel: (kh, kw) the current kernel.
         domain: one of :data:`M_STEP_DOMAINS`.
+        smoothing: the std (pixels, >= 0) of the Gaussian both images are smoothed by first
+            (:func:`gaussian_smoothing`, module docstring); 0: none.
     Returns:
         (kh, kw) the updated kernel: non-negative, sum 1.
     """
@@ -56,4 +93,5 @@ def hqs_m_step(image: Tensor, y: Tensor, kernel: Tensor, *, sigma: float, delta:
         raise ValueError(f"domain must be one of {M_STEP_DOMAINS}, got {domain!r}")
     if domain == "gradient":
         image, y = image_gradients(image), image_gradients(y)
+    image, y = gaussian_smoothing(image, smoothing), gaussian_smoothing(y, smoothing)
     return hqs_kernel_update(image, y, kernel, sigma=sigma, delta=delta, iters=iters, denoiser=denoiser, lam=lam)

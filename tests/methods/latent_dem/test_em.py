@@ -115,3 +115,29 @@ def test_taper_is_off_by_default_and_changes_the_kernel(problem, prior):
             for taper in (None, False, True)}
     assert torch.equal(runs[None].kernel, runs[False].kernel) and torch.equal(runs[None].image, runs[False].image)
     assert not torch.equal(runs[True].kernel, runs[False].kernel)
+
+
+def test_m_step_start(problem, prior):
+    """M-steps only at the full EM steps with t <= m_step_start (every step full here); none leaves the delta; the
+    pixel default is every full step (em.M_STEP_START_FRACTION = 1)."""
+    _, _, y = problem
+    runs = {start: em_deblur(y, prior, kernel_size=KERNEL, sigma=SIGMA, steps=8, skip_every=1,
+                             **({} if start is None else {"m_step_start": start}),
+                             kernel_denoiser=load_kernel_denoiser(), generator=torch.Generator().manual_seed(2))
+            for start in (None, 8, 3, 0)}
+    assert [s.m_seconds > 0 for s in runs[3].steps] == [t <= 3 for t in range(8, 0, -1)]
+    assert all(s.full for s in runs[3].steps)
+    assert torch.equal(runs[0].kernel, delta_kernel(KERNEL))
+    assert torch.equal(runs[None].kernel, runs[8].kernel) and torch.equal(runs[None].image, runs[8].image)
+    assert not torch.equal(runs[3].kernel, runs[8].kernel)
+
+
+@pytest.mark.parametrize("start, error, match", [
+    (9, ValueError, r"m_step_start must lie in 0..T = 8, got 9"),
+    (-1, ValueError, r"m_step_start must be an integer >= 0, got -1"),
+    (2.5, TypeError, r"m_step_start must be an integer >= 0, got float 2.5"),
+])
+def test_bad_m_step_start(problem, prior, start, error, match):
+    _, _, y = problem
+    with pytest.raises(error, match=match):
+        em_deblur(y, prior, kernel_size=KERNEL, sigma=SIGMA, steps=8, m_step_start=start)

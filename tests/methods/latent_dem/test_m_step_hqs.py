@@ -1,14 +1,17 @@
 """The kernel M-step on intensities and on image gradients: the circular differences commute with the circular blur,
 one gradient-domain update equals a dense float64 least-squares solve of its data term, both domains recover a
-motion kernel from an exact image, bad domains are refused."""
+motion kernel from an exact image, bad domains are refused; the M-step's Gaussian smoothing matches scipy's wrapped
+Gaussian filter, commutes with the circular blur, enters the update as a dense solve on the smoothed images, and
+keeps the kernel recoverable from an exact image."""
 
 import numpy as np
 import pytest
+import scipy.ndimage
 import torch
 
 from blindfast.data import embedded_images
 from blindfast.methods.latent_dem import delta_kernel, em_deblur, load_kernel_denoiser
-from blindfast.methods.latent_dem.m_step_hqs import M_STEP_DOMAINS, hqs_m_step, image_gradients
+from blindfast.methods.latent_dem.m_step_hqs import M_STEP_DOMAINS, gaussian_smoothing, hqs_m_step, image_gradients
 from blindfast.metrics import mnc
 from blindfast.models import load_shipped_prior
 from blindfast.physics import Blur, motion_kernel
@@ -92,6 +95,59 @@ def test_recovers_the_kernel_from_an_exact_image(domain, seed):
     assert mnc(got, kernel).item() > 0.95
 
 
+@pytest.mark.parametrize("std", [0.5, 1.0, 2.0])
+def test_gaussian_smoothing_matches_scipy(std):
+    images = torch.rand(2, 3, 21, 26, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    expected = np.stack([[scipy.ndimage.gaussian_filter(c, std, mode="wrap") for c in image]
+                         for image in images.numpy()])
+    np.testing.assert_allclose(gaussian_smoothing(images, std).numpy(), expected, rtol=0, atol=1e-14)
+    assert gaussian_smoothing(images, 0.0) is images
+
+
+def test_smoothing_commutes_with_the_circular_blur():
+    """g * (k * x) = k * (g * x): the smoothed images are a blur pair with the same kernel."""
+    x = torch.rand(1, 3, 24, 20, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    kernel = motion_kernel(1, 7, generator=torch.Generator().manual_seed(6))["kernel"].reshape(7, 7).double()
+    blur = Blur(padding="circular")
+    torch.testing.assert_close(gaussian_smoothing(blur.A(x, kernel=kernel), 1.5),
+                               blur.A(gaussian_smoothing(x, 1.5), kernel=kernel), rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("domain", M_STEP_DOMAINS)
+def test_smoothed_update_solves_its_data_term(domain):
+    """One iteration with smoothing s equals the dense float64 solve on the scipy-smoothed (and, for the gradient
+    domain, differenced) images."""
+    generator = torch.Generator().manual_seed(7)
+    x = torch.rand(1, 2, 13, 12, generator=generator, dtype=torch.float64)
+    y = torch.rand(2, 13, 12, generator=generator, dtype=torch.float64)
+    phi = torch.rand(3, 5, generator=generator, dtype=torch.float64)
+    phi = phi / phi.sum()
+    sigma, delta = 0.01, 2e3
+    got = hqs_m_step(x, y, phi, sigma=sigma, delta=delta, iters=1, lam=1.0, domain=domain, smoothing=1.0)
+    x_seen, y_seen = x[0].numpy(), y.numpy()
+    if domain == "gradient":
+        x_seen, y_seen = _differences_numpy(x_seen), _differences_numpy(y_seen)
+    x_seen, y_seen = ([scipy.ndimage.gaussian_filter(c, 1.0, mode="wrap") for c in images]
+                      for images in (x_seen, y_seen))
+    expected = _dense_update(np.stack(x_seen), np.stack(y_seen), phi.numpy(), delta * sigma**2)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_smoothed_m_step_recovers_the_kernel_from_an_exact_image(seed):
+    """As the unsmoothed test, on gradients, with both images smoothed by a Gaussian of std 0.5 pixel: MNC measured
+    0.964 / 0.982 / 0.983. Not every setting does: on intensities at std 0.5, 0.947 / 0.964 / 0.972; at std 1, 0.858 /
+    0.949 / 0.902 (intensity) and 0.477 / 0.959 / 0.855 (gradient), 0.477 / 0.928 on gradients after 300 iterations:
+    where |G|^2 |X|^2 falls far below alpha the kernel follows the denoised previous kernel (README: the smoothing
+    stays an option)."""
+    x = embedded_images("test")[0][None, :, 100:164, 100:164].contiguous()
+    kernel = motion_kernel(1, 13, generator=torch.Generator().manual_seed(seed))["kernel"].reshape(13, 13)
+    y = Blur(padding="circular").A(x, kernel=kernel)[0]
+    got = hqs_m_step(x, y, delta_kernel(13), sigma=0.01, delta=5e6, iters=100, lam=1.0,
+                     denoiser=load_kernel_denoiser(), domain="gradient", smoothing=0.5)
+    assert mnc(got, kernel).item() > 0.95
+
+
 @pytest.mark.parametrize("prior_name, domain", [("pixel_tiny", "intensity"), ("latent_tiny", "gradient")])
 def test_default_domain_per_variant(prior_name, domain):
     """em_deblur's default M-step: on intensities for a pixel prior, on gradients for a latent one (em.M_STEP_DOMAIN,
@@ -110,6 +166,10 @@ def test_bad_domain():
     x = torch.rand(1, 3, 16, 16)
     with pytest.raises(ValueError, match=r"domain must be one of \('intensity', 'gradient'\), got 'fourier'"):
         hqs_m_step(x, x[0], delta_kernel(5), sigma=0.01, delta=5e6, iters=1, lam=1.0, domain="fourier")
+    with pytest.raises(ValueError, match=r"smoothing std must be >= 0 pixels, got -1"):
+        hqs_m_step(x, x[0], delta_kernel(5), sigma=0.01, delta=5e6, iters=1, lam=1.0, smoothing=-1)
+    with pytest.raises(ValueError, match=r"Gaussian \(std 2.0, 17 taps\) must fit the images \(16, 16\)"):
+        hqs_m_step(x, x[0], delta_kernel(5), sigma=0.01, delta=5e6, iters=1, lam=1.0, smoothing=2.0)
     with pytest.raises(ValueError,
                        match=r"m_step_domain must be None or one of \('intensity', 'gradient'\), got 'edges'"):
         em_deblur(x, None, kernel_size=5, sigma=0.01, m_step_domain="edges")
