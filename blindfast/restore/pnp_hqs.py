@@ -74,8 +74,9 @@ def noise_schedule(sigma: float, iters: int, sigma_start: float = DPIR_SIGMA_STA
 def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDenoiser, *, sigma: float,
             iters: int = PNP_ITERS, lam: float = PNP_LAMBDA, sigma_start: float = DPIR_SIGMA_START,
             sigma_floor: float = PNP_SIGMA_FLOOR, ensemble: str = "cycle", denoise_last: bool = False,
-            cg_iters: int = DEFAULT_DATA_CG_ITERS, timings: dict | None = None, progress: bool = False) -> Tensor:
-    """DPIR's iterations with the departures of the module docstring.
+            final_denoise: bool = True, cg_iters: int = DEFAULT_DATA_CG_ITERS, timings: dict | None = None,
+            progress: bool = False) -> Tensor:
+    r"""DPIR's iterations with the departures of the module docstring.
 
     Args:
         y: (B, C, Ho, Wo) the measurement, images in [0, 1].
@@ -89,12 +90,15 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
         sigma_floor: the schedule ends at max(sigma, sigma_floor) (0: DPIR's sigma_K = sigma).
         ensemble: "cycle" (iteration k denoises the k-th dihedral transform), "x8" (the average of all 8 at every
             iteration, 8x the denoiser's cost) or "off".
-        denoise_last: True returns DPIR's z_K (the last data step denoised); False the last data step x_K.
+        denoise_last: True returns DPIR's z_K (the last data step denoised at sigma_K, in the ensemble's
+            transform), whatever ``final_denoise`` says.
+        final_denoise: True returns the last data step denoised once more at the measurement's own noise level,
+            untransformed, :math:`D(x_K, \sigma)`; False the last data step x_K.
         cg_iters: CG iterations per data step (non-uniform operators).
         timings: if a dict, receives "data_s" and "denoise_s", the seconds spent in each step.
         progress: a tqdm bar.
     Returns:
-        (B, C, H, W) x_K, or z_K with ``denoise_last``.
+        (B, C, H, W) :math:`D(x_K, \sigma)`, x_K without ``final_denoise``, or z_K with ``denoise_last``.
     Raises:
         ValueError: sigma, lam or sigma_start <= 0, sigma_floor < 0, iters < 1, an unknown ensemble, bad measurement
             or blur parameters.
@@ -128,6 +132,10 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
             transforms = {"cycle": [k], "x8": range(DIHEDRAL_SIZE), "off": [0]}[ensemble]
             z = self_ensemble(denoiser, x, sigma_k, transforms)
             spent["denoise_s"] += time.perf_counter() - start
+        if final_denoise and not denoise_last:
+            start = time.perf_counter()
+            z = denoiser(x, sigma)
+            spent["denoise_s"] += time.perf_counter() - start
     if timings is not None:
         timings.update(spent)
-    return z if denoise_last else x
+    return z if denoise_last or final_denoise else x
