@@ -1,7 +1,7 @@
 """Why ``pnp_hqs`` departs from DPIR with the shipped ``pixel_tiny``: measured on *train* photos only.
 
 Crops (``--size``, default 192) with fine texture, where PnP loses to CG on chelsea's fur: astronaut's hair (top
-left), rocket's trees (bottom left), motorcycle_left's engine. Two tables:
+left), rocket's trees (bottom left), motorcycle_left's engine. Five tables:
 
 1. ``--denoiser``: the prior's Tweedie denoiser alone on white noise of std s: PSNR gain over the noisy crop at
    strength f * s (f = 0.5, 0.75, 1: does it over-smooth?), blended with the input (``a v + (1 - a) D(v)``), the
@@ -15,10 +15,10 @@ Three more on content like the test photos' large smooth areas (a cup, a table):
 rocket's sky, motorcycle_left's floor and its tank (``--size``, default 192), and the whole train photos:
 
 3. ``--transforms``: the denoiser alone under each of the 8 flips and quarter turns (PSNR, white noise of std s).
-4. ``--ending``: PnP minus CG per region (smooth / textured pixels by the sharp photo's local std over 9x9,
-   below 0.02 / above 0.06; the field's centre / rim, radius below 0.4 / above 0.7 of the half diagonal) for
-   the ends of one run: x_K, and x_K denoised once more at the measurement's noise level s or 2 s,
-   untransformed or the x8 average.
+4. ``--ending``: on those crops and the textured ones, PnP minus CG per region (smooth / textured pixels by the
+   sharp photo's local std over 9x9, below 0.02 / above 0.06; the field's centre / rim, radius below 0.4 / above
+   0.7 of the half diagonal) for the ends of one run: x_K, and x_K denoised once more at the measurement's noise
+   level s or 2 s, untransformed or the x8 average.
 5. ``--whole``: PnP minus CG on the whole photos astronaut, rocket and motorcycle_left, x_K (the previous
    default) against D(x_K, s) (the default).
 
@@ -175,7 +175,7 @@ def ending_table(size: int, denoiser: PriorDenoiser) -> None:
     print("|---" * 5 + "|")
     totals = {}
     for case, (op, params) in blur_cases().items():
-        for name, x in smooth_crops(size).items():
+        for name, x in {**smooth_crops(size), **crops(size)}.items():
             x = x.contiguous()
             masks = regions(x)
             y, cg = measure(x, op, params)
@@ -194,8 +194,8 @@ def whole_table(denoiser: PriorDenoiser) -> None:
     photos = dict(zip(EMBEDDED_SPLITS["train"], embedded_images("train")))
     print("| case | photo | CG (dB) | x_K (previous default) | D(x_K, s) (default) |")
     print("|---" * 5 + "|")
-    for case, (op, params) in blur_cases().items():
-        for name in ("astronaut", "rocket", "motorcycle_left"):
+    for name in ("astronaut", "rocket", "motorcycle_left"):
+        for case, (op, params) in blur_cases().items():
             x = photos[name][None].contiguous()
             y, cg = measure(x, op, params)
             base = float(psnr(cg.clamp(0, 1), x))
