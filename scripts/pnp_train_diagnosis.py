@@ -1,7 +1,7 @@
 """Why ``pnp_hqs`` departs from DPIR with the shipped ``pixel_tiny``: measured on *train* photos only.
 
 Crops (``--size``, default 192) with fine texture, where PnP loses to CG on chelsea's fur: astronaut's hair (top
-left), rocket's trees (bottom left), motorcycle_left's engine. Two tables:
+left), rocket's trees (bottom left), motorcycle_left's engine. Five tables:
 
 1. ``--denoiser``: the prior's Tweedie denoiser alone on white noise of std s: PSNR gain over the noisy crop at
    strength f * s (f = 0.5, 0.75, 1: does it over-smooth?), blended with the input (``a v + (1 - a) D(v)``), the
@@ -11,7 +11,18 @@ left), rocket's trees (bottom left), motorcycle_left's engine. Two tables:
    motion blur (``motion_kernel`` 31x31, seed 0), noise 0.01, PSNR minus CG-Tikhonov's (``lam = 0.01``, gradient,
    100 iterations) for DPIR's ending (schedule down to sigma, z_K, no transforms) and each departure in turn.
 
-    OMP_NUM_THREADS=1 python scripts/pnp_train_diagnosis.py --denoiser --pnp
+Three more on content like the test photos' large smooth areas (a cup, a table): crops of astronaut's background,
+rocket's sky, motorcycle_left's floor and its tank (``--size``, default 192), and the whole train photos:
+
+3. ``--transforms``: the denoiser alone under each of the 8 flips and quarter turns (PSNR, white noise of std s).
+4. ``--ending``: on those crops and the textured ones, PnP minus CG per region (smooth / textured pixels by the
+   sharp photo's local std over 9x9, below 0.02 / above 0.06; the field's centre / rim, radius below 0.4 / above
+   0.7 of the half diagonal) for the ends of one run: x_K, and x_K denoised once more at the measurement's noise
+   level s or 2 s, untransformed or the x8 average.
+5. ``--whole``: PnP minus CG on the whole photos astronaut, rocket and motorcycle_left, x_K (the previous
+   default) against D(x_K, s) (the default).
+
+    OMP_NUM_THREADS=1 python scripts/pnp_train_diagnosis.py --denoiser --pnp --transforms --ending --whole
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ import statistics
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
 
 from blindfast.data import EMBEDDED_SPLITS, embedded_images
@@ -28,18 +40,21 @@ from blindfast.metrics import psnr
 from blindfast.models import load_shipped_prior
 from blindfast.physics import Blur, SpaceVaryingBlur, lens_psf_grid, motion_kernel
 from blindfast.restore import PriorDenoiser, cg_tikhonov, pnp_hqs
-from blindfast.restore.dihedral import self_ensemble
+from blindfast.restore.dihedral import DIHEDRAL_SIZE, dihedral, dihedral_inverse, self_ensemble
 from blindfast.restore.noise_level import tikhonov_weight
 
 SIGMA = 0.01
 NOISE_LEVELS = (0.01, 0.02, 0.04, 0.08, 0.19)
 VARIANTS = {   # pnp_hqs options
     "DPIR's end": {"sigma_floor": 0.0, "ensemble": "off", "denoise_last": True},
-    "+ x_K": {"sigma_floor": 0.0, "ensemble": "off"},
+    "+ x_K": {"sigma_floor": 0.0, "ensemble": "off", "final_denoise": False},
     "floor 0.03": {"ensemble": "off", "denoise_last": True},
-    "floor 0.03 + x_K": {"ensemble": "off"},
-    "floor + x_K + cycle (default)": {},
+    "floor 0.03 + x_K": {"ensemble": "off", "final_denoise": False},
+    "floor + x_K + cycle": {"final_denoise": False},
+    "+ D(x_K, s) (default)": {},
 }
+SMOOTH_STD, TEXTURE_STD = 0.02, 0.06   # local std of the sharp photo over 9x9 pixels: smooth below, texture above
+CENTRE_RADIUS, RIM_RADIUS = 0.4, 0.7   # field radius in units of the half diagonal
 
 
 def crops(size: int) -> dict:
@@ -47,6 +62,47 @@ def crops(size: int) -> dict:
     return {"astronaut hair": photos["astronaut"][None, :, :size, 100:100 + size],
             "rocket trees": photos["rocket"][None, :, -size:, :size],
             "motorcycle": photos["motorcycle_left"][None, :, 280:280 + size, 300:300 + size]}
+
+
+def smooth_crops(size: int) -> dict:
+    photos = dict(zip(EMBEDDED_SPLITS["train"], embedded_images("train")))
+    return {"astronaut background": photos["astronaut"][None, :, :size, -size:],
+            "rocket sky": photos["rocket"][None, :, :size, 150:150 + size],
+            "motorcycle floor": photos["motorcycle_left"][None, :, -size:, :size],
+            "motorcycle tank": photos["motorcycle_left"][None, :, 130:130 + size, 250:250 + size]}
+
+
+def blur_cases() -> dict:
+    generator = torch.Generator().manual_seed(0)
+    return {"lens": (SpaceVaryingBlur(padding="reflect"),
+                     {"psf_grid": lens_psf_grid((8, 8), 31, channels=3, generator=generator)}),
+            "motion": (Blur(padding="reflect"), {"kernel": motion_kernel(1, size=31, generator=generator)["kernel"]})}
+
+
+def measure(x, op, params, seed: int = 1):
+    """The measurement (noise std SIGMA) and CG-Tikhonov's restoration of it."""
+    y = op.A(x, **params)
+    y = y + SIGMA * torch.randn(y.shape, generator=torch.Generator().manual_seed(seed))
+    return y, cg_tikhonov(y, op, params, lam=tikhonov_weight(SIGMA), iters=100)
+
+
+def regions(x) -> dict:
+    """Boolean (1, 1, H, W) masks of x (1, C, H, W): all, smooth, textured pixels and the field's centre and rim."""
+    grey = x.mean(1, keepdim=True)
+    padded = [F.pad(v, (4,) * 4, mode="reflect") for v in (grey, grey * grey)]
+    mean, mean_sq = (F.avg_pool2d(v, 9, 1) for v in padded)
+    local_std = (mean_sq - mean * mean).clamp_min(0).sqrt()
+    H, W = x.shape[-2:]
+    v, u = torch.meshgrid(torch.linspace(-1, 1, H), torch.linspace(-1, 1, W), indexing="ij")
+    radius = ((u * u + v * v) / 2).sqrt()[None, None]
+    return {"all": torch.ones_like(local_std, dtype=torch.bool), "smooth": local_std < SMOOTH_STD,
+            "texture": local_std > TEXTURE_STD, "centre": radius < CENTRE_RADIUS, "rim": radius > RIM_RADIUS}
+
+
+def masked_psnr(image, x, mask) -> float:
+    """PSNR over the pixels of ``mask`` (all channels), image clipped to [0, 1]."""
+    squared = ((image.clamp(0, 1) - x) ** 2).mean(1, keepdim=True)
+    return -10 * torch.log10(squared[mask].mean()).item()
 
 
 def gain(image, x, base: float) -> float:
@@ -77,14 +133,10 @@ def denoiser_table(size: int, denoiser: PriorDenoiser) -> None:
 
 
 def pnp_table(size: int, denoiser: PriorDenoiser) -> None:
-    generator = torch.Generator().manual_seed(0)
-    cases = {"lens": (SpaceVaryingBlur(padding="reflect"),
-                      {"psf_grid": lens_psf_grid((8, 8), 31, channels=3, generator=generator)}),
-             "motion": (Blur(padding="reflect"), {"kernel": motion_kernel(1, size=31, generator=generator)["kernel"]})}
     gains = {variant: [] for variant in VARIANTS}
     print("| case | crop | CG (dB) | " + " | ".join(VARIANTS) + " |")
     print("|---" * (len(VARIANTS) + 3) + "|")
-    for case, (op, params) in cases.items():
+    for case, (op, params) in blur_cases().items():
         noise = torch.Generator().manual_seed(1)
         for name, x in crops(size).items():
             x = x.contiguous()
@@ -99,11 +151,68 @@ def pnp_table(size: int, denoiser: PriorDenoiser) -> None:
     print("| mean | | | " + " | ".join(f"{statistics.mean(g):+.2f}" for g in gains.values()) + " |")
 
 
+def transforms_table(size: int, denoiser: PriorDenoiser) -> None:
+    print("| crop | s | " + " | ".join(f"T{i}" for i in range(DIHEDRAL_SIZE)) + " |")
+    print("|---" * (DIHEDRAL_SIZE + 2) + "|")
+    for s in (0.03, 0.05, 0.1):
+        means = np.zeros(DIHEDRAL_SIZE)
+        named = smooth_crops(size)
+        for name, x in named.items():
+            v = x + s * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+            cells = [float(psnr(dihedral_inverse(denoiser(dihedral(v, i), s), i).clamp(0, 1), x))
+                     for i in range(DIHEDRAL_SIZE)]
+            means += np.array(cells) / len(named)
+            print(f"| {name} | {s} | " + " | ".join(f"{c:.2f}" for c in cells) + " |", flush=True)
+        print(f"| mean | {s} | " + " | ".join(f"{c:.2f}" for c in means) + " |", flush=True)
+
+
+def ending_table(size: int, denoiser: PriorDenoiser) -> None:
+    ends = {"x_K": lambda x_K: x_K, "D(x_K, s)": lambda x_K: denoiser(x_K, SIGMA),
+            "D(x_K, 2 s)": lambda x_K: denoiser(x_K, 2 * SIGMA),
+            "x8 D(x_K, s)": lambda x_K: self_ensemble(denoiser, x_K, SIGMA)}
+    print("| case | crop | end | CG (dB): all / smooth / texture / centre / rim | PnP - CG: all / smooth / texture "
+          "/ centre / rim |")
+    print("|---" * 5 + "|")
+    totals = {}
+    for case, (op, params) in blur_cases().items():
+        for name, x in {**smooth_crops(size), **crops(size)}.items():
+            x = x.contiguous()
+            masks = regions(x)
+            y, cg = measure(x, op, params)
+            base = [masked_psnr(cg, x, m) for m in masks.values()]
+            x_K = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, final_denoise=False)
+            for end, finish in ends.items():
+                cells = [masked_psnr(finish(x_K), x, m) - b for m, b in zip(masks.values(), base)]
+                totals.setdefault((case, end), []).append(cells[0])
+                print(f"| {case} | {name} | {end} | " + " / ".join(f"{b:.2f}" for b in base) + " | "
+                      + " / ".join(f"{c:+.2f}" for c in cells) + " |", flush=True)
+    for (case, end), cells in totals.items():
+        print(f"| {case} | mean | {end} | | {statistics.mean(cells):+.2f} |")
+
+
+def whole_table(denoiser: PriorDenoiser) -> None:
+    photos = dict(zip(EMBEDDED_SPLITS["train"], embedded_images("train")))
+    print("| case | photo | CG (dB) | x_K (previous default) | D(x_K, s) (default) |")
+    print("|---" * 5 + "|")
+    for name in ("astronaut", "rocket", "motorcycle_left"):
+        for case, (op, params) in blur_cases().items():
+            x = photos[name][None].contiguous()
+            y, cg = measure(x, op, params)
+            base = float(psnr(cg.clamp(0, 1), x))
+            x_K = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, final_denoise=False)
+            # the default ends with D(x_K, SIGMA) on the same x_K (tests/restore/test_prior_solvers.py), one run
+            cells = [gain(x_K, x, base), gain(denoiser(x_K, SIGMA), x, base)]
+            print(f"| {case} | {name} | {base:.2f} | " + " | ".join(f"{c:+.2f}" for c in cells) + " |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=192)
     parser.add_argument("--denoiser", action="store_true", help="table 1: the denoiser alone")
     parser.add_argument("--pnp", action="store_true", help="table 2: PnP-HQS variants against CG")
+    parser.add_argument("--transforms", action="store_true", help="table 3: the denoiser under each transform")
+    parser.add_argument("--ending", action="store_true", help="table 4: PnP's ends per region against CG")
+    parser.add_argument("--whole", action="store_true", help="table 5: the whole train photos")
     args = parser.parse_args()
     denoiser = PriorDenoiser(load_shipped_prior("pixel_tiny"))
     with torch.no_grad():
@@ -111,6 +220,12 @@ def main() -> None:
             denoiser_table(args.size, denoiser)
         if args.pnp:
             pnp_table(args.size, denoiser)
+        if args.transforms:
+            transforms_table(args.size, denoiser)
+        if args.ending:
+            ending_table(args.size, denoiser)
+        if args.whole:
+            whole_table(denoiser)
 
 
 if __name__ == "__main__":

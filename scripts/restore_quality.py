@@ -10,6 +10,7 @@ no transforms), what :func:`~blindfast.restore.pnp_hqs` did before its defaults 
 
     python scripts/restore_quality.py --json restore_quality.json
     python scripts/restore_quality.py --case motion --json motion.json   # one case (two runs side by side)
+    python scripts/restore_quality.py --solvers CG PnP                   # only these rows
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def main() -> None:
     parser.add_argument("--crop", type=int, default=None, help="centre crops of this side (quick checks only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--case", choices=("lens", "motion"), default=None, help="only this case (default both)")
+    parser.add_argument("--solvers", nargs="+", choices=list(solvers(None)), default=None,
+                        help="only these solvers (default all)")
     args = parser.parse_args()
     names = EMBEDDED_SPLITS["test"]
     photos = embedded_images("test")
@@ -76,6 +79,8 @@ def main() -> None:
             y = y + SIGMA * torch.randn(y.shape, generator=noise)
             rows = {"measurement": (y, 0.0)}
             for solver, solve in solvers(prior).items():
+                if args.solvers and solver not in args.solvers:
+                    continue
                 start = time.perf_counter()
                 with torch.no_grad():
                     restored = solve(y, op, params)
@@ -92,7 +97,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"sigma": SIGMA, "cg_iters": CG_ITERS, "seed": args.seed, "crop": args.crop, "case": args.case,
-                       "threads": torch.get_num_threads(), "results": results}, f, indent=2)
+                       "solvers": args.solvers, "threads": torch.get_num_threads(), "results": results}, f, indent=2)
 
 
 def table(results: list[dict], names) -> str:

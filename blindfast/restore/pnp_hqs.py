@@ -12,14 +12,19 @@ below). The data step is :func:`blindfast.restore.data_step.proximal_data_step` 
 otherwise); the denoiser is :class:`blindfast.restore.prior_denoiser.PriorDenoiser`, the prior's
 :math:`E[x_1 | x_t]` at the time whose noise is :math:`\sigma_k`.
 
-Three departures from DPIR, for the shipped tiny prior, each measured on the *train* photos (numbers below):
+Four departures from DPIR, for the shipped tiny prior, each measured on the *train* photos (numbers below):
 
 - the schedule ends at :math:`\sigma_K = \max(\sigma, \sigma_\text{floor})`, not at :math:`\sigma`: below about
   0.03 the tiny prior denoises fine texture worse than a classical denoiser (rocket's trees, white noise 0.01 /
   0.02: +1.1 / +3.0 dB against +2.3 / +3.8 for non-local means; from 0.04 up it is the better one), and PnP's PSNR
   falls by 0.2-0.5 dB over the iterations whose :math:`\sigma_k` is below about 0.03-0.05;
-- the last iterate is the data step's :math:`x_K` (the last denoiser skipped), which keeps the detail the
-  denoiser's last pass smooths away;
+- the last denoiser at :math:`\sigma_K` is skipped: it smooths away the detail the last data step :math:`x_K`
+  keeps;
+- instead :math:`x_K` is denoised once more at the measurement's own noise level :math:`\sigma`, untransformed
+  (``final_denoise``). :math:`x_K = (A^T A + \rho_K)^{-1} (A^T y + \rho_K z_{K-1})` carries the measurement's
+  noise wherever :math:`|\hat k|^2 \gg \rho_K` (:math:`\rho_K = \lambda \sigma^2 / \sigma_K^2 = 0.11` at the
+  floor): about :math:`1 / (1 + \rho_K)` = 90% of it where the blur is mild (a lens's centre), amplified by
+  :math:`1 / |\hat k|` elsewhere. CG's gradient regulariser smooths that noise on large smooth areas; x_K does not;
 - iteration k denoises the k-th of the 8 flips and quarter turns (:mod:`blindfast.restore.dihedral`), transformed
   back, so that the iterates average the network's transform-dependent errors at no extra cost (DPIR averages all
   8 at every step, 8x the cost: ``ensemble="x8"``).
@@ -55,8 +60,14 @@ DPIR_ITERS = 8                # their K for deblurring
 # (16, 1) has the best mean gain over CG (+1.74 dB); a weaker denoiser than DRUNet wants more weight on the prior.
 # The departures (module docstring), (16, 1), PSNR minus CG's on 192^2 crops of astronaut's hair, rocket's trees and
 # motorcycle_left, lens and motion, mean of the 6 (scripts/pnp_train_diagnosis.py --pnp; README has them all):
-#   DPIR's end +1.45 dB, + x_K +1.57, floor 0.03 +1.61, floor 0.03 + x_K +1.84, + cycle (the defaults) +1.94.
+#   DPIR's end +1.45 dB, + x_K +1.57, floor 0.03 +1.61, floor 0.03 + x_K +1.84, + cycle (the previous defaults) +1.94.
 # A floor of 0.04 or K = 24 were no better on astronaut's hair, lens (31.65 / 31.59 dB against 31.73).
+# final_denoise, on 192^2 crops with large smooth areas (astronaut's background, rocket's sky, motorcycle_left's
+# floor and tank), mean PnP - CG, lens / motion: x_K +2.49 / +3.59 dB, D(x_K, sigma) +2.80 / +3.94, D(x_K, 2 sigma)
+# +2.75 / +3.89, the x8 average of D(x_K, sigma) below the untransformed one (motion +3.89); lambda = 2 instead
+# of 1 helped the lens case on two crops and lost on the others (+2.52 with x_K; motion +3.49). On the whole train
+# photos (astronaut, rocket, motorcycle_left) D(x_K, sigma) adds less: +0.05 to +0.07 dB to each, lens and motion;
+# on the textured crops above +0.00 to +0.06 dB.
 PNP_LAMBDA = 1.0
 PNP_ITERS = 16
 PNP_SIGMA_FLOOR = 0.03
@@ -74,8 +85,9 @@ def noise_schedule(sigma: float, iters: int, sigma_start: float = DPIR_SIGMA_STA
 def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDenoiser, *, sigma: float,
             iters: int = PNP_ITERS, lam: float = PNP_LAMBDA, sigma_start: float = DPIR_SIGMA_START,
             sigma_floor: float = PNP_SIGMA_FLOOR, ensemble: str = "cycle", denoise_last: bool = False,
-            cg_iters: int = DEFAULT_DATA_CG_ITERS, timings: dict | None = None, progress: bool = False) -> Tensor:
-    """DPIR's iterations with the departures of the module docstring.
+            final_denoise: bool = True, cg_iters: int = DEFAULT_DATA_CG_ITERS, timings: dict | None = None,
+            progress: bool = False) -> Tensor:
+    r"""DPIR's iterations with the departures of the module docstring.
 
     Args:
         y: (B, C, Ho, Wo) the measurement, images in [0, 1].
@@ -89,12 +101,15 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
         sigma_floor: the schedule ends at max(sigma, sigma_floor) (0: DPIR's sigma_K = sigma).
         ensemble: "cycle" (iteration k denoises the k-th dihedral transform), "x8" (the average of all 8 at every
             iteration, 8x the denoiser's cost) or "off".
-        denoise_last: True returns DPIR's z_K (the last data step denoised); False the last data step x_K.
+        denoise_last: True returns DPIR's z_K (the last data step denoised at sigma_K, in the ensemble's
+            transform), whatever ``final_denoise`` says.
+        final_denoise: True returns the last data step denoised once more at the measurement's own noise level,
+            untransformed, :math:`D(x_K, \sigma)`; False the last data step x_K.
         cg_iters: CG iterations per data step (non-uniform operators).
         timings: if a dict, receives "data_s" and "denoise_s", the seconds spent in each step.
         progress: a tqdm bar.
     Returns:
-        (B, C, H, W) x_K, or z_K with ``denoise_last``.
+        (B, C, H, W) :math:`D(x_K, \sigma)`, x_K without ``final_denoise``, or z_K with ``denoise_last``.
     Raises:
         ValueError: sigma, lam or sigma_start <= 0, sigma_floor < 0, iters < 1, an unknown ensemble, bad measurement
             or blur parameters.
@@ -128,6 +143,10 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
             transforms = {"cycle": [k], "x8": range(DIHEDRAL_SIZE), "off": [0]}[ensemble]
             z = self_ensemble(denoiser, x, sigma_k, transforms)
             spent["denoise_s"] += time.perf_counter() - start
+        if final_denoise and not denoise_last:
+            start = time.perf_counter()
+            z = denoiser(x, sigma)
+            spent["denoise_s"] += time.perf_counter() - start
     if timings is not None:
         timings.update(spent)
-    return z if denoise_last else x
+    return z if denoise_last or final_denoise else x

@@ -62,12 +62,17 @@ def _circular_case():
 
 def test_pnp_hqs_schedule_transforms_and_last_step():
     """Defaults: K data steps, K - 1 denoiser calls on the schedule down to max(sigma, floor), iteration k on the
-    k-th dihedral transform (odd quarter turns transpose H, W); x8: 8 calls per iteration."""
+    k-th dihedral transform (odd quarter turns transpose H, W), then one untransformed call at sigma itself
+    (none without final_denoise); x8: 8 calls per iteration; denoise_last: z_K, no call at sigma."""
     op, params, y = _circular_case()
     denoiser = _RecordingDenoiser()
     pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=4)
     levels = noise_schedule(PNP_SIGMA_FLOOR, 4)
-    assert denoiser.calls == [((16, 24), levels[0]), ((16, 24), levels[1]), ((24, 16), levels[2])]
+    steps = [((16, 24), levels[0]), ((16, 24), levels[1]), ((24, 16), levels[2])]
+    assert denoiser.calls == steps + [((16, 24), SIGMA)]
+    denoiser = _RecordingDenoiser()
+    pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=4, final_denoise=False)
+    assert denoiser.calls == steps
     denoiser = _RecordingDenoiser()
     pnp_hqs(y, op, params, denoiser, sigma=0.1, iters=3, ensemble="x8", denoise_last=True)
     assert len(denoiser.calls) == 24 and {s for _, s in denoiser.calls} == set(noise_schedule(0.1, 3))
@@ -76,11 +81,18 @@ def test_pnp_hqs_schedule_transforms_and_last_step():
     assert denoiser.calls == [((16, 24), s) for s in noise_schedule(SIGMA, 2)]
 
 
+class _ShrinkingDenoiser(_RecordingDenoiser):
+    """v -> (1 - sigma) v: a linear stand-in whose output says which sigma it was given."""
+
+    def __call__(self, v, sigma):
+        super().__call__(v, sigma)
+        return (1 - sigma) * v
+
+
 def test_pnp_hqs_one_iteration_is_the_data_step_at_the_floor():
-    """K = 1 without the last denoiser: argmin ||k * x - y||^2 + rho ||x - y||^2 with rho = lam sigma^2 / floor^2,
-    in closed form by numpy's FFT (circular blur, symmetric kernel)."""
+    """K = 1: x_1 = argmin ||k * x - y||^2 + rho ||x - y||^2 with rho = lam sigma^2 / floor^2, in closed form by
+    numpy's FFT (circular blur, symmetric kernel); by default denoised once at sigma, D(x_1, sigma)."""
     op, params, y = _circular_case()
-    got = pnp_hqs(y, op, params, _RecordingDenoiser(), sigma=SIGMA, iters=1, lam=2.0)
     rho = 2.0 * SIGMA**2 / PNP_SIGMA_FLOOR**2
     kernel = params["kernel"][0, 0].numpy()
     padded = np.zeros((16, 24))
@@ -88,7 +100,22 @@ def test_pnp_hqs_one_iteration_is_the_data_step_at_the_floor():
     K = np.fft.fft2(np.roll(padded, (-2, -2), axis=(0, 1)))
     Y = np.fft.fft2(y[0].numpy())
     expected = np.real(np.fft.ifft2((np.conj(K) * Y + rho * Y) / (np.abs(K) ** 2 + rho)))
+    got = pnp_hqs(y, op, params, _ShrinkingDenoiser(), sigma=SIGMA, iters=1, lam=2.0, final_denoise=False)
     np.testing.assert_allclose(got[0].numpy(), expected, rtol=0, atol=1e-10)
+    got = pnp_hqs(y, op, params, _ShrinkingDenoiser(), sigma=SIGMA, iters=1, lam=2.0)
+    np.testing.assert_allclose(got[0].numpy(), (1 - SIGMA) * expected, rtol=0, atol=1e-10)
+
+
+def test_pnp_hqs_final_denoise_is_the_prior_on_x_K(prior):
+    """The default's end equals the prior's denoiser (untransformed, at sigma) applied to the x_K that
+    final_denoise=False returns, on the space-varying (CG) case."""
+    op, params = _cases()[1]
+    x, y = _blurred(op, params)
+    denoiser = PriorDenoiser(prior)
+    x_K = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=3, final_denoise=False)
+    got = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=3)
+    torch.testing.assert_close(got, denoiser(x_K, SIGMA), rtol=0, atol=0)
+    assert psnr(got.clamp(0, 1), x) > psnr(y.clamp(0, 1), x) + 1.0
 
 
 @pytest.mark.parametrize("option, value, message", [("sigma_floor", -0.01, "sigma_floor must be a number >= 0, got"),

@@ -15,7 +15,7 @@ kernel of the photo's uniform blur, then pruned (:func:`prune_kernel`); the whol
 Chosen on crops of the *train* photos (``scripts/latentdem_photo_policy.py``, README "LatentDEM", 17 x 17 kernels,
 64 to 256 pixels): restoring with the kernel by cg beat the EM's own image on 5 of 6 photos of the prior's size
 (mean 19.55 against 18.33 dB; 20.93 pruned), so those take the same path too, and beat pnp with the same kernel on
-all 18 photos (pnp_hqs's previous default, DPIR's end); on 128 x 128 photos the central crop's kernel with cg
+all 18 photos (an earlier default of pnp_hqs, DPIR's end); on 128 x 128 photos the central crop's kernel with cg
 (20.96 dB) did as well as EM on the whole photo (its image 20.89 dB, its kernel with pnp 20.43 dB) at about a
 quarter of the EM's time. On those photos the output
 still stays 1.2 to 1.4 dB below the measurement on average (README). ``--prior`` names the pixel prior of the EM
