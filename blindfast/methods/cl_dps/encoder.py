@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["ContrastiveEncoder", "SMALL", "WIDE"]
+__all__ = ["ContrastiveEncoder", "EncoderPair", "encoder_from_config", "SMALL", "WIDE"]
 
 # the CPU default: 64x64 patches -> an 8x8x128 last-stage map, an 8192-d feature
 SMALL = {"widths": (32, 64, 128), "blocks": (1, 1, 1)}
@@ -95,9 +95,46 @@ class ContrastiveEncoder(nn.Module):
         L2-normalised."""
         return F.normalize(self.trunk(patches).flatten(1), dim=1)
 
+    def measurement_features(self, patches: Tensor) -> Tensor:
+        """(N, C, n, n) measurement patches -> (N, c h w): :meth:`features` (one encoder maps both sides)."""
+        return self.features(patches)
+
     def heads(self, patches: Tensor) -> tuple[Tensor, Tensor]:
         """(N, C, n, n) patches in [-1, 1] -> ((N, projection_dim) L2-normalised MoCo embedding,
         (N, C, n / d, n / d) the colour head's prediction)."""
         last = self.trunk(patches)
         embedding = F.normalize(self.projection(last.mean(dim=(-2, -1))), dim=1)
         return embedding, self.colour(last)
+
+
+class EncoderPair(nn.Module):
+    """Two :class:`ContrastiveEncoder`\ s of one architecture (module docstring): ``x_side`` (F_x) encodes the image
+    being restored, ``y_side`` (F_y) the measurement.
+
+    Args: as :class:`ContrastiveEncoder`'s, for each side. ``config`` holds them plus ``two_encoders: True``, so
+    :func:`encoder_from_config` rebuilds the pair.
+    """
+
+    def __init__(self, channels: int = 3, widths: tuple[int, ...] = SMALL["widths"],
+                 blocks: tuple[int, ...] = SMALL["blocks"], projection_dim: int = 128):
+        super().__init__()
+        self.x_side = ContrastiveEncoder(channels, widths, blocks, projection_dim)
+        self.y_side = ContrastiveEncoder(channels, widths, blocks, projection_dim)
+        self.config = {**self.x_side.config, "two_encoders": True}
+        self.channels = channels
+        self.downsampling = self.x_side.downsampling
+
+    def features(self, patches: Tensor) -> Tensor:
+        """(N, C, n, n) image patches in [-1, 1] -> (N, c h w) F_x's inference feature."""
+        return self.x_side.features(patches)
+
+    def measurement_features(self, patches: Tensor) -> Tensor:
+        """(N, C, n, n) measurement patches in [-1, 1] -> (N, c h w) F_y's inference feature."""
+        return self.y_side.features(patches)
+
+
+def encoder_from_config(config: dict) -> ContrastiveEncoder | EncoderPair:
+    """The architecture of an encoder's ``config`` (an :class:`EncoderPair` when ``two_encoders`` is set), freshly
+    initialised from torch's global generator."""
+    arguments = {key: tuple(v) if isinstance(v, list) else v for key, v in config.items() if key != "two_encoders"}
+    return (EncoderPair if config.get("two_encoders") else ContrastiveEncoder)(**arguments)
