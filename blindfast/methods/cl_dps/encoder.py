@@ -108,8 +108,8 @@ class ContrastiveEncoder(nn.Module):
 
 
 class EncoderPair(nn.Module):
-    """Two :class:`ContrastiveEncoder`\ s of one architecture (module docstring): ``x_side`` (F_x) encodes the image
-    being restored, ``y_side`` (F_y) the measurement.
+    """Two :class:`ContrastiveEncoder` instances of one architecture (module docstring): ``x_side`` (F_x) encodes
+    the image being restored, ``y_side`` (F_y) the measurement.
 
     Args: as :class:`ContrastiveEncoder`'s, for each side. ``config`` holds them plus ``two_encoders: True``, so
     :func:`encoder_from_config` rebuilds the pair.
