@@ -185,8 +185,9 @@ class MoCo(nn.Module):
             k_x, _ = self.key.x_side.heads(x_t[y_rows])
             negatives_y, negatives_x = self.queue, self.x_queue
             if y_negatives is not None:
-                hard_y, _ = self.key.y_side.heads(y_negatives[x_rows].flatten(0, 1))
-                hard_x, _ = self.key.x_side.heads(x_negatives[y_rows].flatten(0, 1))
+                # gathered over the ranks, so every query sees the whole global batch's, as in one process
+                hard_y = concat_all_gather(self.key.y_side.heads(y_negatives[x_rows].flatten(0, 1))[0])
+                hard_x = concat_all_gather(self.key.x_side.heads(x_negatives[y_rows].flatten(0, 1))[0])
                 negatives_y, negatives_x = torch.cat([negatives_y, hard_y]), torch.cat([negatives_x, hard_x])
         target = colour_target(clean, self.query.downsampling)
         total_x, nce_x, mse_x = moco_loss(q_x, k_y, negatives_y, colour_x, target[x_rows], temperature, colour_weight)
