@@ -101,12 +101,13 @@ class MoCo(nn.Module):
         queue_size: K, the number of negatives (per queue).
         momentum: m in [0, 1].
         generator: draws the initial queue (random unit vectors, as MoCo's), then ``x_queue``.
+        patch: the training patch side (the length of a dense embedding depends on it).
     Buffers (saved in ``state_dict``): ``queue`` (K, D) and ``pointer`` (), the next row to overwrite; with an
     :class:`EncoderPair` also ``x_queue`` (K, D) and ``x_pointer`` ().
     """
 
     def __init__(self, encoder: ContrastiveEncoder | EncoderPair, queue_size: int = 4096, momentum: float = 0.999,
-                 *, generator: torch.Generator | None = None):
+                 *, generator: torch.Generator | None = None, patch: int = 64):
         super().__init__()
         if not 0 <= momentum <= 1:
             raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
@@ -115,7 +116,7 @@ class MoCo(nn.Module):
         self.query = encoder
         self.key = copy.deepcopy(encoder).requires_grad_(False)
         self.momentum = momentum
-        dim = encoder.config["projection_dim"]
+        dim = encoder.embedding_dim(patch)
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim, generator=generator), dim=1))
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
         self.two_encoders = isinstance(encoder, EncoderPair)

@@ -244,7 +244,8 @@ def train_cl(out_dir, config: CLConfig = CLConfig(), *, resume: bool = False, pr
     photos = load_photos(config.data, pair_config.crop)
     encoder = build_encoder(config.preset, photos[0].shape[0], config.seed, config.two_encoders)
     init = torch.Generator().manual_seed(stream_seed(config.seed, INIT_STREAM))
-    moco = MoCo(encoder, config.queue, config.momentum, generator=init).to(device=device, dtype=dtype)
+    moco = MoCo(encoder, config.queue, config.momentum, generator=init, patch=config.patch).to(device=device,
+                                                                                             dtype=dtype)
     optimizer = torch.optim.Adam(moco.query.parameters(), lr=config.lr)
     generators = {"data": torch.Generator().manual_seed(stream_seed(config.seed, DATA_STREAM)),
                   "noise": torch.Generator().manual_seed(stream_seed(config.seed, NOISE_STREAM))}

@@ -84,7 +84,9 @@ def test_two_encoder_loss_matches_a_float64_formula_with_hard_negatives():
     negatives; odd rows y queries F_y(y) against F_x-bar(x_t), the x-side queue and the y rows' x-side hard
     negatives; the loss and the trained encoders' gradients against the InfoNCE written out in float64."""
     torch.manual_seed(3)
-    moco = MoCo(EncoderPair(**TINY), queue_size=10, momentum=0.9, generator=torch.Generator().manual_seed(0)).double()
+    moco = MoCo(EncoderPair(**TINY), queue_size=10, momentum=0.9, generator=torch.Generator().manual_seed(0),
+                patch=16).double()
+    assert moco.queue.shape == moco.x_queue.shape == (10, 16 * 4 * 4)   # DENSE_DIM channels at 4 x 4 locations
     with torch.no_grad():   # keys differ from queries, as after training steps
         for p in moco.key.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -96,9 +98,11 @@ def test_two_encoder_loss_matches_a_float64_formula_with_hard_negatives():
     grads = [p.grad.clone() for p in moco.query.parameters()]
     moco.zero_grad()
 
-    def embed(encoder, patches):
+    def embed(encoder, patches):   # the dense embedding: a 1x1 convolution at every location, flattened
         last = encoder.trunk(patches)
-        return F.normalize(encoder.projection(last.mean(dim=(-2, -1))), dim=1), encoder.colour(last)
+        dense = torch.einsum("dc,nchw->ndhw", encoder.projection.weight[:, :, 0, 0], last)
+        dense = dense + encoder.projection.bias[:, None, None]
+        return F.normalize(dense.flatten(1), dim=1), encoder.colour(last)
 
     rows = []
     q_x, c_x = embed(moco.query.x_side, x_t[0::2])
@@ -118,8 +122,8 @@ def test_two_encoder_loss_matches_a_float64_formula_with_hard_negatives():
     torch.testing.assert_close(colour_mse, reference_mse.detach(), rtol=1e-10, atol=1e-12)
     for grad, p in zip(grads, moco.query.parameters()):
         torch.testing.assert_close(grad, p.grad, rtol=1e-8, atol=1e-12)
-    torch.testing.assert_close(y_keys, k_y, rtol=0, atol=0)
-    torch.testing.assert_close(x_keys, k_x, rtol=0, atol=0)
+    torch.testing.assert_close(y_keys, k_y, rtol=1e-12, atol=1e-15)   # a convolution against its einsum
+    torch.testing.assert_close(x_keys, k_x, rtol=1e-12, atol=1e-15)
     assert all(p.grad is None for p in moco.key.parameters())
     # each side's keys go to its own queue
     moco.enqueue(y_keys)
@@ -130,12 +134,12 @@ def test_two_encoder_loss_matches_a_float64_formula_with_hard_negatives():
     with pytest.raises(ValueError, match="at least 2 pairs"):
         moco.forward_pair(x_t[:1], y[:1], clean[:1], None, None, 0.1, 0.5)
     with pytest.raises(ValueError, match="build MoCo on an EncoderPair"):
-        MoCo(ContrastiveEncoder(**TINY), queue_size=4).forward_pair(x_t, y, clean, None, None, 0.1, 0.5)
+        MoCo(ContrastiveEncoder(**TINY), queue_size=4, patch=16).forward_pair(x_t, y, clean, None, None, 0.1, 0.5)
 
 
 def test_two_encoder_momentum_update_moves_each_key_side_towards_its_own_encoder():
     torch.manual_seed(0)
-    moco = MoCo(EncoderPair(**TINY), queue_size=8, momentum=0.9)
+    moco = MoCo(EncoderPair(**TINY), queue_size=8, momentum=0.9, patch=16)
     before = {name: p.detach().clone() for name, p in moco.key.named_parameters()}
     with torch.no_grad():
         for p in moco.query.parameters():
