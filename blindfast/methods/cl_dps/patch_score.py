@@ -8,8 +8,9 @@ and F the encoder's L2-normalised inference feature (:meth:`ContrastiveEncoder.f
 (CL-DPS, Sec. 3.3: the contrastive similarity of the denoised estimate's patches to the measurement's stands in for
 the likelihood p(y | x_t)). With two encoders (:class:`~blindfast.methods.cl_dps.encoder.EncoderPair`) y's patches
 go through F_y (``measurement_features``) and x's through F_x (``features``): the score is
-:math:`-\frac1L \sum_p \langle F_y(P_p y), F_x(P_p x) \rangle`. y's features are computed once, without autograd, and cached; x's patches go through the
-encoder in batches of at most ``batch`` patches, so memory stays bounded whatever the image size.
+:math:`-\frac1L \sum_p \langle F_y(P_p y), F_x(P_p x) \rangle`. y's features are computed once, without
+autograd, and cached; x's patches go through the encoder in batches of at most ``batch`` patches, so memory stays
+bounded whatever the image size.
 
 Images whose size does not fit the grid (``(H - n) % s != 0``) are reflect-padded to the next size that does, the
 extra rows split between top and bottom (columns likewise), so every pixel is scored; the gradient of the padded
