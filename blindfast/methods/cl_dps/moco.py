@@ -39,7 +39,8 @@ measurement. Taken as content, y's own measurement would be :math:`A_\psi(y)`, b
 content under the identity, a hard negative of the y-side, and y as an x-side image is the x_negatives' first
 entry of y's pair. Training pushes exactly these similarities below the positive's, so x = y no longer reaches the
 best score, while the sharp x_0 (its positive) is trained to. With one encoder no negative can do that:
-:math:`\langle F(y), F(y) \rangle = 1` is the largest similarity there is.
+:math:`\langle F(y), F(y) \rangle = 1` is the largest similarity there is. Measured (README, "Two encoders and
+hard negatives"): after 10 kimg the pair still scored y above the sharp crop and restored worse than one encoder.
 """
 
 from __future__ import annotations
