@@ -14,7 +14,10 @@ reflect padding; a 13 x 13 motion kernel (``motion_kernel``, intensity 0.5) and 
         [--encoder cl_tiny] [--threads 1]
 
 ``--seeds K`` draws K CL-DPS samples per case (sampler seeds seed + 2 + 1000 k; the measurement is the same), one
-row each: the README's sampling noise is about +-1 dB per row.
+row each: the README's sampling noise is about +-1 dB per row. ``--encoder`` takes a shipped name or a train-cl
+run folder (a two-encoder one included). With the cldps column each row also gives the patch score
+``-mean_p <F_y(P y), F_x(P x)>`` (lower = closer to y's features) of the sharp crop, of y itself and of the CL-DPS
+sample, at the row's stride: whether the sharp crop scores better than y (with one encoder y scores -1, the best).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import time
 import torch
 
 from blindfast.data import EMBEDDED_SPLITS, embedded_images
+from blindfast.methods.cl_dps.patch_score import PatchScore
 from blindfast.methods.cl_dps.sampler import CLDPS_LOW_PASS, CLDPS_STEPS, CLDPS_STRIDE, CLDPS_ZETA, cl_dps
 from blindfast.metrics import psnr, ssim
 from blindfast.models import load_shipped_prior
@@ -94,8 +98,8 @@ def main() -> None:
     print(f"{args.split} photos {', '.join(photos)}; centre crops {args.sizes}; noise {SIGMA}; {args.steps} Euler "
           f"steps; encoder {args.encoder}\n")
     print("| photo | size | op | zeta | stride | low-pass | seed | y PSNR / SSIM | CL-DPS | unguided | DPS (true op) | "
-          "CL-DPS s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "CL-DPS s | score sharp / y / CL-DPS |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     gains: dict[tuple, list] = {}
     start = time.perf_counter()
     for op_name in args.ops.split(","):
@@ -118,26 +122,32 @@ def main() -> None:
                 if "dps" in columns:
                     dps_scores = scores(dps(y, op, params, prior, steps=args.steps, generator=generator()), x)
                 for zeta, stride, low_pass, k in settings:
-                    cl_scores, cl_seconds = None, float("nan")
+                    cl_scores, cl_seconds, patch_scores = None, float("nan"), "-"
                     if "cldps" in columns:
                         cl_start = time.perf_counter()
                         restored = cl_dps(y, prior, encoder, stride=stride, steps=args.steps, zeta=zeta,
                                           low_pass=low_pass, generator=generator(k))
                         cl_seconds = time.perf_counter() - cl_start
                         cl_scores = scores(restored, x)
+                        with torch.no_grad():
+                            scorer = PatchScore(encoder, 2 * y - 1, patch=64, stride=stride)
+                            at = [scorer.score(2 * image - 1).item() for image in (x, y, restored)]
+                        patch_scores = " / ".join(f"{value:.3f}" for value in at)
                         gains.setdefault((op_name, size, zeta, stride, low_pass), []).append(
-                            (y_scores[0], cl_scores[0], dps_scores[0] if dps_scores else float("nan")))
+                            (y_scores[0], cl_scores[0], dps_scores[0] if dps_scores else float("nan"), *at))
                     cells = [f"{s[0]:.2f} / {s[1]:.3f}" if s else "-" for s in (y_scores, cl_scores, unguided,
                                                                                    dps_scores)]
                     print(f"| {photo} | {size} | {op_name} | {zeta:g} | {stride} | {low_pass:g} | {k} | "
                           f"{' | '.join(cells)} | "
-                          f"{cl_seconds:.1f} |", flush=True)
-    print("\n| op | size | zeta | stride | low-pass | mean y PSNR | mean CL-DPS PSNR | gain over y | gap to DPS |")
-    print("|---|---|---|---|---|---|---|---|---|")
+                          f"{cl_seconds:.1f} | {patch_scores} |", flush=True)
+    print("\n| op | size | zeta | stride | low-pass | mean y PSNR | mean CL-DPS PSNR | gain over y | gap to DPS | "
+          "mean score sharp / y / CL-DPS |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for (op_name, size, zeta, stride, low_pass), rows in gains.items():
-        y_mean, cl_mean, dps_mean = (statistics.mean(r[i] for r in rows) for i in range(3))
+        y_mean, cl_mean, dps_mean, *at = (statistics.mean(r[i] for r in rows) for i in range(6))
         print(f"| {op_name} | {size} | {zeta:g} | {stride} | {low_pass:g} | {y_mean:.2f} | {cl_mean:.2f} | "
-              f"{cl_mean - y_mean:+.2f} | {'-' if 'dps' not in columns else f'{dps_mean - cl_mean:+.2f}'} |")
+              f"{cl_mean - y_mean:+.2f} | {'-' if 'dps' not in columns else f'{dps_mean - cl_mean:+.2f}'} | "
+              f"{' / '.join(f'{value:.3f}' for value in at)} |")
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 

@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
                       time_range=args.time_range, noise_range=args.noise_range, preset=args.preset, kimg=args.kimg,
                       batch=args.batch, lr=args.lr, queue=args.queue, momentum=args.momentum,
                       temperature=args.temperature, colour_weight=args.colour_weight,
-                      snapshot_kimg=args.snapshot_kimg, seed=args.seed)
+                      snapshot_kimg=args.snapshot_kimg, seed=args.seed, two_encoders=args.two_encoders,
+                      hard_negatives=args.hard_negatives)
     device = default_device(args.device)
     # Under torchrun: one process per GPU (or CPU share), each training on its part of every batch.
     with World.from_environment(device) as world:
@@ -95,6 +96,12 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="checkpoint every this many thousand pairs (default: %(default)s)")
     train.add_argument("--seed", type=non_negative_int, default=0, help="seeds the weights, queue, pairs and noise "
                                                                       "(default: %(default)s)")
+    train.add_argument("--two-encoders", action="store_true",
+                       help="train a separate encoder for the measurement side (F_y) beside the image side's (F_x)")
+    train.add_argument("--hard-negatives", type=non_negative_int, default=0, metavar="N",
+                       help="with --two-encoders: N negatives per pair of the same content under other operators "
+                            "(the first the identity), so the score's optimum moves off the measurement "
+                            "(default: %(default)s)")
     train.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     train.add_argument("--export", metavar="NAME", default=None,
                        help="after training, measure retrieval on held-out pairs and write NAME.safetensors and "

@@ -50,6 +50,11 @@ def test_bad_momentum(tmp_path, capsys):
     assert "momentum" in err and "1.5" in err
 
 
+def test_hard_negatives_without_two_encoders(tmp_path, capsys):
+    err = command_error(capsys, ["train-cl", "--data", "embedded", "--out", str(tmp_path), "--hard-negatives", "2"])
+    assert "hard negatives need two encoders" in err and "got hard_negatives 2 without two_encoders" in err
+
+
 def test_train_interrupt_resume_and_export(tmp_path, monkeypatch, capsys):
     run = ["train-cl", "--out", str(tmp_path / "run")] + TINY
     real = train_module.train_cl

@@ -33,6 +33,19 @@ families and their ranges:
 
 the kernels are centred in a ``max(kernel_sizes)`` window and applied with :class:`~blindfast.physics.Blur`'s
 "valid" padding on the crop's centre ``patch + max - 1`` square, which gives the patch.
+
+Hard negatives (``hard_negatives`` N > 0, for the two-encoder training of :mod:`~blindfast.methods.cl_dps.moco`):
+the same content under other operators, drawn after everything above (so the pairs themselves are those of
+N = 0): N - 1 fresh operators :math:`\psi'_j` per pair (a family drawn uniformly, then its parameters, as for
+:math:`\psi`; continuous parameters, so :math:`\psi'_j \ne \psi` almost surely), giving
+
+- ``y_negatives`` (B, N, C, n, n), measurement-side negatives of the x_t query: :math:`x_0 + n` (the identity as
+  the operator: the clean patch as a "measurement") and :math:`A_{\psi'_j}(x_0) + n`, with y's own noise n;
+- ``x_negatives`` (B, N, C, n, n), image-side negatives of the y query: :math:`t A_\psi(x_0) + (1 - t)\varepsilon`
+  (the measurement's own blurred content as an image being restored) and :math:`t A_{\psi'_j}(x_0) + (1 - t)
+  \varepsilon`, with x_t's own t and :math:`\varepsilon`.
+
+Each differs from its pair's positive by the operator alone.
 """
 
 from __future__ import annotations
@@ -156,12 +169,15 @@ class Pairs(NamedTuple):
         y: (B, C, n, n) the measurement patches A_psi(x_0) + noise.
         t: (B,) the flow times.
         family: (B,) int64 index into the config's ``families``.
+        y_negatives, x_negatives: (B, N, C, n, n) the hard negatives of the module docstring (None when N = 0).
     """
     clean: Tensor
     x_t: Tensor
     y: Tensor
     t: Tensor
     family: Tensor
+    y_negatives: Tensor | None = None
+    x_negatives: Tensor | None = None
 
 
 def draw_operators(family: str, count: int, config: PairConfig, generator: torch.Generator) -> dict:
@@ -225,33 +241,49 @@ def blur_crops(family: str, crops: Tensor, params: dict, patch: int, padding: st
     return Blur(padding="valid").A(inner, kernel=params["kernel"].to(crops.dtype))
 
 
-def draw_pairs(images, count: int, config: PairConfig, generator: torch.Generator) -> Pairs:
+def _blur_draw(crops: Tensor, config: PairConfig, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """One operator per crop, its family drawn uniformly from ``config.families`` then its parameters: ((B, C, n, n)
+    the centre patches of the blurred crops, no noise; (B,) the family indices)."""
+    family = torch.randint(len(config.families), (crops.shape[0],), generator=generator)
+    blurred = crops.new_empty(*crops.shape[:2], config.patch, config.patch)
+    for index, name in enumerate(config.families):
+        members = (family == index).nonzero().reshape(-1)
+        if members.numel():
+            params = draw_operators(name, members.numel(), config, generator)
+            blurred[members] = blur_crops(name, crops[members], params, config.patch)
+    return blurred, family
+
+
+def draw_pairs(images, count: int, config: PairConfig, generator: torch.Generator, *,
+               hard_negatives: int = 0) -> Pairs:
     """``count`` positive pairs from ``images`` (module docstring), everything drawn from ``generator``: the crops,
-    then the families, then per family (in ``config.families`` order) its operators, then t, eps and the noise.
+    then the families, then per family (in ``config.families`` order) its operators, then t, eps and the noise, then
+    (``hard_negatives`` N > 0) the N - 1 other operators of each pair, one draw of B operators at a time.
 
     Args:
         images: sequence of (C, H, W) photos in [0, 1], each at least ``config.crop`` on both sides.
         count: B.
         config: :class:`PairConfig`.
         generator: a CPU generator.
+        hard_negatives: N >= 0, hard negatives per pair and side.
     Returns:
         :class:`Pairs` (CPU, float32).
     """
+    hard_negatives = _validate.integer("hard_negatives", hard_negatives, 0)
     crops = RandomPatches(images, config.crop, count, generator=generator).sample().patches * 2 - 1
-    family = torch.randint(len(config.families), (count,), generator=generator)
     start = config.margin
-    clean = crops[..., start:start + config.patch, start:start + config.patch]
-    y = torch.empty_like(clean)
-    for index, name in enumerate(config.families):
-        members = (family == index).nonzero().reshape(-1)
-        if members.numel():
-            params = draw_operators(name, members.numel(), config, generator)
-            y[members] = blur_crops(name, crops[members], params, config.patch)
+    clean = crops[..., start:start + config.patch, start:start + config.patch].contiguous()
+    blurred, family = _blur_draw(crops, config, generator)
     low, high = config.time_range
     t = low + (high - low) * torch.rand(count, generator=generator)
     eps = torch.randn(clean.shape, generator=generator)
-    x_t = flow_interpolate(eps, clean.contiguous(), t)
+    x_t = flow_interpolate(eps, clean, t)
     low, high = config.noise_range
     sigma = low + (high - low) * torch.rand(count, generator=generator)
-    y = y + sigma.reshape(-1, 1, 1, 1) * torch.randn(clean.shape, generator=generator)
-    return Pairs(clean.contiguous(), x_t, y, t, family)
+    noise = sigma.reshape(-1, 1, 1, 1) * torch.randn(clean.shape, generator=generator)
+    if not hard_negatives:
+        return Pairs(clean, x_t, blurred + noise, t, family)
+    others = [_blur_draw(crops, config, generator)[0] for _ in range(hard_negatives - 1)]
+    y_negatives = torch.stack([clean + noise] + [other + noise for other in others], 1)
+    x_negatives = torch.stack([flow_interpolate(eps, content, t) for content in [blurred] + others], 1)
+    return Pairs(clean, x_t, blurred + noise, t, family, y_negatives, x_negatives)

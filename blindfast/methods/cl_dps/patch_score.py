@@ -6,8 +6,11 @@ and F the encoder's L2-normalised inference feature (:meth:`ContrastiveEncoder.f
 .. math:: \mathrm{score}(x) = -\frac1L \sum_{p=1}^{L} \langle F(P_p y),\ F(P_p x) \rangle \in [-1, 1]
 
 (CL-DPS, Sec. 3.3: the contrastive similarity of the denoised estimate's patches to the measurement's stands in for
-the likelihood p(y | x_t)). y's features are computed once, without autograd, and cached; x's patches go through the
-encoder in batches of at most ``batch`` patches, so memory stays bounded whatever the image size.
+the likelihood p(y | x_t)). With two encoders (:class:`~blindfast.methods.cl_dps.encoder.EncoderPair`) y's patches
+go through F_y (``measurement_features``) and x's through F_x (``features``): the score is
+:math:`-\frac1L \sum_p \langle F_y(P_p y), F_x(P_p x) \rangle`. y's features are computed once, without
+autograd, and cached; x's patches go through the encoder in batches of at most ``batch`` patches, so memory stays
+bounded whatever the image size.
 
 Images whose size does not fit the grid (``(H - n) % s != 0``) are reflect-padded to the next size that does, the
 extra rows split between top and bottom (columns likewise), so every pixel is scored; the gradient of the padded
@@ -20,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from blindfast.methods.cl_dps.encoder import ContrastiveEncoder
+from blindfast.methods.cl_dps.encoder import ContrastiveEncoder, EncoderPair
 from blindfast.ops import patch_grid, patchify
 
 __all__ = ["PatchScore", "grid_padding", "check_geometry", "DEFAULT_BATCH"]
@@ -46,7 +49,7 @@ class PatchScore:
     """The patch-wise score of the module docstring for one measurement ``y``.
 
     Args:
-        encoder: a :class:`ContrastiveEncoder` (its weights get no gradient here).
+        encoder: a :class:`ContrastiveEncoder` or an :class:`EncoderPair` (its weights get no gradient here).
         y: (1, C, H, W) the measurement in [-1, 1] (the encoder's units).
         patch: n, the patch side; a multiple of ``encoder.downsampling``, at most min(H, W).
         stride: s, 1 <= s <= n.
@@ -56,7 +59,7 @@ class PatchScore:
             patch not divisible by the encoder's downsampling, batch < 1.
     """
 
-    def __init__(self, encoder: ContrastiveEncoder, y: Tensor, *, patch: int, stride: int,
+    def __init__(self, encoder: ContrastiveEncoder | EncoderPair, y: Tensor, *, patch: int, stride: int,
                  batch: int = DEFAULT_BATCH):
         check_geometry(encoder, y, patch, stride)
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
@@ -65,15 +68,17 @@ class PatchScore:
         self.image_size = tuple(y.shape[-2:])
         self.padding = (*grid_padding(y.shape[-1], patch, stride), *grid_padding(y.shape[-2], patch, stride))
         with torch.no_grad():
-            self.y_features = self._features(patchify(self._pad(y.detach()), patch, stride))   # (L, D), cached
+            self.y_features = self._features(patchify(self._pad(y.detach()), patch, stride),
+                                             encoder.measurement_features)   # (L, D), cached
         self.patch_count = self.y_features.shape[0]
 
     def _pad(self, x: Tensor) -> Tensor:
         return F.pad(x, self.padding, mode="reflect") if any(self.padding) else x
 
-    def _features(self, patches: Tensor) -> Tensor:
-        """(L, C, n, n) -> (L, D), ``batch`` patches per encoder call."""
-        return torch.cat([self.encoder.features(_channels_last(chunk)) for chunk in patches.split(self.batch)])
+    def _features(self, patches: Tensor, features=None) -> Tensor:
+        """(L, C, n, n) -> (L, D) by ``features`` (default the image side's), ``batch`` patches per encoder call."""
+        features = self.encoder.features if features is None else features
+        return torch.cat([features(_channels_last(chunk)) for chunk in patches.split(self.batch)])
 
     def _check(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[0] != 1 or tuple(x.shape[-2:]) != self.image_size \
@@ -126,7 +131,7 @@ def _channels_last(patches: Tensor) -> Tensor:
     return patches.contiguous(memory_format=torch.channels_last)
 
 
-def check_geometry(encoder: ContrastiveEncoder, y: Tensor, patch: int, stride: int) -> None:
+def check_geometry(encoder: ContrastiveEncoder | EncoderPair, y: Tensor, patch: int, stride: int) -> None:
     """The errors of :class:`PatchScore` (module docstring), each naming what was expected and what was got."""
     if not isinstance(y, Tensor) or y.dim() != 4 or y.shape[0] != 1:
         got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__

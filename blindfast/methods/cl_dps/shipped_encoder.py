@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from blindfast import _validate
-from blindfast.methods.cl_dps.encoder import ContrastiveEncoder
+from blindfast.methods.cl_dps.encoder import ContrastiveEncoder, EncoderPair, encoder_from_config
 from blindfast.methods.cl_dps.pairs import PairConfig, draw_pairs
 from blindfast.methods.cl_dps.train import COMMAND, EMBEDDED, CLConfig, build_encoder, load_photos
 from blindfast.models.shipped import (NAME_PATTERN, WEIGHTS_DIR, check_export_name, load_shipped_module,
@@ -44,17 +44,19 @@ HELD_OUT_STREAM = 10  # training uses streams 0-4
 _EVAL_BATCH = 128
 
 
-def _features(encoder: ContrastiveEncoder, patches: torch.Tensor) -> torch.Tensor:
+def _features(features, patches: torch.Tensor) -> torch.Tensor:
+    """``features`` (an encoder's bound ``features`` or ``measurement_features``) of (N, C, n, n) patches."""
     with torch.no_grad():
-        return torch.cat([encoder.features(part) for part in patches.split(_EVAL_BATCH)])
+        return torch.cat([features(part) for part in patches.split(_EVAL_BATCH)])
 
 
-def measure_retrieval(encoder: ContrastiveEncoder, photos, config: PairConfig, count: int,
+def measure_retrieval(encoder: ContrastiveEncoder | EncoderPair, photos, config: PairConfig, count: int,
                       generator: torch.Generator) -> list[dict]:
     """Top-1 retrieval accuracy of x_t patches among y patches, per family of ``config``.
 
     For each family, ``count`` pairs are drawn (:func:`draw_pairs` with that family alone); the similarity of x_t
-    patch i and y patch j is the dot product of their :meth:`ContrastiveEncoder.features` (unit vectors), and the
+    patch i and y patch j is the dot product of their ``features`` and ``measurement_features`` (unit vectors; the
+    same encoder's ``features`` on both sides for a :class:`ContrastiveEncoder`), and the
     retrieval of i is right when j = i scores highest among the ``count``.
 
     Args:
@@ -70,21 +72,21 @@ def measure_retrieval(encoder: ContrastiveEncoder, photos, config: PairConfig, c
     rows = []
     for family in config.families:
         pairs = draw_pairs(photos, count, replace(config, families=(family,)), generator)
-        keys = _features(encoder, pairs.y)
+        keys = _features(encoder.measurement_features, pairs.y)
         accuracy = {}
         for name, queries in (("top1", pairs.x_t), ("top1_clean", pairs.clean)):
-            best = (_features(encoder, queries) @ keys.T).argmax(dim=1)
+            best = (_features(encoder.features, queries) @ keys.T).argmax(dim=1)
             accuracy[name] = (best == torch.arange(count)).double().mean().item()
         rows.append({"family": family, "pairs": count, "chance": 1 / count, **accuracy,
                      "mean_time": pairs.t.double().mean().item()})
     return rows
 
 
-def _run_encoder(run_dir: Path) -> tuple[ContrastiveEncoder, dict, Path]:
-    """The query encoder of a train-cl run folder, its checkpoint header and the checkpoint path."""
+def _run_encoder(run_dir: Path) -> tuple[ContrastiveEncoder | EncoderPair, dict, Path]:
+    """The query encoder (or pair) of a train-cl run folder, its checkpoint header and the checkpoint path."""
     checkpoint = run_dir / CHECKPOINT_NAME
     tensors, header = read_checkpoint(checkpoint)
-    encoder = ContrastiveEncoder(**header["encoder"])
+    encoder = encoder_from_config(header["encoder"])
     load_module_state(encoder, {name[len("query."):]: t for name, t in unprefixed("moco", tensors).items()
                                         if name.startswith("query.")}, "the query encoder", checkpoint)
     return encoder, header, checkpoint
@@ -120,7 +122,8 @@ def export_encoder(run_dir, name: str = DEFAULT_NAME, *, out_dir=None, held_out:
     retrieval = measure_retrieval(encoder, photos, pair_config, held_out, generator)
     # the same pairs (the same generator state) through the encoder as initialised: what training added
     generator = torch.Generator().manual_seed(stream_seed(config.seed, HELD_OUT_STREAM))
-    untrained = measure_retrieval(build_encoder(config.preset, encoder.channels, config.seed).eval(), photos,
+    untrained = measure_retrieval(build_encoder(config.preset, encoder.channels, config.seed,
+                                                config.two_encoders).eval(), photos,
                                   pair_config, held_out, generator)
     for row, before in zip(retrieval, untrained):
         row["top1_untrained"], row["top1_clean_untrained"] = before["top1"], before["top1_clean"]
@@ -142,9 +145,10 @@ def export_encoder(run_dir, name: str = DEFAULT_NAME, *, out_dir=None, held_out:
                                manifest_version=MANIFEST_VERSION, fields=fields)
 
 
-def load_encoder(name_or_dir=DEFAULT_NAME, *, directory=None, device=None) -> ContrastiveEncoder:
+def load_encoder(name_or_dir=DEFAULT_NAME, *, directory=None,
+                 device=None) -> ContrastiveEncoder | EncoderPair:
     """A contrastive encoder in eval mode with frozen parameters: a shipped one by name, or the query encoder of a
-    ``train-cl`` run folder.
+    ``train-cl`` run folder (an :class:`EncoderPair` where it was trained with two encoders).
 
     Args:
         name_or_dir: a shipped encoder's name (its manifest's file stem), or a folder holding a train-cl
@@ -172,4 +176,4 @@ def load_encoder(name_or_dir=DEFAULT_NAME, *, directory=None, device=None) -> Co
                          f"folder, got {name!r}")
     return load_shipped_module(name, directory, what="shipped contrastive encoder",
                                manifest_format=MANIFEST_FORMAT, manifest_version=MANIFEST_VERSION, command=COMMAND,
-                               build=lambda manifest: ContrastiveEncoder(**manifest["encoder"]), device=device)
+                               build=lambda manifest: encoder_from_config(manifest["encoder"]), device=device)

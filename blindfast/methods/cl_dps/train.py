@@ -5,7 +5,10 @@ Each step draws ``batch`` pairs (:func:`~blindfast.methods.cl_dps.pairs.draw_pai
 coin decides which side is the query and which the key: the query is x_t for about half the pairs and y for the
 others. At inference one encoder maps both the measurement's patches and the estimate's, so both domains must reach
 the trained (query) encoder, and a queue holding keys of both domains makes a feature that tells the domains apart
-useless (a key of the query's own domain from another place would outscore the positive). The loss is
+useless (a key of the query's own domain from another place would outscore the positive). With ``two_encoders``
+the encoder is an :class:`~blindfast.methods.cl_dps.encoder.EncoderPair` (F_x for x_t, F_y for y), even rows are
+x_t queries and odd rows y queries, and ``hard_negatives`` N adds per pair the same content under other operators
+as negatives (:meth:`MoCo.forward_pair`, where the docstring says why: the sampler's optimum moves off y). The loss is
 :class:`~blindfast.methods.cl_dps.moco.MoCo`'s (InfoNCE + lambda colour MSE); Adam with a cosine-decayed learning
 rate; after each step the key encoder's momentum update and the enqueue of the step's keys (MoCo, Alg. 1).
 
@@ -31,7 +34,7 @@ import torch
 
 from blindfast import _validate
 from blindfast.data import ImageFolder, embedded_images
-from blindfast.methods.cl_dps.encoder import SMALL, WIDE, ContrastiveEncoder
+from blindfast.methods.cl_dps.encoder import SMALL, WIDE, ContrastiveEncoder, EncoderPair
 from blindfast.methods.cl_dps.moco import MoCo, concat_all_gather
 from blindfast.methods.cl_dps.pairs import FAMILIES, PairConfig, draw_pairs, parse_families
 from blindfast.train.distributed import World
@@ -65,6 +68,10 @@ class CLConfig:
         colour_weight: lambda of the colour MSE (see :mod:`~blindfast.methods.cl_dps.moco`).
         snapshot_kimg: a checkpoint every this many thousand pairs (0: only at the end and on interrupt).
         seed: seeds the weights, the queue, the pairs and the noise.
+        two_encoders: F_x and F_y (:class:`~blindfast.methods.cl_dps.encoder.EncoderPair`) instead of one encoder.
+        hard_negatives: N, hard negatives per pair and side (two encoders only; 0: none).
+    The last two are left out of :meth:`to_json` at their defaults, so a one-encoder run's settings (and the
+    checkpoints and manifests written before they existed) read as before.
     """
     data: str = EMBEDDED
     families: tuple[str, ...] = FAMILIES
@@ -82,6 +89,8 @@ class CLConfig:
     colour_weight: float = 1.0
     snapshot_kimg: float = 10.0
     seed: int = 0
+    two_encoders: bool = False
+    hard_negatives: int = 0
 
     def __post_init__(self):
         if not isinstance(self.data, (str, os.PathLike)):
@@ -101,6 +110,14 @@ class CLConfig:
         _validate.real("colour_weight", self.colour_weight, 0)
         _validate.real("snapshot_kimg", self.snapshot_kimg, 0)
         _validate.integer("seed", self.seed, 0)
+        if not isinstance(self.two_encoders, bool):
+            raise TypeError(f"two_encoders must be a bool, got {type(self.two_encoders).__name__}")
+        _validate.integer("hard_negatives", self.hard_negatives, 0)
+        if self.hard_negatives and not self.two_encoders:
+            raise ValueError(f"hard negatives need two encoders (with one, no negative moves the optimum off y); got "
+                             f"hard_negatives {self.hard_negatives} without two_encoders")
+        if self.two_encoders and self.batch % 2:
+            raise ValueError(f"two encoders need an even batch (half x_t queries, half y queries), got {self.batch}")
         pairs = self.pairs  # validates the pair settings
         object.__setattr__(self, "time_range", pairs.time_range)
         object.__setattr__(self, "noise_range", pairs.noise_range)
@@ -113,7 +130,10 @@ class CLConfig:
 
     def to_json(self) -> dict:
         """The settings as JSON values (tuples as lists), as the checkpoint stores them."""
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+        values = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+        if not self.two_encoders:
+            del values["two_encoders"], values["hard_negatives"]
+        return values
 
     @classmethod
     def from_json(cls, values: dict) -> CLConfig:
@@ -130,6 +150,8 @@ class CLConfig:
                  repr(self.kimg), "--batch", str(self.batch), "--lr", repr(self.lr), "--queue", str(self.queue),
                  "--momentum", repr(self.momentum), "--temperature", repr(self.temperature), "--colour-weight",
                  repr(self.colour_weight), "--snapshot-kimg", repr(self.snapshot_kimg), "--seed", str(self.seed)]
+        if self.two_encoders:
+            words += ["--two-encoders", "--hard-negatives", str(self.hard_negatives)]
         return " ".join(words + (["--resume"] if resume else []))
 
 
@@ -177,11 +199,13 @@ def load_photos(data: str, crop: int, split: str = "train") -> list:
     return photos
 
 
-def build_encoder(preset: str, channels: int, seed: int) -> ContrastiveEncoder:
-    """The preset's encoder, initialised from ``seed``'s init stream (torch's global generator left as it was)."""
+def build_encoder(preset: str, channels: int, seed: int,
+                  two_encoders: bool = False) -> ContrastiveEncoder | EncoderPair:
+    """The preset's encoder (an :class:`EncoderPair` with ``two_encoders``), initialised from ``seed``'s init stream
+    (torch's global generator left as it was)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stream_seed(seed, INIT_STREAM))
-        return ContrastiveEncoder(channels, **PRESETS[preset])
+        return (EncoderPair if two_encoders else ContrastiveEncoder)(channels, **PRESETS[preset])
 
 
 def train_cl(out_dir, config: CLConfig = CLConfig(), *, resume: bool = False, progress: bool = True,
@@ -214,10 +238,14 @@ def train_cl(out_dir, config: CLConfig = CLConfig(), *, resume: bool = False, pr
     device = torch.device("cpu") if device is None else _validate.device("device", device)
     pair_config = config.pairs
     part, _ = world.shard(config.batch)
+    if config.two_encoders and (part.stop - part.start) % 2:
+        raise ValueError(f"two encoders need an even part of the batch on every rank, got batch {config.batch} over "
+                         f"{world.size} ranks")
     photos = load_photos(config.data, pair_config.crop)
-    encoder = build_encoder(config.preset, photos[0].shape[0], config.seed)
+    encoder = build_encoder(config.preset, photos[0].shape[0], config.seed, config.two_encoders)
     init = torch.Generator().manual_seed(stream_seed(config.seed, INIT_STREAM))
-    moco = MoCo(encoder, config.queue, config.momentum, generator=init).to(device=device, dtype=dtype)
+    moco = MoCo(encoder, config.queue, config.momentum, generator=init, patch=config.patch).to(device=device,
+                                                                                             dtype=dtype)
     optimizer = torch.optim.Adam(moco.query.parameters(), lr=config.lr)
     generators = {"data": torch.Generator().manual_seed(stream_seed(config.seed, DATA_STREAM)),
                   "noise": torch.Generator().manual_seed(stream_seed(config.seed, NOISE_STREAM))}
@@ -240,14 +268,23 @@ def train_cl(out_dir, config: CLConfig = CLConfig(), *, resume: bool = False, pr
                      counters=counters, config=config.to_json(), header={"encoder": encoder})
 
     def step(_nimg: int) -> float:
-        pairs = draw_pairs(photos, config.batch, pair_config, generators["data"])
-        query_is_x = torch.rand(config.batch, generator=generators["noise"]) < 0.5
-        side = query_is_x.reshape(-1, 1, 1, 1)
-        queries, keys = torch.where(side, pairs.x_t, pairs.y), torch.where(side, pairs.y, pairs.x_t)
-        loss, _, _, k = moco(*(batch[part].to(device=device, dtype=dtype) for batch in (queries, keys, pairs.clean)),
-                             config.temperature, config.colour_weight)
+        pairs = draw_pairs(photos, config.batch, pair_config, generators["data"],
+                           hard_negatives=config.hard_negatives)
+        if config.two_encoders:
+            loss, _, _, y_keys, x_keys = moco.forward_pair(
+                *(None if batch is None else batch[part].to(device=device, dtype=dtype)
+                  for batch in (pairs.x_t, pairs.y, pairs.clean, pairs.x_negatives, pairs.y_negatives)),
+                config.temperature, config.colour_weight)
+            pending["keys"] = (y_keys, x_keys)
+        else:
+            query_is_x = torch.rand(config.batch, generator=generators["noise"]) < 0.5
+            side = query_is_x.reshape(-1, 1, 1, 1)
+            queries, keys = torch.where(side, pairs.x_t, pairs.y), torch.where(side, pairs.y, pairs.x_t)
+            loss, _, _, k = moco(*(batch[part].to(device=device, dtype=dtype)
+                                   for batch in (queries, keys, pairs.clean)), config.temperature,
+                                 config.colour_weight)
+            pending["keys"] = (k, None)
         loss.backward()
-        pending["keys"] = k
         return world.average_gradients(moco.query.parameters(), loss.detach()).item()
 
     def commit(nimg: int) -> float:
@@ -257,7 +294,10 @@ def train_cl(out_dir, config: CLConfig = CLConfig(), *, resume: bool = False, pr
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         moco.momentum_update()  # MoCo, Alg. 1: after the query encoder's update, then the enqueue
-        moco.enqueue(concat_all_gather(pending.pop("keys")))
+        keys, x_keys = pending.pop("keys")
+        moco.enqueue(concat_all_gather(keys))
+        if x_keys is not None:
+            moco.enqueue(concat_all_gather(x_keys), x_side=True)
         state["nimg"] = nimg
         return lr
 

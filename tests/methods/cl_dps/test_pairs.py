@@ -7,6 +7,7 @@ import pytest
 import scipy.signal
 import torch
 
+from blindfast.data import RandomPatches
 from blindfast.methods.cl_dps.pairs import FAMILIES, PairConfig, blur_crops, draw_operators, draw_pairs
 
 PHOTOS = [torch.rand(3, 150, 170, generator=torch.Generator().manual_seed(0)),
@@ -22,7 +23,8 @@ def test_shapes_ranges_and_families():
     assert bool(((pairs.t >= 0.6) & (pairs.t <= 0.9)).all())
     assert set(pairs.family.tolist()) <= set(range(len(FAMILIES)))
     same = draw_pairs(PHOTOS, 12, config, torch.Generator().manual_seed(0))
-    assert all(torch.equal(a, b) for a, b in zip(pairs, same))
+    assert pairs.y_negatives is None and pairs.x_negatives is None  # no hard negatives asked for
+    assert all(torch.equal(a, b) for a, b in zip(pairs[:5], same[:5]))
 
 
 def test_identity_operators_at_t_1_give_equal_patches():
@@ -84,3 +86,37 @@ def test_bad_settings():
         PairConfig(time_range=(0.5, 1.5))
     with pytest.raises(ValueError, match="odd sides"):
         PairConfig(kernel_sizes=(12, 31))
+
+
+def test_hard_negatives_are_the_same_content_under_other_operators():
+    """Drawn after the pairs (which stay those of N = 0); noise-free at t = 0.5 so every term is checkable: the first
+    y-side negative is the clean patch (the identity), the first x-side one the measurement's content at x_t's own t
+    and eps, the others the same crop under the next operator draw of the generator."""
+    config = PairConfig(patch=32, margin=24, families=("rotation", "gaussian"), time_range=(0.5, 0.5),
+                        noise_range=(0.0, 0.0))
+    pairs = draw_pairs(PHOTOS, 6, config, torch.Generator().manual_seed(4), hard_negatives=3)
+    plain = draw_pairs(PHOTOS, 6, config, torch.Generator().manual_seed(4))
+    assert all(torch.equal(a, b) for a, b in zip(pairs[:5], plain[:5]))
+    assert pairs.y_negatives.shape == pairs.x_negatives.shape == (6, 3, 3, 32, 32)
+    torch.testing.assert_close(pairs.y_negatives[:, 0], pairs.clean, rtol=0, atol=0)
+    # x_t = t x0 + (1 - t) eps, its negative t A(x0) + (1 - t) eps: they differ by t (A(x0) - x0), A(x0) = y here
+    torch.testing.assert_close(pairs.x_negatives[:, 0] - pairs.x_t, 0.5 * (pairs.y - pairs.clean), rtol=0, atol=1e-6)
+    # replay the generator: the crops, then the pairs' own draws, then one draw of 6 operators per extra negative
+    generator = torch.Generator().manual_seed(4)
+    draw_pairs(PHOTOS, 6, config, generator)
+    crops = RandomPatches(PHOTOS, config.crop, 6, generator=torch.Generator().manual_seed(4)).sample().patches * 2 - 1
+    for j in (1, 2):
+        family = torch.randint(2, (6,), generator=generator)
+        expected = torch.empty_like(pairs.clean)
+        for index, name in enumerate(config.families):
+            members = (family == index).nonzero().reshape(-1)
+            if members.numel():
+                expected[members] = blur_crops(name, crops[members], draw_operators(name, members.numel(), config,
+                                                                                    generator), 32)
+        torch.testing.assert_close(pairs.y_negatives[:, j], expected, rtol=0, atol=0)
+        torch.testing.assert_close(pairs.x_negatives[:, j], 0.5 * expected + (pairs.x_t - 0.5 * pairs.clean),
+                                   rtol=0, atol=1e-6)
+        # another operator: never the measurement's own blur
+        assert bool(((pairs.y_negatives[:, j] - pairs.y).abs().amax(dim=(1, 2, 3)) > 1e-3).all())
+    with pytest.raises(ValueError, match="hard_negatives must be an integer >= 0, got -1"):
+        draw_pairs(PHOTOS, 2, config, torch.Generator(), hard_negatives=-1)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from blindfast.methods.cl_dps.encoder import ContrastiveEncoder
+from blindfast.methods.cl_dps.encoder import ContrastiveEncoder, EncoderPair
 from blindfast.methods.cl_dps.patch_score import PatchScore, grid_padding
 
 
@@ -15,9 +15,11 @@ def tiny_encoder(dtype=torch.float32, channels=3):
     return ContrastiveEncoder(channels=channels, widths=(8, 16), blocks=(1, 1)).to(dtype).eval()
 
 
-def reference_score(encoder, y, x, patch, stride):
+def reference_score(encoder, y, x, patch, stride, y_encoder=None):
     """-mean over patches of <F(y patch), F(x patch)>, one patch at a time in float64, after reflect-padding both to
-    the smallest size whose grid fits (extra rows split as extra // 2 on top), computed here from its definition."""
+    the smallest size whose grid fits (extra rows split as extra // 2 on top), computed here from its definition;
+    y's patches through ``y_encoder``'s features when given."""
+    y_encoder = encoder if y_encoder is None else y_encoder
     def pad(image):
         extras = []
         for length in (image.shape[-1], image.shape[-2]):
@@ -29,7 +31,7 @@ def reference_score(encoder, y, x, patch, stride):
     similarities = []
     for top in range(0, y.shape[-2] - patch + 1, stride):
         for left in range(0, y.shape[-1] - patch + 1, stride):
-            fy = encoder.features(y[..., top:top + patch, left:left + patch])
+            fy = y_encoder.features(y[..., top:top + patch, left:left + patch])
             fx = encoder.features(x[..., top:top + patch, left:left + patch])
             similarities.append((fy * fx).sum())
     return -torch.stack(similarities).mean()
@@ -105,3 +107,30 @@ def test_bad_inputs_name_what_was_expected_and_got():
     wrong_size = r"expected a \(1, 3, 16, 16\) image like the measurement, got \(1, 3, 16, 20\)"
     with pytest.raises(ValueError, match=wrong_size):
         PatchScore(encoder, y, patch=8, stride=4).score(torch.zeros(1, 3, 16, 20))
+
+
+def test_two_encoders_score_y_by_f_y_once_and_x_by_f_x():
+    torch.manual_seed(0)
+    pair = EncoderPair(channels=3, widths=(8, 16), blocks=(1, 1)).eval()
+    calls = {"x": 0, "y": 0}
+    # count each side's trunk calls (one per batch of patches)
+    for side, name in ((pair.x_side, "x"), (pair.y_side, "y")):
+        side.trunk_blocks.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+    generator = torch.Generator().manual_seed(2)
+    y, x = (torch.rand(1, 3, 20, 24, generator=generator) * 2 - 1 for _ in range(2))
+    scorer = PatchScore(pair, y, patch=8, stride=4, batch=7)
+    y_calls = calls["y"]
+    assert y_calls == -(-scorer.patch_count // 7) and calls["x"] == 0   # y's batches through F_y, none through F_x
+    pair64 = EncoderPair(channels=3, widths=(8, 16), blocks=(1, 1)).double()
+    pair64.load_state_dict(pair.state_dict())
+    expected = reference_score(pair64.x_side, y, x, 8, 4, y_encoder=pair64.y_side)
+    torch.testing.assert_close(scorer.score(x).double(), expected, atol=1e-5, rtol=1e-5)
+    value, grad = scorer.value_and_grad(x)
+    torch.testing.assert_close(value.double(), expected, atol=1e-5, rtol=1e-5)
+    x64 = x.double().requires_grad_(True)
+    (reference_grad,) = torch.autograd.grad(reference_score(pair64.x_side, y, x64, 8, 4, y_encoder=pair64.y_side),
+                                            x64)
+    torch.testing.assert_close(grad.double(), reference_grad, atol=1e-6, rtol=1e-4)
+    assert calls["y"] == y_calls   # scoring x never re-encodes y
+    # the two sides differ: scoring y against itself is not the one-encoder optimum -1
+    assert scorer.score(y).item() > -0.999

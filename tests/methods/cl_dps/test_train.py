@@ -19,8 +19,8 @@ def _tensors(run):
     return tensors, header
 
 
-def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
-    config = CLConfig(**TINY)
+def _run_whole_and_split(tmp_path, config):
+    """An uninterrupted run and one stopped after two steps then resumed: their checkpoints' tensors and headers."""
     whole = train_cl(tmp_path / "whole", config, progress=False)
     assert whole.nimg == 24 and not whole.interrupted
 
@@ -41,9 +41,42 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     log_a = (tmp_path / "whole" / "log.csv").read_text().splitlines()
     log_b = (tmp_path / "split" / "log.csv").read_text().splitlines()
     assert [row.split(",")[:3] for row in log_a] == [row.split(",")[:3] for row in log_b]
+    return a, header_a
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    a, header = _run_whole_and_split(tmp_path, CLConfig(**TINY))
     # 6 steps of 4 keys into a queue of 8: the pointer wrapped to (24 mod 8) = 0; the key encoder moved
     assert int(a["moco/pointer"]) == 0
     assert not torch.equal(a["moco/key.stem.0.weight"], a["moco/query.stem.0.weight"])
+    assert "two_encoders" not in header["config"] and "--two-encoders" not in header["commands"][0]
+
+
+def test_two_encoder_run_with_hard_negatives_resumes_exactly(tmp_path):
+    config = CLConfig(**TINY, two_encoders=True, hard_negatives=2)
+    a, header = _run_whole_and_split(tmp_path, config)
+    # 6 steps of 2 x_t queries and 2 y queries: 12 keys into each queue of 8, both pointers at 4
+    assert int(a["moco/pointer"]) == 4 and int(a["moco/x_pointer"]) == 4
+    for side in ("x_side", "y_side"):
+        assert not torch.equal(a[f"moco/key.{side}.stem.0.weight"], a[f"moco/query.{side}.stem.0.weight"])
+    assert not torch.equal(a["moco/query.x_side.stem.0.weight"], a["moco/query.y_side.stem.0.weight"])
+    assert header["config"]["hard_negatives"] == 2 and header["encoder"]["two_encoders"] is True
+    assert header["commands"][0].endswith("--seed 0 --two-encoders --hard-negatives 2")
+    # a resume with other hard negatives is refused
+    with pytest.raises(ValueError, match="hard_negatives: 2 -> 1"):
+        train_cl(tmp_path / "whole", CLConfig(**TINY, two_encoders=True, hard_negatives=1), resume=True,
+                 progress=False)
+    # the run folder loads as the pair, F_y on the measurement side
+    pair = load_encoder(tmp_path / "whole")
+    patches = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert torch.equal(pair.measurement_features(patches), pair.y_side.features(patches))
+    assert not torch.equal(pair.features(patches), pair.measurement_features(patches))
+    manifest = export_encoder(tmp_path / "whole", "pair", out_dir=tmp_path / "w", held_out=8)
+    assert manifest["encoder"]["two_encoders"] is True and "--two-encoders" in manifest["export_command"]
+    shipped = load_encoder("pair", directory=tmp_path / "w")
+    assert type(shipped) is type(pair)
+    assert torch.equal(shipped.measurement_features(patches), pair.measurement_features(patches))
+    assert torch.equal(shipped.features(patches), pair.features(patches))
 
 
 def test_export_round_trips_and_loads_from_the_run_folder(tmp_path):
@@ -71,6 +104,10 @@ def test_bad_data_and_settings(tmp_path):
         train_cl(tmp_path / "run", CLConfig(**{**TINY, "data": str(photos)}), progress=False)
     with pytest.raises(ValueError, match="queue must hold at least one batch"):
         CLConfig(batch=16, queue=8)
+    with pytest.raises(ValueError, match="hard negatives need two encoders .* got hard_negatives 2 without"):
+        CLConfig(hard_negatives=2)
+    with pytest.raises(ValueError, match="two encoders need an even batch .* got 5"):
+        CLConfig(two_encoders=True, batch=5)
     with pytest.raises(FileNotFoundError, match="no train-cl checkpoint to resume"):
         train_cl(tmp_path / "none", CLConfig(**TINY), resume=True, progress=False)
     train_cl(tmp_path / "run", CLConfig(**{**TINY, "kimg": 0.004}), progress=False)
