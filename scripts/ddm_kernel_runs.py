@@ -21,10 +21,12 @@ import torch
 from torch import Tensor
 
 from blindfast.methods.ddm.estimate import estimate_psf
-from blindfast.methods.ddm.matching import Stage
+from blindfast.methods.ddm.gauge import centre_nodes
+from blindfast.methods.ddm.matching import CHECKPOINT_NAME, Stage
 from blindfast.methods.ddm.presets import PRESETS, Preset, preset as plain_preset
 from blindfast.metrics import ncc
 from blindfast.physics import gaussian_kernel
+from blindfast.train.checkpoint import read_checkpoint
 
 WIDTHS = torch.arange(0.3, 5.0001, 0.1, dtype=torch.float64)        # pixels
 ELONGATIONS = torch.arange(0.1, 1.0001, 0.05, dtype=torch.float64)  # cross-axis / main-axis width
@@ -81,6 +83,15 @@ def learn_kernel(camera, kernel: Tensor, chosen: Preset, out_dir: Path, resume: 
     curve = [{"step": int(r["step"]), "stage": r["stage"], "ncc": float(r["ncc"]), "pedestal": float(r["pedestal"])}
              for r in rows if r.get("ncc")]
     return report, learned, curve
+
+
+def previous_stage_kernel(out_dir: Path) -> Tensor | None:
+    """The estimate of the stage before step 2's last (the averaged kernel a refining stage starts from, which the
+    step-2 checkpoint keeps), the gauge fixed as ``psf_grid.npy``'s: (k, k) float64 (the channels' mean), or None
+    for a single-stage run."""
+    tensors, _ = read_checkpoint(out_dir / "step2" / CHECKPOINT_NAME)
+    previous = tensors.get("previous")
+    return None if previous is None else centre_nodes(previous.double())[0, :, 0, 0].mean(0)
 
 
 def run_timings(report: dict) -> dict:
