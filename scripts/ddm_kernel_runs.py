@@ -113,7 +113,7 @@ def main(description: str, *, name: str, default_seeds: list[int],
     parser.add_argument("--step1-preset", choices=PRESETS[:2], default=None,
                         help="take step 1's settings from this preset (default: --preset's)")
     parser.add_argument("--stages", type=_stage, nargs="+", default=None, metavar="KIND:STEPS:LR",
-                        help="step 2's stages instead of the preset's, e.g. gaussian:600:0.02 support:300:2e-4")
+                        help="step 2's stages instead of the preset's, e.g. gaussian:600:0.02 kernel:300:2e-4")
     parser.add_argument("--sparsity-fraction", type=float, default=None, help="default: the preset's")
     parser.add_argument("--gaussian-weight", type=float, default=None, help="default: the preset's")
     parser.add_argument("--step1-from", type=Path, default=None,
@@ -157,4 +157,4 @@ def _stage(text: str) -> Stage:
         kind, steps, lr = text.split(":")
         return Stage(kind, int(steps), float(lr))
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected KIND:STEPS:LR (e.g. support:300:2e-4), got {text!r}: {error}")
+        raise argparse.ArgumentTypeError(f"expected KIND:STEPS:LR (e.g. kernel:300:2e-4), got {text!r}: {error}")

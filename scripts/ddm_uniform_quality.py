@@ -24,8 +24,8 @@ existing finished step 1 in ``OUT/<preset>_k<seed>/step1`` is reused (``--step1-
 from another preset, e.g. ``quality``'s step 2 on the ``demo`` preset's step 1: the report names both). Other step-2
 stages on the same step 1 (a refining stage after the Gaussian one; ``--step1-from`` copies the earlier run's):
 
-    python scripts/ddm_uniform_quality.py --preset demo --kernel-seeds 0 2 --out runs/support \
-        --step1-from runs/uniform --stages gaussian:600:0.02 support:300:2e-4 --gaussian-weight 0 \
+    python scripts/ddm_uniform_quality.py --preset demo --kernel-seeds 0 2 --out runs/kernel \
+        --step1-from runs/uniform --stages gaussian:600:0.02 kernel:300:2e-4 --gaussian-weight 0 \
         --sparsity-fraction 0.1
 """
 
@@ -103,13 +103,15 @@ def print_table(runs: list[dict]) -> None:
               f"{b['delta']:>5.3f} | "
               f"{b['isotropic Gaussian']:>5.3f} | {b['anisotropic Gaussian']:>7.3f} | {fmt('learned')}, "
               f"{fmt('true')}, {fmt('isotropic Gaussian')}, {fmt('blurry input')}")
-        print(f"     pedestal (mass below 5% of the peak): learned {run['learned_pedestal']:.3f}, true "
-              f"{run['true_pedestal']:.3f}")
+        if "learned_pedestal" in run:   # runs stored before the pedestal was recorded have none
+            print(f"     pedestal (mass below 5% of the peak): learned {run['learned_pedestal']:.3f}, true "
+                  f"{run['true_pedestal']:.3f}")
         if run.get("previous_stage"):
             print(f"     the previous stage's kernel: NCC {run['previous_stage']['ncc']:.3f}, pedestal "
                   f"{run['previous_stage']['pedestal']:.3f}, PSNR {fmt('previous stage')}")
-        print("     curve (step: NCC, pedestal): " + ", ".join(f"{c['step']}: {c['ncc']:.3f}, {c['pedestal']:.3f}"
-                                                            for c in run["ncc_curve"]))
+        print("     curve (step: NCC, pedestal): " + ", ".join(
+            f"{c['step']}: {c['ncc']:.3f}" + (f", {c['pedestal']:.3f}" if "pedestal" in c else "")
+            for c in run["ncc_curve"]))
 
 
 if __name__ == "__main__":

@@ -23,9 +23,7 @@ Beyond the paper, from what CPU-scale runs measured (see the README's DDM sectio
   :func:`blindfast.physics.regularisers.root_sparsity` (``sparsity_fraction``): the paper's motion sparsity,
   mean |k|, is constant on our non-negative kernels that sum to one, so it could not favour a path over a blob.
   (Measured on a motion blur, a free kernel refining from the Gaussian drifts away from it, as the lens' free grid
-  does, growing a pedestal over the window: :mod:`blindfast.methods.ddm.presets`.) Stages "support" and
-  "modulated" refine the Gaussian stage's kernel without leaving where it put the blur
-  (:mod:`blindfast.methods.ddm.gaussian_refinement`).
+  does: :mod:`blindfast.methods.ddm.presets`.)
 - **Super-resolution** (``factor`` f > 1): the operator blurs high-resolution crops and keeps one pixel in f
   (:func:`blindfast.methods.ddm.sr_operator.blur_decimate_patches`, BlurDownsample's grid); a "linear" stage holds
   the paper's SR kernel, a :class:`blindfast.methods.ddm.sr_operator.LinearNetPSF`, under its penalties
@@ -65,7 +63,6 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from blindfast.methods.ddm.gaussian_refinement import ModulatedKernel, SupportKernel
 from blindfast.methods.ddm.patch_blur import kernels_at
 from blindfast.data import normalised_location
 from blindfast.methods.ddm.photos import BlurryPatches, SharpPatches, location_planes
@@ -85,10 +82,8 @@ __all__ = ["Stage", "MatchingConfig", "MatchingResult", "match_operator", "CHECK
 CHECKPOINT_NAME = "matching.safetensors"
 CURVE_NAME = "curve.csv"
 REFERENCES = ("twin", "frozen")
-STAGE_KINDS = ("lens", "grid", "gaussian", "kernel", "support", "modulated", "linear")
-# a kernel for the whole frame; "linear" needs a 1x1 grid
-UNIFORM_KINDS = ("gaussian", "kernel", "support", "modulated", "linear")
-REFINING_KINDS = ("support", "modulated")   # refine the previous stage's kernel: never the first stage
+STAGE_KINDS = ("lens", "grid", "gaussian", "kernel", "linear")
+UNIFORM_KINDS = ("gaussian", "kernel", "linear")   # a kernel for the whole frame; "linear" needs a 1x1 grid
 PARAMETRIC_KINDS = ("lens", "gaussian")   # no regulariser: their shapes are smooth and centred by construction
 CENTRE_LR_SCALE = 0.1
 
@@ -103,11 +98,7 @@ class Stage:
             "gaussian" (one :class:`blindfast.physics.GaussianPSF` for every node and channel, from an
             ``init_sigma`` isotropic start) or "kernel" (a free PSFGrid with one kernel per node for every channel,
             ``per_channel=False``, starting from the previous estimate's channel mean, or ``init_sigma``
-            Gaussians) or "support" / "modulated" (a free kernel per node for every channel, as "kernel", refining
-            the previous stage's estimate without leaving where it put the blur: on its 3-sigma support,
-            :class:`~blindfast.methods.ddm.gaussian_refinement.SupportKernel`, or as it times a free positive factor,
-            :class:`~blindfast.methods.ddm.gaussian_refinement.ModulatedKernel`; never the first stage) or "linear"
-            (one kernel held by a linear net, :class:`LinearNetPSF`, for a 1x1 grid, fitted
+            Gaussians) or "linear" (one kernel held by a linear net, :class:`LinearNetPSF`, for a 1x1 grid, fitted
             to the previous estimate's channel mean, or the net's near-delta start when it is the first).
         steps: operator steps.
         lr: the operator's Adam learning rate (lens parameters are in pixels, a Gaussian's in log pixels and
@@ -170,9 +161,6 @@ class MatchingConfig:
     def __post_init__(self):
         if not self.stages:
             raise ValueError("stages must hold at least one Stage")
-        if self.stages[0].kind in REFINING_KINDS:
-            raise ValueError(f"a {self.stages[0].kind!r} stage refines the previous stage's kernel: it cannot be the "
-                             f"first stage")
         if self.reference not in REFERENCES:
             raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}")
         if not 0 <= self.time_min < 1:
@@ -300,10 +288,6 @@ def match_operator(pre: nn.Module, blurry: BlurryPatches, sharp: SharpPatches, *
         elif stage.kind == "kernel":
             operator = PSFGrid(grid, kernel_size, per_channel=False, init_sigma=config.init_sigma,
                                init="gaussian" if init is None else init[0].mean(0, keepdim=True)).to(device)
-        elif stage.kind == "support":
-            operator = SupportKernel(init[0].mean(0, keepdim=True)).to(device)
-        elif stage.kind == "modulated":
-            operator = ModulatedKernel(init[0].mean(0, keepdim=True)).to(device)
         elif stage.kind == "linear":
             operator = LinearNetPSF(kernel_size, init=None if init is None else init[0, :, 0, 0].mean(0).cpu(),
                                     generator=torch.Generator().manual_seed(config.seed)).to(device)

@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch import nn
 
-from blindfast.methods.ddm.gaussian_refinement import ellipse_support
 from blindfast.methods.ddm.matching import MatchingConfig, Stage, match_operator
 from blindfast.methods.ddm.photos import BlurryPatches, PhotoSet, SharpPatches
 from blindfast.metrics import ncc
@@ -125,13 +124,12 @@ def test_uniform_stages_learn_an_elongated_blur(tmp_path):
     assert ncc(learned[0], kernel).item() > 0.9                    # 0.976 when written
 
 
-@pytest.mark.parametrize("kind, lr", [("kernel", 2e-3), ("support", 2e-3), ("modulated", 1e-2)])
-def test_uniform_stages_resume_exactly_across_the_stage_change(tmp_path, kind, lr):
-    """Interrupted in the kernel stage (free, on the Gaussian's support or modulating it; each starts from the
-    Gaussian stage's average), resumed: the same kernel as an uninterrupted run."""
+def test_uniform_stages_resume_exactly_across_the_stage_change(tmp_path):
+    """Interrupted in the kernel stage (which starts from the Gaussian stage's average), resumed: the same kernel
+    as an uninterrupted run."""
     sharp, blurry_set, _ = _camera()
     blurry = BlurryPatches(blurry_set, PATCH)
-    config = MatchingConfig(stages=(Stage("gaussian", 6, 0.02), Stage(kind, 6, lr)), batch=32, lr_aux=0.02,
+    config = MatchingConfig(stages=(Stage("gaussian", 6, 0.02), Stage("kernel", 6, 2e-3)), batch=32, lr_aux=0.02,
                             reference="twin", gaussian_weight=0.0, sparsity_fraction=0.1, snapshot_steps=1)
 
     def fit(out_dir, resume=False, callback=None):
@@ -150,24 +148,3 @@ def test_uniform_stages_resume_exactly_across_the_stage_change(tmp_path, kind, l
     resumed = fit(tmp_path / "cut", resume=True)
     assert resumed.steps == 12 and not resumed.interrupted
     assert torch.equal(resumed.psf_grid, full.psf_grid)
-
-
-def test_support_stage_keeps_the_taps_off_the_gaussian_stages_support_at_zero(tmp_path):
-    """The "support" stage refines the Gaussian stage's average on its 3-sigma support (ellipse_support): the
-    learned kernel is zero off that support and moved on it."""
-    sharp, blurry_set, _ = _camera(kernel=gaussian_kernel(KSIZE, 2.5, 0.2, 0.5))
-    blurry = BlurryPatches(blurry_set, PATCH)
-
-    def fit(stages, name):
-        config = MatchingConfig(stages=stages, batch=32, lr_aux=0.02, reference="frozen", gaussian_weight=0.0,
-                                snapshot_steps=50)
-        return match_operator(_exact_prior(blurry), blurry, SharpPatches(sharp, PATCH, KSIZE, blurry.frame),
-                              grid=(1, 1), kernel_size=KSIZE, sigma=0.01, config=config, out_dir=tmp_path / name,
-                              progress=False)
-
-    gaussian = fit((Stage("gaussian", 60, 0.02),), "gaussian").psf_grid[0, :1]        # (1, 1, 1, k, k)
-    refined = fit((Stage("gaussian", 60, 0.02), Stage("support", 20, 2e-3)), "support").psf_grid[0, :1]
-    support = ellipse_support(gaussian)
-    assert 0 < support.sum() < KSIZE**2
-    assert torch.equal(refined[support == 0], torch.zeros_like(refined[support == 0]))
-    assert not torch.allclose(refined, gaussian * support / (gaussian * support).sum())

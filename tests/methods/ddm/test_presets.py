@@ -34,9 +34,7 @@ def test_paper_uniform_is_the_motion_experiment():
 @pytest.mark.parametrize("call, message", [
     (lambda: preset("fast", uniform=True), r"preset must be one of \('demo', 'quality', 'paper'\), got 'fast'"),
     (lambda: Stage("motion", 5, 0.1), r"stage kind must be one of \('lens', 'grid', 'gaussian', 'kernel', "
-                                      r"'support', 'modulated', 'linear'\), got 'motion'"),
-    (lambda: MatchingConfig(stages=(Stage("support", 5, 0.1),)),
-     r"a 'support' stage refines the previous stage's kernel: it cannot be the first stage"),
+                                      r"'linear'\), got 'motion'"),
     (lambda: MatchingConfig(stages=(Stage("kernel", 5, 0.1),), sparsity_fraction=-0.1),
      r"sparsity_fraction must be a finite number >= 0, got -0.1"),
 ])
