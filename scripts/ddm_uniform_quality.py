@@ -7,18 +7,26 @@ the preset's uniform variant) learns the kernel from the unpaired sets, and the 
 
 - the NCC (max over shifts, :func:`blindfast.metrics.ncc`) of the learned kernel, of a delta, of the best isotropic
   Gaussian and of the best anisotropic Gaussian (each the highest NCC over a grid of widths, elongations and angles:
-  the ceiling of the first stage), and the learned kernel's NCC every ``snapshot_steps`` operator steps (the curve);
+  the ceiling of the first stage), and the learned kernel's NCC and pedestal (the share of its mass in taps below
+  5% of its peak) every ``snapshot_steps`` operator steps (the curve);
 - the deblurred PSNR on the test photos (coffee, chelsea: 256x256 centre crops, blurred by the true kernel plus
   noise 0.01) by CG (gradient regulariser, one weight from the blurry frames' own noise estimate, as ``deblur``)
   with the learned kernel, the true kernel (the non-blind upper bound), the baselines' kernels, and of the blurry
-  input.
+  input;
+- for a staged step 2, the same for the estimate of the stage before the last (e.g. the Gaussian stage that a
+  refining stage started from: the step-2 checkpoint keeps it).
 
     python scripts/ddm_uniform_quality.py --preset demo --kernel-seeds 0 2 --out runs/uniform
 
 writes ``OUT/<preset>_k<seed>/`` (DDM's outputs) and ``OUT/<preset>_uniform.json`` (or ``--json``), and prints a
 table; ``--table A.json B.json`` prints the table of earlier runs. An
 existing finished step 1 in ``OUT/<preset>_k<seed>/step1`` is reused (``--step1-preset`` takes step 1's settings
-from another preset, e.g. ``quality``'s step 2 on the ``demo`` preset's step 1: the report names both).
+from another preset, e.g. ``quality``'s step 2 on the ``demo`` preset's step 1: the report names both). Other step-2
+stages on the same step 1 (a refining stage after the Gaussian one; ``--step1-from`` copies the earlier run's):
+
+    python scripts/ddm_uniform_quality.py --preset demo --kernel-seeds 0 2 --out runs/kernel \
+        --step1-from runs/uniform --stages gaussian:600:0.02 kernel:300:2e-4 --gaussian-weight 0 \
+        --sparsity-fraction 0.1
 """
 
 from __future__ import annotations
@@ -34,7 +42,8 @@ from blindfast.metrics import ncc, psnr
 from blindfast.physics import SpaceVaryingBlur, motion_kernel
 from blindfast.restore import cg_tikhonov
 from blindfast.restore.noise_level import estimate_noise_std, tikhonov_weight
-from ddm_kernel_runs import best_gaussians, learn_kernel, main, run_timings  # scripts/
+from ddm_kernel_runs import (best_gaussians, learn_kernel, main, pedestal_mass, previous_stage_kernel,  # scripts/
+                             run_timings)
 
 KERNEL_SIZE = 13
 INTENSITY = 0.5          # motion_kernel's default: BlindDPS's camera shake
@@ -69,10 +78,16 @@ def run_one(kernel_seed: int, chosen: Preset, out_dir: Path, resume: bool, progr
     baselines = best_gaussians(kernel)
     report, learned, curve = learn_kernel(camera, kernel, chosen, out_dir, resume, progress)
     kernels = {"learned": learned, "true": kernel.double(), **{name: k for name, (k, _) in baselines.items()}}
+    previous = previous_stage_kernel(out_dir)
+    if previous is not None:
+        kernels["previous stage"] = previous
     return {
         "kernel_seed": kernel_seed, "learned_ncc": float(ncc(learned, kernel.double())),
         # the blur's power spectrum, which is what unpaired patches show most plainly, is the same for k(-x)
         "learned_flipped_ncc": float(ncc(learned.flip(-2, -1), kernel.double())),
+        "learned_pedestal": pedestal_mass(learned), "true_pedestal": pedestal_mass(kernel),
+        "previous_stage": None if previous is None else {"ncc": float(ncc(previous, kernel.double())),
+                                                         "pedestal": pedestal_mass(previous)},
         "baseline_ncc": {name: score for name, (_, score) in baselines.items()},
         "ncc_curve": curve, "psnr": deblur_psnr(camera, kernels), **run_timings(report),
     }
@@ -88,7 +103,15 @@ def print_table(runs: list[dict]) -> None:
               f"{b['delta']:>5.3f} | "
               f"{b['isotropic Gaussian']:>5.3f} | {b['anisotropic Gaussian']:>7.3f} | {fmt('learned')}, "
               f"{fmt('true')}, {fmt('isotropic Gaussian')}, {fmt('blurry input')}")
-        print("     curve (step: NCC): " + ", ".join(f"{c['step']}: {c['ncc']:.3f}" for c in run["ncc_curve"]))
+        if "learned_pedestal" in run:   # runs stored before the pedestal was recorded have none
+            print(f"     pedestal (mass below 5% of the peak): learned {run['learned_pedestal']:.3f}, true "
+                  f"{run['true_pedestal']:.3f}")
+        if run.get("previous_stage"):
+            print(f"     the previous stage's kernel: NCC {run['previous_stage']['ncc']:.3f}, pedestal "
+                  f"{run['previous_stage']['pedestal']:.3f}, PSNR {fmt('previous stage')}")
+        print("     curve (step: NCC, pedestal): " + ", ".join(
+            f"{c['step']}: {c['ncc']:.3f}" + (f", {c['pedestal']:.3f}" if "pedestal" in c else "")
+            for c in run["ncc_curve"]))
 
 
 if __name__ == "__main__":
