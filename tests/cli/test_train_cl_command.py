@@ -9,7 +9,6 @@ from PIL import Image
 
 from blindfast.__main__ import main
 from blindfast.cli import shipping
-from blindfast.cli import train_cl as command_module
 from blindfast.methods.cl_dps import load_encoder
 from blindfast.methods.cl_dps import train as train_module
 from blindfast.train.checkpoint import read_checkpoint
