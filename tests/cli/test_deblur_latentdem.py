@@ -47,9 +47,9 @@ def _run_error(capsys, argv):
     return err
 
 
-def test_writes_the_kernel_its_picture_and_the_report(tmp_path, true_kernel_file, capsys):
+def test_pixel_writes_the_kernel_its_picture_and_the_report(tmp_path, true_kernel_file, capsys):
     photo = _photo(tmp_path / "in.png", 48, 40)
-    assert main(["deblur", "--method", "latentdem", "--input", photo, "--out", str(tmp_path / "out.png"),
+    assert main(["deblur", "--method", "latentdem", "--pixel", "--input", photo, "--out", str(tmp_path / "out.png"),
                  "--kernel-size", str(K), "--true-kernel", true_kernel_file, "--steps", "4", "--quiet"]) == 0
     kernel = np.load(tmp_path / "out.kernel.npy")
     assert kernel.dtype == np.float32 and kernel.shape == (K, K) and (kernel >= 0).all()
@@ -89,9 +89,9 @@ def test_a_grey_photo_and_the_default_kernel_size(tmp_path):
     assert np.load(tmp_path / "out.kernel.npy").shape == (DEFAULT_KERNEL_SIZE, DEFAULT_KERNEL_SIZE) == (17, 17)
 
 
-def test_latent_runs_the_latent_variant_on_a_crop_of_multiples_of_16(tmp_path, true_kernel_file):
+def test_the_default_runs_the_latent_variant_on_a_crop_of_multiples_of_16(tmp_path, true_kernel_file):
     photo = _photo(tmp_path / "in.png", 48, 40, grey=True)
-    assert main(["deblur", "--method", "latentdem", "--latent", "--input", photo, "--out", str(tmp_path / "out.png"),
+    assert main(["deblur", "--method", "latentdem", "--input", photo, "--out", str(tmp_path / "out.png"),
                  "--kernel-size", str(K), "--true-kernel", true_kernel_file, "--steps", "4", "--quiet"]) == 0
     method = json.loads((tmp_path / "out.report.json").read_text())["method_report"]
     assert method["variant"] == "latent" and method["crop"] == {"top": 0, "left": 4, "height": 48, "width": 32}
@@ -120,8 +120,10 @@ def _bad_inputs(tmp_path):
     np.save(tmp_path / "k3d.npy", np.ones((1, 7, 7), np.float32) / 49)
     np.save(tmp_path / "kint.npy", np.ones((7, 7), np.int64))
     return [
-        (["--kernel-size", "41"], "--kernel-size must be at most the side of the photo's central crop, 40 (photo "
-                                  "48x40, crop 48x40), got 41"),
+        (["--kernel-size", "41"], "--kernel-size must be at most the side of the photo's central crop, 32 (photo "
+                                  "48x40, crop 48x32), got 41"),
+        (["--kernel-size", "41", "--pixel"], "--kernel-size must be at most the side of the photo's central crop, 40 "
+                                             "(photo 48x40, crop 48x40), got 41"),
         (["--kernel-size", "8"], "argument --kernel-size: must be an odd integer >= 1 (the kernel has a centre "
                                  "pixel), got '8'"),
         (["--kernel-size", "7", "--true-kernel", str(tmp_path / "k9.npy")],
@@ -131,12 +133,13 @@ def _bad_inputs(tmp_path):
         (["--kernel-size", "7", "--true-kernel", str(tmp_path / "kint.npy")],
          "expected a 2-d float array of shape (7, 7) (--kernel-size), got int64 (7, 7)"),
         (["--kernel-size", "7", "--true-kernel", str(tmp_path / "missing.npy")], "missing.npy: no such file"),
-        (["--kernel-size", "7", "--prior", "latent_tiny"], "expected --prior naming a pixel prior such as "
-                                                           "pixel_tiny, got the latent prior 'latent_tiny'"),
+        (["--kernel-size", "7", "--pixel", "--prior", "latent_tiny"],
+         "--pixel runs its pixel EM with --prior: expected --prior naming a pixel prior such as pixel_tiny, got the "
+         "latent prior 'latent_tiny'"),
     ]
 
 
-@pytest.mark.parametrize("case", range(7))
+@pytest.mark.parametrize("case", range(8))
 def test_bad_input_exits_2_naming_expected_and_got_and_writes_nothing(tmp_path, capsys, case):
     photo = _photo(tmp_path / "in.png", 48, 40)
     argv, message = _bad_inputs(tmp_path)[case]

@@ -5,7 +5,7 @@ diffusion prior. Built: the M-step's plug-and-play kernel denoiser (:class:`Kern
 latent prior (decoder and gluing term) or a pixel one (:func:`em_deblur`) and its schedules (:func:`annealed_zeta`,
 :func:`is_full_em_step`); the same loop for any size-keeping operator (:func:`diffusion_em`) and for non-linear
 parametric operators with the gradient M-step (:func:`em_parametric`, :func:`gradient_m_step`);
-``blindfast deblur --method latentdem [--latent]``.
+``blindfast deblur --method latentdem [--pixel]``.
 """
 
 from blindfast.methods.latent_dem import deblur_method  # noqa: F401  (registers --method latentdem)
