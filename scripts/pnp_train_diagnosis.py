@@ -79,10 +79,10 @@ def blur_cases() -> dict:
             "motion": (Blur(padding="reflect"), {"kernel": motion_kernel(1, size=31, generator=generator)["kernel"]})}
 
 
-def measure(x, op, params, seed: int = 1):
-    """The measurement (noise std SIGMA) and CG-Tikhonov's restoration of it."""
+def measure(x, op, params, noise: torch.Generator):
+    """The measurement (white noise of std SIGMA drawn from ``noise``) and CG-Tikhonov's restoration of it."""
     y = op.A(x, **params)
-    y = y + SIGMA * torch.randn(y.shape, generator=torch.Generator().manual_seed(seed))
+    y = y + SIGMA * torch.randn(y.shape, generator=noise)
     return y, cg_tikhonov(y, op, params, lam=tikhonov_weight(SIGMA), iters=100)
 
 
@@ -140,9 +140,8 @@ def pnp_table(size: int, denoiser: PriorDenoiser) -> None:
         noise = torch.Generator().manual_seed(1)
         for name, x in crops(size).items():
             x = x.contiguous()
-            y = op.A(x, **params)
-            y = y + SIGMA * torch.randn(y.shape, generator=noise)
-            cg = float(psnr(cg_tikhonov(y, op, params, lam=tikhonov_weight(SIGMA), iters=100).clamp(0, 1), x))
+            y, restored = measure(x, op, params, noise)
+            cg = float(psnr(restored.clamp(0, 1), x))
             cells = []
             for variant, options in VARIANTS.items():
                 gains[variant].append(gain(pnp_hqs(y, op, params, denoiser, sigma=SIGMA, **options), x, cg))
@@ -154,9 +153,9 @@ def pnp_table(size: int, denoiser: PriorDenoiser) -> None:
 def transforms_table(size: int, denoiser: PriorDenoiser) -> None:
     print("| crop | s | " + " | ".join(f"T{i}" for i in range(DIHEDRAL_SIZE)) + " |")
     print("|---" * (DIHEDRAL_SIZE + 2) + "|")
+    named = smooth_crops(size)
     for s in (0.03, 0.05, 0.1):
         means = np.zeros(DIHEDRAL_SIZE)
-        named = smooth_crops(size)
         for name, x in named.items():
             v = x + s * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
             cells = [float(psnr(dihedral_inverse(denoiser(dihedral(v, i), s), i).clamp(0, 1), x))
@@ -178,7 +177,7 @@ def ending_table(size: int, denoiser: PriorDenoiser) -> None:
         for name, x in {**smooth_crops(size), **crops(size)}.items():
             x = x.contiguous()
             masks = regions(x)
-            y, cg = measure(x, op, params)
+            y, cg = measure(x, op, params, torch.Generator().manual_seed(1))
             base = [masked_psnr(cg, x, m) for m in masks.values()]
             x_K = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, final_denoise=False)
             for end, finish in ends.items():
@@ -197,7 +196,7 @@ def whole_table(denoiser: PriorDenoiser) -> None:
     for name in ("astronaut", "rocket", "motorcycle_left"):
         for case, (op, params) in blur_cases().items():
             x = photos[name][None].contiguous()
-            y, cg = measure(x, op, params)
+            y, cg = measure(x, op, params, torch.Generator().manual_seed(1))
             base = float(psnr(cg.clamp(0, 1), x))
             x_K = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, final_denoise=False)
             # the default ends with D(x_K, SIGMA) on the same x_K (tests/restore/test_prior_solvers.py), one run
