@@ -32,11 +32,13 @@ import torch
 from torch import Tensor
 
 from blindfast.ops import hqs_kernel_update
+from blindfast.physics import Blur, gaussian_kernel
 
 __all__ = ["M_STEP_DOMAINS", "image_gradients", "gaussian_smoothing", "hqs_m_step"]
 
 M_STEP_DOMAINS = ("intensity", "gradient")  # hqs_m_step's domain: LatentDEM's, Cho & Lee's (module docstring)
 SMOOTHING_TRUNCATE = 4.0  # the Gaussian's radius in stds (scipy.ndimage.gaussian_filter's default)
+_CIRCULAR_BLUR = Blur(padding="circular")
 
 
 def image_gradients(images: Tensor) -> Tensor:
@@ -48,9 +50,10 @@ def image_gradients(images: Tensor) -> Tensor:
 
 
 def gaussian_smoothing(images: Tensor, std: float) -> Tensor:
-    """(..., C, H, W) ``images`` circularly convolved with the normalised sampled Gaussian of ``std`` pixels, radius
-    ``int(SMOOTHING_TRUNCATE * std + 0.5)`` (scipy.ndimage.gaussian_filter with ``mode="wrap"``); ``std`` 0 returns
-    them unchanged. Circular, so it commutes exactly with the circular blur the M-step assumes.
+    """(..., C, H, W) ``images`` circularly convolved with the normalised sampled Gaussian of ``std`` pixels
+    (:func:`~blindfast.physics.gaussian_kernel`), radius ``int(SMOOTHING_TRUNCATE * std + 0.5)``
+    (scipy.ndimage.gaussian_filter with ``mode="wrap"``); ``std`` 0 returns them unchanged. Circular, so it commutes
+    exactly with the circular blur the M-step assumes.
 
     Raises:
         ValueError: a negative std, or a Gaussian wider than the images.
@@ -63,14 +66,8 @@ def gaussian_smoothing(images: Tensor, std: float) -> Tensor:
     if 2 * radius + 1 > min(images.shape[-2:]):
         raise ValueError(f"the smoothing Gaussian (std {std}, {2 * radius + 1} taps) must fit the images "
                          f"{tuple(images.shape[-2:])}")
-    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float64) / std) ** 2)
-    taps = (taps / taps.sum()).to(images)
-    flat = images.reshape(-1, 1, *images.shape[-2:])
-    rows = torch.nn.functional.conv2d(torch.nn.functional.pad(flat, (radius, radius, 0, 0), mode="circular"),
-                                      taps.view(1, 1, 1, -1))
-    both = torch.nn.functional.conv2d(torch.nn.functional.pad(rows, (0, 0, radius, radius), mode="circular"),
-                                      taps.view(1, 1, -1, 1))
-    return both.reshape(images.shape)
+    gaussian = gaussian_kernel(2 * radius + 1, std, dtype=images.dtype, device=images.device)
+    return _CIRCULAR_BLUR.A(images.reshape(-1, *images.shape[-3:]), kernel=gaussian).reshape(images.shape)
 
 
 def hqs_m_step(image: Tensor, y: Tensor, kernel: Tensor, *, sigma: float, delta: float, iters: int, lam: float,
