@@ -8,7 +8,6 @@ from _cli import command_error
 
 from blindfast.__main__ import main
 from blindfast.cli import shipping
-from blindfast.cli import train_kernel_denoiser as command_module
 from blindfast.methods.latent_dem import load_kernel_denoiser
 
 USAGE = "usage: blindfast train-kernel-denoiser"
