@@ -70,6 +70,30 @@ def prune_kernel(kernel: Tensor, fraction: float = PRUNE_FRACTION) -> Tensor:
     return pruned / pruned.sum()
 
 
+def solver_sigma(crop: Tensor, image: Tensor, kernel: Tensor, sigma: float) -> float:
+    """The noise std the solver is told when it restores with the EM's ``kernel``: max(``sigma``, the RMS of
+    y - k^ * x_EM over the crop's valid interior).
+
+    With an estimated kernel k^ the photo is y = k^ * x + e, e = (k - k^) * x + n: the kernel's error acts as noise
+    beside n. The EM's own fit estimates e's std: the residual of its image x_EM reblurred by k^ against the crop it
+    was fit to, where the blur is computed from the crop alone ("valid" boundary). It is sigma where k^ and x_EM are
+    exact, and counts x_EM's own error too (an overestimate of e).
+
+    Args:
+        crop: (1, C, h, w) the measurement's crop the EM ran on.
+        image: (1, C, h, w) the EM's image of it, in [0, 1] units.
+        kernel: (k, k) the kernel the photo is restored with, k <= min(h, w).
+        sigma: the measurement's noise std (0: the RMS alone).
+    """
+    from blindfast.physics import Blur
+
+    with torch.no_grad():
+        reblurred = Blur(padding="valid").A(image, kernel=kernel[None, None].to(image.dtype))
+    top, left = (kernel.shape[-2] - 1) // 2, (kernel.shape[-1] - 1) // 2
+    residual = crop[..., top:top + reblurred.shape[-2], left:left + reblurred.shape[-1]] - reblurred
+    return max(sigma, residual.square().mean().sqrt().item())
+
+
 def _kernel_size(value: str) -> int:
     """--kernel-size: an odd integer >= 1."""
     import argparse
@@ -126,10 +150,12 @@ def _run(y: Tensor, options) -> MethodResult:
                        generator=torch.Generator().manual_seed(options.seed), progress=not options.quiet)
     em_s = time.perf_counter() - em_start
     kernel = prune_kernel(result.kernel.to(torch.float32))
+    # the noise std the command's solver is told once the method returns (its --sigma, read after the method ran)
+    options.sigma = solver_sigma(crop.to(torch.float32), result.image.clamp(0, 1).to(torch.float32), kernel, sigma)
     report = {"variant": "pixel" if options.pixel else "latent",
               "crop": {"top": top, "left": left, "height": crop_h, "width": crop_w}, "kernel_size": kernel_size,
-              "sigma": sigma, "steps": len(result.steps), "full_em_steps": sum(s.full for s in result.steps),
-              "seed": options.seed,
+              "sigma": sigma, "solver_sigma": options.sigma, "steps": len(result.steps),
+              "full_em_steps": sum(s.full for s in result.steps), "seed": options.seed,
               "times": {"load_s": em_start - load_start, "em_s": em_s,
                         "e_step_s": sum(s.e_seconds for s in result.steps),
                         "m_step_s": sum(s.m_seconds for s in result.steps)}}
