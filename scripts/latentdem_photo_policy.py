@@ -32,12 +32,11 @@ import time
 import torch
 
 from blindfast.methods.latent_dem import em_deblur, load_kernel_denoiser
-from blindfast.methods.latent_dem.deblur_method import LATENT_PRIOR, PADDING, central_crop_box, prune_kernel
+from blindfast.methods.latent_dem.deblur_method import LATENT_PRIOR, central_crop_box, prune_kernel
 from blindfast.metrics import mnc, psnr
 from blindfast.models import load_shipped_prior
-from blindfast.physics import Blur
-from blindfast.restore import PriorDenoiser, pnp_hqs
-from latentdem_train_cases import PHOTOS, camera_case, cg_restore, motion_kernels  # scripts/
+from blindfast.restore import PriorDenoiser
+from latentdem_train_cases import PHOTOS, camera_case, cg_restore, motion_kernels, pnp_restore  # scripts/
 
 # pnp_hqs as it was when the README's table was measured (DPIR's end; its defaults changed afterwards)
 DPIR_END = {"sigma_floor": 0.0, "ensemble": "off", "denoise_last": True}
@@ -57,7 +56,6 @@ def main() -> None:
     pixel_prior, kernel_denoiser = load_shipped_prior("pixel_tiny"), load_kernel_denoiser()
     prior = load_shipped_prior(LATENT_PRIOR) if args.latent else pixel_prior    # the EM's
     denoiser = PriorDenoiser(pixel_prior, tile=128)       # as blindfast deblur's pnp
-    restore_op = Blur(padding=PADDING)
     kernels = motion_kernels(args.kernels)
     columns = ["y", "EM image (crop = photo)", "crop EM kernel + pnp", "crop EM kernel + cg",
                "crop EM kernel pruned + cg", "whole EM image", "whole EM kernel + pnp", "true kernel + pnp"]
@@ -73,12 +71,8 @@ def main() -> None:
                     row = {"y": psnr(y.clamp(0, 1), x).item()}
 
                     def restore(k, solver):
-                        if solver == "cg":
-                            out = cg_restore(y, k, sigma)
-                        else:
-                            with torch.no_grad():
-                                out = pnp_hqs(y, restore_op, {"kernel": k[None, None]}, denoiser, sigma=sigma,
-                                              **DPIR_END)
+                        out = cg_restore(y, k, sigma) if solver == "cg" else pnp_restore(y, k, sigma, denoiser,
+                                                                                          **DPIR_END)
                         return psnr(out.clamp(0, 1), x).item()
 
                     crop_top, crop_left, crop_h, crop_w = central_crop_box(size, size, prior.image_multiple)

@@ -1,11 +1,12 @@
-"""The train-photo cases that ``latentdem_photo_policy.py`` and ``latentdem_m_step_domain.py`` both measure (imported
-by them; no command of its own).
+"""The train-photo cases that ``latentdem_photo_policy.py``, ``latentdem_m_step_domain.py`` and
+``latentdem_command_solver.py`` measure (imported by them; no command of its own).
 
 A case: the centre ``size`` x ``size`` crop of a train photo (astronaut, motorcycle_left, rocket), blurred as a camera
 blurs (the crop plus a margin of the kernel's radius, convolved with "valid" boundaries, so the blur at the edges
 comes from scene outside the frame) by one of ``count`` 17 x 17 ``motion_kernel``s (intensity 0.5, seed 5), plus
 white noise of std 0.01 (seed 10 + the kernel's index); its noise std is then estimated from the photo as ``deblur
---method latentdem`` does. Restorations by cg use the command's boundary and weight.
+--method latentdem`` does. Restorations by cg and pnp use the command's boundary, weight
+and settings.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import Tensor
 from blindfast.data import EMBEDDED_SPLITS, embedded_images
 from blindfast.methods.latent_dem.deblur_method import PADDING
 from blindfast.physics import Blur, motion_kernel
-from blindfast.restore import cg_tikhonov
+from blindfast.restore import PriorDenoiser, cg_tikhonov, pnp_hqs
 from blindfast.restore.noise_level import estimate_noise_std, tikhonov_weight
 
 PHOTOS = ("astronaut", "motorcycle_left", "rocket")
@@ -54,7 +55,16 @@ def camera_case(photo: str, size: int, kernel: Tensor, index: int) -> tuple[Tens
 
 
 def cg_restore(y: Tensor, kernel: Tensor, sigma: float) -> Tensor:
-    """(1, C, H, W) y restored by cg with the (k, k) ``kernel``, as the command's default solver (no gradient)."""
+    """(1, C, H, W) y restored by cg with the (k, k) ``kernel`` as ``deblur --solver cg`` does for noise std
+    ``sigma`` (no gradient)."""
     with torch.no_grad():
         return cg_tikhonov(y, Blur(padding=PADDING), {"kernel": kernel[None, None]}, lam=tikhonov_weight(sigma),
                            iters=CG_ITERS)
+
+
+def pnp_restore(y: Tensor, kernel: Tensor, sigma: float, denoiser: PriorDenoiser, **settings) -> Tensor:
+    """(1, C, H, W) y restored by pnp_hqs with the (k, k) ``kernel`` as ``deblur --solver pnp`` does for noise std
+    ``sigma`` (``denoiser``: the command's, ``PriorDenoiser(pixel prior, tile=128)``); ``settings`` override
+    pnp_hqs's defaults (no gradient)."""
+    with torch.no_grad():
+        return pnp_hqs(y, Blur(padding=PADDING), {"kernel": kernel[None, None]}, denoiser, sigma=sigma, **settings)

@@ -1,5 +1,6 @@
 """blindfast deblur --method latentdem: the kernel file, its picture and the report beside the output, the central
-crop of larger photos, grey photos, the solver, and bad inputs (exit 2 under the command's usage, nothing written).
+crop of larger photos, grey photos, the solver (the noise std it is told, whichever solver), and bad inputs (exit 2
+under the command's usage, nothing written).
 Tiny runs (4 DDIM steps, small kernels): these check the plumbing; the quality is measured by the scripts."""
 
 import json
@@ -8,12 +9,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy import signal
 
 from blindfast.__main__ import main
 from blindfast.data import embedded_images, read_image
 from blindfast.metrics import kernel_mse, mnc
-from blindfast.methods.latent_dem.deblur_method import DEFAULT_KERNEL_SIZE, central_crop_box, prune_kernel
+from blindfast.methods.latent_dem.deblur_method import (DEFAULT_KERNEL_SIZE, central_crop_box, prune_kernel,
+                                                         solver_sigma)
 from blindfast.physics import Blur, motion_kernel
+from blindfast.restore.noise_level import estimate_noise_std, tikhonov_weight
 
 K = 7
 TRUE_KERNEL = motion_kernel(1, K, generator=torch.Generator().manual_seed(0))["kernel"].reshape(K, K)
@@ -78,6 +82,43 @@ def test_a_larger_photo_runs_em_on_its_central_crop_and_is_restored_whole(tmp_pa
     assert report["method_report"]["crop"] == {"top": 18, "left": 8, "height": 64, "width": 64}
     assert report["solver"] == "pnp" and "kernel_mnc" not in report["method_report"]
     assert read_image(tmp_path / "out.png").shape == (3, 100, 80)
+
+
+def test_the_solver_is_told_the_noise_std_of_the_em_fit_residual(tmp_path):
+    photo = _photo(tmp_path / "in.png", 48, 40)
+    reports = {}
+    for name, extra in (("cg", []), ("pnp", ["--solver", "pnp"]), ("sigma", ["--sigma", "0.5"])):
+        out = tmp_path / f"out_{name}.png"
+        assert main(["deblur", "--method", "latentdem", "--input", photo, "--out", str(out), "--kernel-size", str(K),
+                     "--steps", "4", "--quiet", *extra]) == 0
+        reports[name] = json.loads(out.with_name(out.stem + ".report.json").read_text())
+    cg, pnp = reports["cg"], reports["pnp"]
+    assert cg["solver"] == "cg" and pnp["solver"] == "pnp"
+    noise = max(estimate_noise_std(read_image(photo)[None]), 1e-4)
+    for report in (cg, pnp):
+        method = report["method_report"]
+        assert method["sigma"] == pytest.approx(noise, rel=1e-6)
+        # the same EM (seed 0) either way: the solver is told max(sigma, the EM fit's residual RMS)
+        assert report["settings"]["sigma"] == method["solver_sigma"] == cg["method_report"]["solver_sigma"]
+    assert cg["method_report"]["solver_sigma"] > noise        # the 4-step EM's fit is not exact
+    # a --sigma above the residual's RMS is what the solver is told (the EM ran with it too)
+    assert reports["sigma"]["method_report"]["sigma"] == reports["sigma"]["settings"]["sigma"] == 0.5
+    assert cg["settings"]["lam"] == pytest.approx(tikhonov_weight(cg["method_report"]["solver_sigma"]), rel=1e-12)
+
+
+def test_solver_sigma_is_the_rms_of_the_em_fit_residual_over_the_valid_interior():
+    generator = torch.Generator().manual_seed(3)
+    image = torch.rand(1, 3, 20, 24, generator=generator, dtype=torch.float64)
+    crop = torch.rand(1, 3, 20, 24, generator=generator, dtype=torch.float64)
+    kernel = torch.rand(5, 5, generator=generator, dtype=torch.float64)
+    kernel /= kernel.sum()
+    reblurred = np.stack([signal.convolve2d(image[0, c].numpy(), kernel.numpy(), mode="valid") for c in range(3)])
+    expected = np.sqrt(np.mean((crop[0, :, 2:-2, 2:-2].numpy() - reblurred) ** 2))
+    assert solver_sigma(crop, image, kernel, 0.0) == pytest.approx(expected, rel=1e-12)
+    assert solver_sigma(crop, image, kernel, 2 * expected) == 2 * expected       # never below the noise std
+    exact = crop.clone()
+    exact[..., 2:-2, 2:-2] = torch.from_numpy(reblurred)[None]
+    assert solver_sigma(exact, image, kernel, 0.01) == 0.01       # an exact fit: the noise std itself
 
 
 def test_a_grey_photo_and_the_default_kernel_size(tmp_path):
