@@ -187,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
     if blur.restored is None:
         args.solver = args.solver or DEFAULT_SOLVER
         check_blur_params(blur.op, blur.params, y)
-        sigma = args.sigma if args.sigma is not None else estimate_noise_std(y)
+        sigma = (blur.noise_std if blur.noise_std is not None else args.sigma if args.sigma is not None
+                 else estimate_noise_std(y))
         sigma = max(sigma, 1e-4)     # a noise-free file still has quantisation noise; sigma 0 would mean no prior
         lam = args.lam if args.lam is not None else tikhonov_weight(sigma)
         solve = _solver(args, blur.op, sigma, lam)
@@ -209,7 +210,8 @@ def run(args: argparse.Namespace) -> int:
         "input": str(args.input), "output": str(out), "height": y.shape[-2], "width": y.shape[-1],
         "channels": y.shape[1], "bits": bits, "solver": args.solver, "method": args.method, "sr_factor": factor,
         "operator": "kernel" if args.kernel else "psf_grid" if args.psf_grid else args.method,
-        "settings": {"sigma": sigma, "sigma_estimated": args.sigma is None, "lam": lam, "iters": args.iters,
+        "settings": {"sigma": sigma, "sigma_estimated": args.sigma is None and blur.noise_std is None,
+                     "sigma_from_method": blur.noise_std is not None, "lam": lam, "iters": args.iters,
                      "steps": args.steps, "tile": args.tile, "padding": PADDING,
                      "prior": args.prior if args.solver in ("pnp", "diffpir") else None, "seed": args.seed},
         "threads": torch.get_num_threads(),

@@ -29,6 +29,8 @@ class MethodResult:
         op, params: the operator found and its parameters; the command restores with ``--solver``.
         restored: (1, C, H, W) the photo the method restored itself in [0, 1] units (then ``op`` is None and
             ``--solver`` does not apply).
+        noise_std: the noise std the solver is told, when the method sets it (e.g. a larger one than the photo's
+            to absorb its operator's error); None: ``--sigma`` or the photo's estimate.
         report: the method's own entries for the report (e.g. kernel scores, its times), under ``"method_report"``.
         outputs: files to write beside the output under its stem, suffix -> ``write(binary file)``: e.g.
             ``{".kernel.npy": ...}`` with ``--out out.png`` gives ``out.kernel.npy``; written atomically after the
@@ -38,6 +40,7 @@ class MethodResult:
     op: LinearOperator | None = None
     params: dict | None = None
     restored: Tensor | None = None
+    noise_std: float | None = None
     report: Mapping[str, object] = field(default_factory=dict)
     outputs: Mapping[str, Callable[[BinaryIO], object]] = field(default_factory=dict)
 

@@ -100,6 +100,7 @@ def test_the_solver_is_told_the_noise_std_of_the_em_fit_residual(tmp_path):
         assert method["sigma"] == pytest.approx(noise, rel=1e-6)
         # the same EM (seed 0) either way: the solver is told max(sigma, the EM fit's residual RMS)
         assert report["settings"]["sigma"] == method["solver_sigma"] == cg["method_report"]["solver_sigma"]
+        assert report["settings"]["sigma_from_method"] and not report["settings"]["sigma_estimated"]
     assert cg["method_report"]["solver_sigma"] > noise        # the 4-step EM's fit is not exact
     # a --sigma above the residual's RMS is what the solver is told (the EM ran with it too)
     assert reports["sigma"]["method_report"]["sigma"] == reports["sigma"]["settings"]["sigma"] == 0.5

@@ -163,11 +163,10 @@ def _run(y: Tensor, options) -> MethodResult:
                        generator=torch.Generator().manual_seed(options.seed), progress=not options.quiet)
     em_s = time.perf_counter() - em_start
     kernel = prune_kernel(result.kernel.to(torch.float32))
-    # the noise std the command's solver is told once the method returns (its --sigma, read after the method ran)
-    options.sigma = solver_sigma(crop.to(torch.float32), result.image.clamp(0, 1).to(torch.float32), kernel, sigma)
+    noise_std = solver_sigma(crop.to(torch.float32), result.image.clamp(0, 1).to(torch.float32), kernel, sigma)
     report = {"variant": "pixel" if options.pixel else "latent",
               "crop": {"top": top, "left": left, "height": crop_h, "width": crop_w}, "kernel_size": kernel_size,
-              "sigma": sigma, "solver_sigma": options.sigma, "steps": len(result.steps),
+              "sigma": sigma, "solver_sigma": noise_std, "steps": len(result.steps),
               "full_em_steps": sum(s.full for s in result.steps), "seed": options.seed,
               "times": {"load_s": em_start - load_start, "em_s": em_s,
                         "e_step_s": sum(s.e_seconds for s in result.steps),
@@ -176,7 +175,7 @@ def _run(y: Tensor, options) -> MethodResult:
         report["kernel_mnc"] = float(mnc(kernel, true_kernel))
         report["kernel_mse"] = float(kernel_mse(kernel, true_kernel / true_kernel.sum()))
     kernel_npy = kernel.numpy().copy()
-    return MethodResult(Blur(padding=PADDING), {"kernel": kernel[None, None]}, report=report,
+    return MethodResult(Blur(padding=PADDING), {"kernel": kernel[None, None]}, noise_std=noise_std, report=report,
                         outputs={".kernel.npy": lambda f: np.save(f, kernel_npy),
                                  ".kernel.png": _write_kernel_png(kernel)})
 
