@@ -41,13 +41,13 @@ from tqdm import tqdm
 
 from blindfast.models import Prior
 from blindfast.physics import LinearOperator
-from blindfast.restore.data_step import DEFAULT_DATA_CG_ITERS, proximal_data_step
+from blindfast.restore.data_step import DEFAULT_DATA_CG_ITERS, proximal_data_step, relative_noise_gain
 from blindfast.restore.dihedral import DIHEDRAL_SIZE, self_ensemble
 from blindfast.restore.prior_denoiser import PriorDenoiser
 from blindfast.restore.validation import check_blur_params, check_measurement, check_positive
 
 __all__ = ["pnp_hqs", "noise_schedule", "DPIR_SIGMA_START", "DPIR_LAMBDA", "DPIR_ITERS", "PNP_LAMBDA",
-           "PNP_ITERS", "PNP_SIGMA_FLOOR", "ENSEMBLES"]
+           "PNP_ITERS", "PNP_SIGMA_FLOOR", "ENSEMBLES", "ENSEMBLE_TRANSFORMS"]
 
 DPIR_SIGMA_START = 49 / 255   # Zhang et al. 2021: the first denoiser's noise level
 DPIR_LAMBDA = 0.23            # their lambda for deblurring, with their DRUNet
@@ -71,7 +71,11 @@ DPIR_ITERS = 8                # their K for deblurring
 PNP_LAMBDA = 1.0
 PNP_ITERS = 16
 PNP_SIGMA_FLOOR = 0.03
-ENSEMBLES = ("cycle", "x8", "off")   # a transform per iteration, the average of all 8, none
+# The denoiser averaged over these dihedral transforms (indices of blindfast.restore.dihedral): none, the image and
+# its up-down mirror (T5, the second-best transform of the tiny prior), its two mirrors and half turn (no quarter
+# turns, the prior's worst), all 8 (DPIR's x8)
+ENSEMBLE_TRANSFORMS = {"off": (0,), "vflip": (0, 5), "flips": (0, 1, 4, 5), "x8": tuple(range(DIHEDRAL_SIZE))}
+ENSEMBLES = ("cycle", *ENSEMBLE_TRANSFORMS)   # "cycle": iteration k denoises the k-th transform alone
 
 
 def noise_schedule(sigma: float, iters: int, sigma_start: float = DPIR_SIGMA_START) -> list[float]:
@@ -85,8 +89,8 @@ def noise_schedule(sigma: float, iters: int, sigma_start: float = DPIR_SIGMA_STA
 def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDenoiser, *, sigma: float,
             iters: int = PNP_ITERS, lam: float = PNP_LAMBDA, sigma_start: float = DPIR_SIGMA_START,
             sigma_floor: float = PNP_SIGMA_FLOOR, ensemble: str = "cycle", denoise_last: bool = False,
-            final_denoise: bool = True, cg_iters: int = DEFAULT_DATA_CG_ITERS, timings: dict | None = None,
-            progress: bool = False) -> Tensor:
+            final_denoise: bool = True, final_ensemble: str = "off", local_sigma: bool = False,
+            cg_iters: int = DEFAULT_DATA_CG_ITERS, timings: dict | None = None, progress: bool = False) -> Tensor:
     r"""DPIR's iterations with the departures of the module docstring.
 
     Args:
@@ -99,12 +103,18 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
         lam: lambda, the weight of the prior.
         sigma_start: the first denoiser's noise level.
         sigma_floor: the schedule ends at max(sigma, sigma_floor) (0: DPIR's sigma_K = sigma).
-        ensemble: "cycle" (iteration k denoises the k-th dihedral transform), "x8" (the average of all 8 at every
-            iteration, 8x the denoiser's cost) or "off".
+        ensemble: "cycle" (iteration k denoises the k-th dihedral transform), or at every iteration the average
+            over the transforms of ``ENSEMBLE_TRANSFORMS[ensemble]``: "off" (none), "vflip" (2x the denoiser's
+            cost), "flips" (4x), "x8" (8x).
         denoise_last: True returns DPIR's z_K (the last data step denoised at sigma_K, in the ensemble's
             transform), whatever ``final_denoise`` says.
         final_denoise: True returns the last data step denoised once more at the measurement's own noise level,
-            untransformed, :math:`D(x_K, \sigma)`; False the last data step x_K.
+            :math:`D(x_K, \sigma)`; False the last data step x_K.
+        final_ensemble: the transforms averaged in that final denoise (a key of ``ENSEMBLE_TRANSFORMS``).
+        local_sigma: denoise each tile at its own level, the schedule's sigma_k (the final one's sigma) times the
+            data step's :func:`~blindfast.restore.data_step.relative_noise_gain` (a space-varying blur only:
+            where it leaves less of the measurement's noise, it is denoised less; any other operator is
+            unchanged).
         cg_iters: CG iterations per data step (non-uniform operators).
         timings: if a dict, receives "data_s" and "denoise_s", the seconds spent in each step.
         progress: a tqdm bar.
@@ -122,6 +132,8 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
         raise ValueError(f"sigma_floor must be a number >= 0, got {sigma_floor!r}")
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
+    if final_ensemble not in ENSEMBLE_TRANSFORMS:
+        raise ValueError(f"final_ensemble must be one of {tuple(ENSEMBLE_TRANSFORMS)}, got {final_ensemble!r}")
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise ValueError(f"iters must be an int >= 1, got {iters!r}")
     check_blur_params(op, params, y)
@@ -133,19 +145,23 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
             z = y.clone()    # the blurred photo is a better start than A^T y, which is blurred twice
         x = z
         levels = noise_schedule(max(sigma, sigma_floor), iters, sigma_start)
+        gain = None
         for k, sigma_k in enumerate(tqdm(levels, desc="PnP-HQS", unit="it", disable=not progress, leave=False)):
             start = time.perf_counter()
-            x = proximal_data_step(y, op, params, z, lam * sigma**2 / sigma_k**2, x0=x, cg_iters=cg_iters)
+            rho = lam * sigma**2 / sigma_k**2
+            x = proximal_data_step(y, op, params, z, rho, x0=x, cg_iters=cg_iters)
+            if local_sigma:
+                gain = relative_noise_gain(op, params, rho, x.shape[-2:])
             spent["data_s"] += time.perf_counter() - start
             if k == iters - 1 and not denoise_last:
                 break
             start = time.perf_counter()
-            transforms = {"cycle": [k], "x8": range(DIHEDRAL_SIZE), "off": [0]}[ensemble]
-            z = self_ensemble(denoiser, x, sigma_k, transforms)
+            transforms = [k] if ensemble == "cycle" else ENSEMBLE_TRANSFORMS[ensemble]
+            z = self_ensemble(denoiser, x, sigma_k if gain is None else sigma_k * gain, transforms)
             spent["denoise_s"] += time.perf_counter() - start
         if final_denoise and not denoise_last:
             start = time.perf_counter()
-            z = denoiser(x, sigma)
+            z = self_ensemble(denoiser, x, sigma if gain is None else sigma * gain, ENSEMBLE_TRANSFORMS[final_ensemble])
             spent["denoise_s"] += time.perf_counter() - start
     if timings is not None:
         timings.update(spent)
