@@ -12,7 +12,7 @@ below). The data step is :func:`blindfast.restore.data_step.proximal_data_step` 
 otherwise); the denoiser is :class:`blindfast.restore.prior_denoiser.PriorDenoiser`, the prior's
 :math:`E[x_1 | x_t]` at the time whose noise is :math:`\sigma_k`.
 
-Four departures from DPIR, for the shipped tiny prior, each measured on the *train* photos (numbers below):
+Five departures from DPIR, for the shipped tiny prior, each measured on the *train* photos (numbers below):
 
 - the schedule ends at :math:`\sigma_K = \max(\sigma, \sigma_\text{floor})`, not at :math:`\sigma`: below about
   0.03 the tiny prior denoises fine texture worse than a classical denoiser (rocket's trees, white noise 0.01 /
@@ -27,7 +27,14 @@ Four departures from DPIR, for the shipped tiny prior, each measured on the *tra
   :math:`1 / |\hat k|` elsewhere. CG's gradient regulariser smooths that noise on large smooth areas; x_K does not;
 - iteration k denoises the k-th of the 8 flips and quarter turns (:mod:`blindfast.restore.dihedral`), transformed
   back, so that the iterates average the network's transform-dependent errors at no extra cost (DPIR averages all
-  8 at every step, 8x the cost: ``ensemble="x8"``).
+  8 at every step, 8x the cost: ``ensemble="x8"``; averaging only the better transforms at every step, "vflip" or
+  "flips", was worse than the cycle on the train photos);
+- for a space-varying blur each denoiser tile runs at its own level (``local_sigma``): sigma_k (sigma at the end)
+  times :func:`~blindfast.restore.data_step.relative_noise_gain`, the share of the measurement's noise the data
+  step leaves there relative to the most anywhere. A lens's wide PSF at the rim filters the noise out with the
+  detail (the demo lens keeps 0.40-0.43 of its centre's noise in the corners at rho_K), so one level for the
+  whole image over-smooths the rim. A uniform blur's map is 1: nothing changes. With :func:`restore_tiled` each
+  tile's map is relative to the most in that tile, not in the photo.
 """
 
 from __future__ import annotations
@@ -68,6 +75,10 @@ DPIR_ITERS = 8                # their K for deblurring
 # of 1 helped the lens case on two crops and lost on the others (+2.52 with x_K; motion +3.49). On the whole train
 # photos (astronaut, rocket, motorcycle_left) D(x_K, sigma) adds less: +0.05 to +0.07 dB to each, lens and motion;
 # on the textured crops above +0.00 to +0.06 dB.
+# Whole train photos (scripts/pnp_train_diagnosis.py --ensembles), PnP - CG, astronaut / rocket / motorcycle_left:
+#   lens    cycle +2.64 / +1.32 / +2.21, local_sigma +2.77 / +1.49 / +2.38 (the default), vflip +2.52 / +1.03 /
+#           +2.05, flips +2.60 on astronaut; motion cycle +3.42 / +2.26 / +3.18, vflip +3.27 / +2.22 / +3.17.
+#   Ending on the T0 / T5 average instead of T0 changed each by -0.03 to +0.00 dB.
 PNP_LAMBDA = 1.0
 PNP_ITERS = 16
 PNP_SIGMA_FLOOR = 0.03
@@ -89,7 +100,7 @@ def noise_schedule(sigma: float, iters: int, sigma_start: float = DPIR_SIGMA_STA
 def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDenoiser, *, sigma: float,
             iters: int = PNP_ITERS, lam: float = PNP_LAMBDA, sigma_start: float = DPIR_SIGMA_START,
             sigma_floor: float = PNP_SIGMA_FLOOR, ensemble: str = "cycle", denoise_last: bool = False,
-            final_denoise: bool = True, final_ensemble: str = "off", local_sigma: bool = False,
+            final_denoise: bool = True, final_ensemble: str = "off", local_sigma: bool = True,
             cg_iters: int = DEFAULT_DATA_CG_ITERS, timings: dict | None = None, progress: bool = False) -> Tensor:
     r"""DPIR's iterations with the departures of the module docstring.
 

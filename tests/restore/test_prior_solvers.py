@@ -108,13 +108,18 @@ def test_pnp_hqs_one_iteration_is_the_data_step_at_the_floor():
 
 
 def test_pnp_hqs_final_denoise_is_the_prior_on_x_K(prior):
-    """The default's end equals the prior's denoiser (untransformed, at sigma) applied to the x_K that
-    final_denoise=False returns, on the space-varying (CG) case."""
+    """The default's end equals the prior's denoiser (untransformed, at sigma times the last data step's
+    relative_noise_gain) applied to the x_K that final_denoise=False returns, on the space-varying (CG) case;
+    with local_sigma=False, at sigma itself."""
     op, params = _cases()[1]
     x, y = _blurred(op, params)
     denoiser = PriorDenoiser(prior)
     x_K = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=3, final_denoise=False)
     got = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=3)
+    gain = relative_noise_gain(op, params, SIGMA**2 / PNP_SIGMA_FLOOR**2, x.shape[-2:])
+    torch.testing.assert_close(got, denoiser(x_K, SIGMA * gain), rtol=0, atol=0)
+    x_K = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=3, final_denoise=False, local_sigma=False)
+    got = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=3, local_sigma=False)
     torch.testing.assert_close(got, denoiser(x_K, SIGMA), rtol=0, atol=0)
     assert psnr(got.clamp(0, 1), x) > psnr(y.clamp(0, 1), x) + 1.0
 
