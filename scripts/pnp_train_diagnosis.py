@@ -70,6 +70,7 @@ ENSEMBLE_RUNS = {   # pnp_hqs options of the --ensembles runs (each also ended a
     "vflip": {"ensemble": "vflip", "local_sigma": False},
     "flips": {"ensemble": "flips", "local_sigma": False},
     "local sigma (default)": {},
+    "local sigma and rho": {"local_rho": True},
 }
 SMOOTH_STD, TEXTURE_STD = 0.02, 0.06   # local std of the sharp photo over 9x9 pixels: smooth below, texture above
 CENTRE_RADIUS, RIM_RADIUS = 0.4, 0.7   # field radius in units of the half diagonal

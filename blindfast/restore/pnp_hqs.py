@@ -100,7 +100,7 @@ def noise_schedule(sigma: float, iters: int, sigma_start: float = DPIR_SIGMA_STA
 def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDenoiser, *, sigma: float,
             iters: int = PNP_ITERS, lam: float = PNP_LAMBDA, sigma_start: float = DPIR_SIGMA_START,
             sigma_floor: float = PNP_SIGMA_FLOOR, ensemble: str = "cycle", denoise_last: bool = False,
-            final_denoise: bool = True, final_ensemble: str = "off", local_sigma: bool = True,
+            final_denoise: bool = True, final_ensemble: str = "off", local_sigma: bool = True, local_rho: bool = False,
             cg_iters: int = DEFAULT_DATA_CG_ITERS, timings: dict | None = None, progress: bool = False) -> Tensor:
     r"""DPIR's iterations with the departures of the module docstring.
 
@@ -126,6 +126,9 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
             data step's :func:`~blindfast.restore.data_step.relative_noise_gain` (a space-varying blur only:
             where it leaves less of the measurement's noise, it is denoised less; any other operator is
             unchanged).
+        local_rho: with ``local_sigma``, the data step's pull towards z follows each pixel's level too,
+            :math:`\rho_k(p) = \lambda \sigma^2 / (\sigma_k g(p))^2` (the HQS weight of Eq. 6a for a denoiser
+            whose error is :math:`\sigma_k g(p)` there; by CG).
         cg_iters: CG iterations per data step (non-uniform operators).
         timings: if a dict, receives "data_s" and "denoise_s", the seconds spent in each step.
         progress: a tqdm bar.
@@ -160,9 +163,10 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
         for k, sigma_k in enumerate(tqdm(levels, desc="PnP-HQS", unit="it", disable=not progress, leave=False)):
             start = time.perf_counter()
             rho = lam * sigma**2 / sigma_k**2
-            x = proximal_data_step(y, op, params, z, rho, x0=x, cg_iters=cg_iters)
             if local_sigma:
                 gain = relative_noise_gain(op, params, rho, x.shape[-2:])
+            pull = rho if gain is None or not local_rho else rho / gain.square()
+            x = proximal_data_step(y, op, params, z, pull, x0=x, cg_iters=cg_iters)
             spent["data_s"] += time.perf_counter() - start
             if k == iters - 1 and not denoise_last:
                 break
