@@ -27,7 +27,7 @@ rocket's sky, motorcycle_left's floor and its tank (``--size``, default 192), an
    untransformed (``final_ensemble="off"``) or on the T0 / T5 average ("vflip"); and the default, the lens
    denoised tile by tile at its data step's noise level (``local_sigma``; a uniform blur's run is the same as
    "cycle, one level", so it is not repeated). PnP minus CG and the seconds of each run, both ends included
-   (``--case`` runs one blur; ``--runs`` some of the runs).
+   (``--case`` runs one blur, ``--runs`` some of the runs, ``--photos`` some of the photos).
 
     OMP_NUM_THREADS=1 python scripts/pnp_train_diagnosis.py --denoiser --pnp --transforms --ending --whole
     OMP_NUM_THREADS=1 python scripts/pnp_train_diagnosis.py --ensembles --case lens
@@ -72,6 +72,7 @@ ENSEMBLE_RUNS = {   # pnp_hqs options of the --ensembles runs (each also ended a
     "local sigma (default)": {},
     "local sigma and rho": {"local_rho": True},
 }
+WHOLE_PHOTOS = ("astronaut", "rocket", "motorcycle_left")   # the train photos of --whole and --ensembles
 SMOOTH_STD, TEXTURE_STD = 0.02, 0.06   # local std of the sharp photo over 9x9 pixels: smooth below, texture above
 CENTRE_RADIUS, RIM_RADIUS = 0.4, 0.7   # field radius in units of the half diagonal
 
@@ -212,25 +213,26 @@ def whole_table(denoiser: PriorDenoiser) -> None:
     photos = dict(zip(EMBEDDED_SPLITS["train"], embedded_images("train")))
     print("| case | photo | CG (dB) | x_K | D(x_K, s) |")
     print("|---" * 5 + "|")
-    for name in ("astronaut", "rocket", "motorcycle_left"):
+    for name in WHOLE_PHOTOS:
         for case, (op, params) in blur_cases().items():
             x = photos[name][None].contiguous()
             y, cg = measure(x, op, params, torch.Generator().manual_seed(1))
             base = float(psnr(cg.clamp(0, 1), x))
             x_K = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, final_denoise=False, local_sigma=False)
-            # the default (before local_sigma) ends with D(x_K, SIGMA) on the same x_K (tests/restore/test_prior_solvers.py), one run
+            # without local_sigma pnp_hqs ends with D(x_K, SIGMA) on the same x_K
+            # (tests/restore/test_prior_solvers.py): one run gives both columns
             cells = [gain(x_K, x, base), gain(denoiser(x_K, SIGMA), x, base)]
             print(f"| {case} | {name} | {base:.2f} | " + " | ".join(f"{c:+.2f}" for c in cells) + " |", flush=True)
 
 
-def ensembles_table(denoiser: PriorDenoiser, case_names, runs) -> None:
+def ensembles_table(denoiser: PriorDenoiser, case_names, runs, photo_names) -> None:
     photos = dict(zip(EMBEDDED_SPLITS["train"], embedded_images("train")))
     print("| case | photo | CG (dB) | run | end untransformed | end T0/T5 | seconds |")
     print("|---" * 7 + "|")
     for case, (op, params) in blur_cases().items():
         if case not in case_names:
             continue
-        for name in ("astronaut", "rocket", "motorcycle_left"):
+        for name in photo_names:
             x = photos[name][None].contiguous()
             y, cg = measure(x, op, params, torch.Generator().manual_seed(1))
             base = float(psnr(cg.clamp(0, 1), x))
@@ -248,8 +250,8 @@ def ensembles_table(denoiser: PriorDenoiser, case_names, runs) -> None:
                                                         x.shape[-2:])
                 ends = [self_ensemble(denoiser, x_K, level, ENSEMBLE_TRANSFORMS[end]) for end in ("off", "vflip")]
                 seconds = time.perf_counter() - start
-                print(f"| {case} | {name} | {base:.2f} | {run} | " + " | ".join(f"{gain(e, x, base):+.2f}" for e in ends)
-                      + f" | {seconds:.0f} |", flush=True)
+                cells = " | ".join(f"{gain(e, x, base):+.2f}" for e in ends)
+                print(f"| {case} | {name} | {base:.2f} | {run} | {cells} | {seconds:.0f} |", flush=True)
 
 
 def main() -> None:
@@ -265,6 +267,8 @@ def main() -> None:
                         help="--ensembles: these blurs")
     parser.add_argument("--runs", nargs="+", choices=list(ENSEMBLE_RUNS), default=list(ENSEMBLE_RUNS),
                         help="--ensembles: these runs")
+    parser.add_argument("--photos", nargs="+", choices=WHOLE_PHOTOS, default=WHOLE_PHOTOS,
+                        help="--ensembles: these photos")
     args = parser.parse_args()
     denoiser = PriorDenoiser(load_shipped_prior("pixel_tiny"))
     with torch.no_grad():
@@ -279,7 +283,7 @@ def main() -> None:
         if args.whole:
             whole_table(denoiser)
         if args.ensembles:
-            ensembles_table(denoiser, args.case, args.runs)
+            ensembles_table(denoiser, args.case, args.runs, args.photos)
 
 
 if __name__ == "__main__":

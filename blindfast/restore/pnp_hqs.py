@@ -23,8 +23,9 @@ Five departures from DPIR, for the shipped tiny prior, each measured on the *tra
 - instead :math:`x_K` is denoised once more at the measurement's own noise level :math:`\sigma`, untransformed
   (``final_denoise``). :math:`x_K = (A^T A + \rho_K)^{-1} (A^T y + \rho_K z_{K-1})` carries the measurement's
   noise wherever :math:`|\hat k|^2 \gg \rho_K` (:math:`\rho_K = \lambda \sigma^2 / \sigma_K^2 = 0.11` at the
-  floor): about :math:`1 / (1 + \rho_K)` = 90% of it where the blur is mild (a lens's centre), amplified by
-  :math:`1 / |\hat k|` elsewhere. CG's gradient regulariser smooths that noise on large smooth areas; x_K does not;
+  floor): about :math:`1 / (1 + \rho_K)` = 90% of it where the blur is mild (a lens's centre), less where a wide
+  PSF filters the high frequencies out (a lens's rim; see ``local_sigma``). CG's gradient regulariser smooths
+  that noise on large smooth areas; x_K does not;
 - iteration k denoises the k-th of the 8 flips and quarter turns (:mod:`blindfast.restore.dihedral`), transformed
   back, so that the iterates average the network's transform-dependent errors at no extra cost (DPIR averages all
   8 at every step, 8x the cost: ``ensemble="x8"``; averaging only the better transforms at every step, "vflip" or
@@ -32,8 +33,8 @@ Five departures from DPIR, for the shipped tiny prior, each measured on the *tra
 - for a space-varying blur each denoiser tile runs at its own level (``local_sigma``): sigma_k (sigma at the end)
   times :func:`~blindfast.restore.data_step.relative_noise_gain`, the share of the measurement's noise the data
   step leaves there relative to the most anywhere. A lens's wide PSF at the rim filters the noise out with the
-  detail (the demo lens keeps 0.40-0.43 of its centre's noise in the corners at rho_K), so one level for the
-  whole image over-smooths the rim. A uniform blur's map is 1: nothing changes. With :func:`restore_tiled` each
+  detail (the demo lens's corners keep 0.41-0.44 of its centre's noise at rho_K), so one level for the whole
+  image over-smooths the rim. A uniform blur's map is 1: nothing changes. With :func:`restore_tiled` each
   tile's map is relative to the most in that tile, not in the photo.
 """
 
@@ -77,7 +78,8 @@ DPIR_ITERS = 8                # their K for deblurring
 # on the textured crops above +0.00 to +0.06 dB.
 # Whole train photos (scripts/pnp_train_diagnosis.py --ensembles), PnP - CG, astronaut / rocket / motorcycle_left:
 #   lens    cycle +2.64 / +1.32 / +2.21, local_sigma +2.77 / +1.49 / +2.38 (the default), vflip +2.52 / +1.03 /
-#           +2.05, flips +2.60 on astronaut; motion cycle +3.42 / +2.26 / +3.18, vflip +3.27 / +2.22 / +3.17.
+#           +2.05, flips +2.60 / +1.27 (astronaut, rocket), local_rho +2.48 / +1.15;
+#   motion  cycle +3.42 / +2.26 / +3.18 (local_sigma: the same run), vflip +3.27 / +2.22 / +3.17.
 #   Ending on the T0 / T5 average instead of T0 changed each by -0.03 to +0.00 dB.
 PNP_LAMBDA = 1.0
 PNP_ITERS = 16
@@ -176,7 +178,8 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
             spent["denoise_s"] += time.perf_counter() - start
         if final_denoise and not denoise_last:
             start = time.perf_counter()
-            z = self_ensemble(denoiser, x, sigma if gain is None else sigma * gain, ENSEMBLE_TRANSFORMS[final_ensemble])
+            level = sigma if gain is None else sigma * gain
+            z = self_ensemble(denoiser, x, level, ENSEMBLE_TRANSFORMS[final_ensemble])
             spent["denoise_s"] += time.perf_counter() - start
     if timings is not None:
         timings.update(spent)
