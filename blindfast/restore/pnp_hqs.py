@@ -28,8 +28,8 @@ Five departures from DPIR, for the shipped tiny prior, each measured on the *tra
   that noise on large smooth areas; x_K does not;
 - iteration k denoises the k-th of the 8 flips and quarter turns (:mod:`blindfast.restore.dihedral`), transformed
   back, so that the iterates average the network's transform-dependent errors at no extra cost (DPIR averages all
-  8 at every step, 8x the cost: ``ensemble="x8"``; averaging only the better transforms at every step, "vflip" or
-  "flips", was worse than the cycle on the train photos);
+  8 at every step, 8x the cost: ``ensemble="x8"``; averaging only the better transforms at every step was no
+  better on the train photos: "vflip" lost everywhere, "flips" gained on motion only, +0.06 dB on the mean, at 4x);
 - for a space-varying blur each denoiser tile runs at its own level (``local_sigma``): sigma_k (sigma at the end)
   times :func:`~blindfast.restore.data_step.relative_noise_gain`, the share of the measurement's noise the data
   step leaves there relative to the most anywhere. A lens's wide PSF at the rim filters the noise out with the
@@ -78,8 +78,9 @@ DPIR_ITERS = 8                # their K for deblurring
 # on the textured crops above +0.00 to +0.06 dB.
 # Whole train photos (scripts/pnp_train_diagnosis.py --ensembles), PnP - CG, astronaut / rocket / motorcycle_left:
 #   lens    cycle +2.64 / +1.32 / +2.21, local_sigma +2.77 / +1.49 / +2.38 (the default), vflip +2.52 / +1.03 /
-#           +2.05, flips +2.60 / +1.27 (astronaut, rocket), local_rho +2.48 / +1.15;
-#   motion  cycle +3.42 / +2.26 / +3.18 (local_sigma: the same run), vflip +3.27 / +2.22 / +3.17.
+#           +2.05, flips +2.60 / +1.27 / +2.22, local_rho +2.48 / +1.15 (two photos);
+#   motion  cycle +3.42 / +2.26 / +3.18 (local_sigma: the same run), vflip +3.27 / +2.22 / +3.17, flips +3.41 /
+#           +2.38 / +3.26 (4x the denoiser's time).
 #   Ending on the T0 / T5 average instead of T0 changed each by -0.03 to +0.00 dB.
 PNP_LAMBDA = 1.0
 PNP_ITERS = 16
