@@ -131,15 +131,15 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
             unchanged).
         local_rho: with ``local_sigma``, the data step's pull towards z follows each pixel's level too,
             :math:`\rho_k(p) = \lambda \sigma^2 / (\sigma_k g(p))^2` (the HQS weight of Eq. 6a for a denoiser
-            whose error is :math:`\sigma_k g(p)` there; by CG).
+            whose error is :math:`\sigma_k g(p)` there; by CG). It lost on the train photos (README): off.
         cg_iters: CG iterations per data step (non-uniform operators).
         timings: if a dict, receives "data_s" and "denoise_s", the seconds spent in each step.
         progress: a tqdm bar.
     Returns:
         (B, C, H, W) :math:`D(x_K, \sigma)`, x_K without ``final_denoise``, or z_K with ``denoise_last``.
     Raises:
-        ValueError: sigma, lam or sigma_start <= 0, sigma_floor < 0, iters < 1, an unknown ensemble, bad measurement
-            or blur parameters.
+        ValueError: sigma, lam or sigma_start <= 0, sigma_floor < 0, iters < 1, an unknown ensemble or
+            final_ensemble, bad measurement or blur parameters.
     """
     check_measurement(y)
     sigma = check_positive("sigma", sigma)
