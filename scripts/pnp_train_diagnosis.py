@@ -19,16 +19,25 @@ rocket's sky, motorcycle_left's floor and its tank (``--size``, default 192), an
    sharp photo's local std over 9x9, below 0.02 / above 0.06; the field's centre / rim, radius below 0.4 / above
    0.7 of the half diagonal) for the ends of one run: x_K, and x_K denoised once more at the measurement's noise
    level s or 2 s, untransformed or the x8 average.
-5. ``--whole``: PnP minus CG on the whole photos astronaut, rocket and motorcycle_left, x_K (the previous
-   default) against D(x_K, s) (the default).
+5. ``--whole``: PnP minus CG on the whole photos astronaut, rocket and motorcycle_left, x_K against D(x_K, s)
+   (the defaults before ``local_sigma``).
+6. ``--ensembles``: on the same whole photos, the loop's denoiser averaged over a few transforms at every
+   iteration (``ensemble`` "vflip": T0 and T5, 2x the denoiser's cost; "flips": T0, T1, T4, T5, 4x) instead of
+   one transform per iteration ("cycle"), all at one level per iteration (``local_sigma=False``), each run ending
+   untransformed (``final_ensemble="off"``) or on the T0 / T5 average ("vflip"); and the default, the lens
+   denoised tile by tile at its data step's noise level (``local_sigma``; a uniform blur's run is the same as
+   "cycle, one level", so it is not repeated). PnP minus CG and the seconds of each run, both ends included
+   (``--case`` runs one blur, ``--runs`` some of the runs, ``--photos`` some of the photos).
 
     OMP_NUM_THREADS=1 python scripts/pnp_train_diagnosis.py --denoiser --pnp --transforms --ending --whole
+    OMP_NUM_THREADS=1 python scripts/pnp_train_diagnosis.py --ensembles --case lens
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import time
 
 import numpy as np
 import torch
@@ -40,7 +49,9 @@ from blindfast.metrics import psnr
 from blindfast.models import load_shipped_prior
 from blindfast.physics import Blur, SpaceVaryingBlur, lens_psf_grid, motion_kernel
 from blindfast.restore import PriorDenoiser, cg_tikhonov, pnp_hqs
+from blindfast.restore.data_step import relative_noise_gain
 from blindfast.restore.dihedral import DIHEDRAL_SIZE, dihedral, dihedral_inverse, self_ensemble
+from blindfast.restore.pnp_hqs import ENSEMBLE_TRANSFORMS, PNP_SIGMA_FLOOR
 from blindfast.restore.noise_level import tikhonov_weight
 
 SIGMA = 0.01
@@ -50,9 +61,18 @@ VARIANTS = {   # pnp_hqs options
     "+ x_K": {"sigma_floor": 0.0, "ensemble": "off", "final_denoise": False},
     "floor 0.03": {"ensemble": "off", "denoise_last": True},
     "floor 0.03 + x_K": {"ensemble": "off", "final_denoise": False},
-    "floor + x_K + cycle": {"final_denoise": False},
-    "+ D(x_K, s) (default)": {},
+    "floor + x_K + cycle": {"final_denoise": False, "local_sigma": False},
+    "+ D(x_K, s)": {"local_sigma": False},
+    "+ local sigma (default)": {},
 }
+ENSEMBLE_RUNS = {   # pnp_hqs options of the --ensembles runs (each also ended as the other final_ensemble)
+    "cycle, one level": {"local_sigma": False},
+    "vflip": {"ensemble": "vflip", "local_sigma": False},
+    "flips": {"ensemble": "flips", "local_sigma": False},
+    "local sigma (default)": {},
+    "local sigma and rho": {"local_rho": True},
+}
+WHOLE_PHOTOS = ("astronaut", "rocket", "motorcycle_left")   # the train photos of --whole and --ensembles
 SMOOTH_STD, TEXTURE_STD = 0.02, 0.06   # local std of the sharp photo over 9x9 pixels: smooth below, texture above
 CENTRE_RADIUS, RIM_RADIUS = 0.4, 0.7   # field radius in units of the half diagonal
 
@@ -179,7 +199,7 @@ def ending_table(size: int, denoiser: PriorDenoiser) -> None:
             masks = regions(x)
             y, cg = measure(x, op, params, torch.Generator().manual_seed(1))
             base = [masked_psnr(cg, x, m) for m in masks.values()]
-            x_K = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, final_denoise=False)
+            x_K = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, final_denoise=False, local_sigma=False)
             for end, finish in ends.items():
                 cells = [masked_psnr(finish(x_K), x, m) - b for m, b in zip(masks.values(), base)]
                 totals.setdefault((case, end), []).append(cells[0])
@@ -191,17 +211,47 @@ def ending_table(size: int, denoiser: PriorDenoiser) -> None:
 
 def whole_table(denoiser: PriorDenoiser) -> None:
     photos = dict(zip(EMBEDDED_SPLITS["train"], embedded_images("train")))
-    print("| case | photo | CG (dB) | x_K (previous default) | D(x_K, s) (default) |")
+    print("| case | photo | CG (dB) | x_K | D(x_K, s) |")
     print("|---" * 5 + "|")
-    for name in ("astronaut", "rocket", "motorcycle_left"):
+    for name in WHOLE_PHOTOS:
         for case, (op, params) in blur_cases().items():
             x = photos[name][None].contiguous()
             y, cg = measure(x, op, params, torch.Generator().manual_seed(1))
             base = float(psnr(cg.clamp(0, 1), x))
-            x_K = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, final_denoise=False)
-            # the default ends with D(x_K, SIGMA) on the same x_K (tests/restore/test_prior_solvers.py), one run
+            x_K = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, final_denoise=False, local_sigma=False)
+            # without local_sigma pnp_hqs ends with D(x_K, SIGMA) on the same x_K
+            # (tests/restore/test_prior_solvers.py): one run gives both columns
             cells = [gain(x_K, x, base), gain(denoiser(x_K, SIGMA), x, base)]
             print(f"| {case} | {name} | {base:.2f} | " + " | ".join(f"{c:+.2f}" for c in cells) + " |", flush=True)
+
+
+def ensembles_table(denoiser: PriorDenoiser, case_names, runs, photo_names) -> None:
+    photos = dict(zip(EMBEDDED_SPLITS["train"], embedded_images("train")))
+    print("| case | photo | CG (dB) | run | end untransformed | end T0/T5 | seconds |")
+    print("|---" * 7 + "|")
+    for case, (op, params) in blur_cases().items():
+        if case not in case_names:
+            continue
+        for name in photo_names:
+            x = photos[name][None].contiguous()
+            y, cg = measure(x, op, params, torch.Generator().manual_seed(1))
+            base = float(psnr(cg.clamp(0, 1), x))
+            for run in runs:
+                options = ENSEMBLE_RUNS[run]
+                local = options.get("local_sigma", True)
+                if local and relative_noise_gain(op, params, 1.0, x.shape[-2:]) is None:
+                    continue   # a uniform blur: the same run as "cycle, one level"
+                start = time.perf_counter()
+                x_K = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, final_denoise=False, **options)
+                # the final denoise as pnp_hqs ends it (tests/restore/test_prior_solvers.py), on the same x_K
+                level = SIGMA
+                if local:
+                    level = SIGMA * relative_noise_gain(op, params, SIGMA**2 / max(SIGMA, PNP_SIGMA_FLOOR)**2,
+                                                        x.shape[-2:])
+                ends = [self_ensemble(denoiser, x_K, level, ENSEMBLE_TRANSFORMS[end]) for end in ("off", "vflip")]
+                seconds = time.perf_counter() - start
+                cells = " | ".join(f"{gain(e, x, base):+.2f}" for e in ends)
+                print(f"| {case} | {name} | {base:.2f} | {run} | {cells} | {seconds:.0f} |", flush=True)
 
 
 def main() -> None:
@@ -212,6 +262,13 @@ def main() -> None:
     parser.add_argument("--transforms", action="store_true", help="table 3: the denoiser under each transform")
     parser.add_argument("--ending", action="store_true", help="table 4: PnP's ends per region against CG")
     parser.add_argument("--whole", action="store_true", help="table 5: the whole train photos")
+    parser.add_argument("--ensembles", action="store_true", help="table 6: per-step ensembles, local sigma")
+    parser.add_argument("--case", nargs="+", choices=("lens", "motion"), default=("lens", "motion"),
+                        help="--ensembles: these blurs")
+    parser.add_argument("--runs", nargs="+", choices=list(ENSEMBLE_RUNS), default=list(ENSEMBLE_RUNS),
+                        help="--ensembles: these runs")
+    parser.add_argument("--photos", nargs="+", choices=WHOLE_PHOTOS, default=WHOLE_PHOTOS,
+                        help="--ensembles: these photos")
     args = parser.parse_args()
     denoiser = PriorDenoiser(load_shipped_prior("pixel_tiny"))
     with torch.no_grad():
@@ -225,6 +282,8 @@ def main() -> None:
             ending_table(args.size, denoiser)
         if args.whole:
             whole_table(denoiser)
+        if args.ensembles:
+            ensembles_table(denoiser, args.case, args.runs, args.photos)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ uniform motion blur (``motion_kernel``, 31x31, seed 0). The solvers run with the
 every photo (none is tuned on the test photos): Wiener and CG with ``lam = tikhonov_weight(0.01) = 0.01`` and the
 gradient regulariser (CG to 100 iterations: converged), PnP-HQS and DiffPIR with the shipped ``pixel_tiny``. The
 row "PnP, DPIR's end" is PnP-HQS as DPIR ends it (the schedule down to the noise level, the last denoiser's output,
-no transforms), what :func:`~blindfast.restore.pnp_hqs` did before its defaults departed from it; "PnP, previous
-default" returns the last data step x_K (``final_denoise=False``), its default before the final denoise.
+no transforms), what :func:`~blindfast.restore.pnp_hqs` did before its defaults departed from it; "PnP, x_K"
+returns the last data step (``final_denoise=False``), its default before the final denoise; "PnP, one level" its
+default before ``local_sigma`` (one noise level per denoiser call; the lens only: a uniform blur's PnP is the
+same run).
 
     python scripts/restore_quality.py --json restore_quality.json
     python scripts/restore_quality.py --case motion --json motion.json   # one case (two runs side by side)
@@ -48,9 +50,12 @@ def solvers(prior) -> dict:
         "Wiener": lambda y, op, p: wiener(y, op, p, lam=lam, regulariser="gradient") if isinstance(op, Blur) else None,
         "CG": lambda y, op, p: cg_tikhonov(y, op, p, lam=lam, iters=CG_ITERS),
         "PnP": lambda y, op, p: pnp_hqs(y, op, p, prior, sigma=SIGMA),
-        "PnP, previous default": lambda y, op, p: pnp_hqs(y, op, p, prior, sigma=SIGMA, final_denoise=False),
+        # local_sigma changes nothing for a uniform blur: that row only for the lens
+        "PnP, one level": lambda y, op, p: None if isinstance(op, Blur) else pnp_hqs(y, op, p, prior, sigma=SIGMA,
+                                                                                     local_sigma=False),
+        "PnP, x_K": lambda y, op, p: pnp_hqs(y, op, p, prior, sigma=SIGMA, final_denoise=False, local_sigma=False),
         "PnP, DPIR's end": lambda y, op, p: pnp_hqs(y, op, p, prior, sigma=SIGMA, sigma_floor=0.0, ensemble="off",
-                                                   denoise_last=True),
+                                                   denoise_last=True, local_sigma=False),
         "DiffPIR": lambda y, op, p: diffpir(y, op, p, prior, sigma=SIGMA, generator=torch.Generator().manual_seed(0)),
     }
 

@@ -40,13 +40,13 @@ def dihedral_inverse(v: Tensor, index: int) -> Tensor:
     return torch.rot90(unflipped, -(index // 2 % 4), dims=(-2, -1))
 
 
-def self_ensemble(denoiser: Callable[[Tensor, float], Tensor], v: Tensor, sigma: float,
+def self_ensemble(denoiser: Callable[[Tensor, float | Tensor], Tensor], v: Tensor, sigma: float | Tensor,
                   indices=range(DIHEDRAL_SIZE)) -> Tensor:
     r""":math:`\frac{1}{|I|} \sum_{i \in I} T_i^{-1} D(T_i v, \sigma)`, the denoiser averaged over the transforms.
 
     Args:
         denoiser: ``denoiser(v, sigma)`` -> an image of v's shape.
-        v: (B, C, H, W); sigma: the noise std passed on.
+        v: (B, C, H, W); sigma: the noise std passed on, or a (B|1, 1, H, W) map of them (transformed with v).
         indices: the transforms I (default all 8; one index: that transform alone).
     Returns:
         (B, C, H, W)
@@ -54,6 +54,7 @@ def self_ensemble(denoiser: Callable[[Tensor, float], Tensor], v: Tensor, sigma:
     indices = list(indices)
     total = None
     for index in indices:
-        out = dihedral_inverse(denoiser(dihedral(v, index), sigma), index)
+        level = dihedral(sigma, index) if isinstance(sigma, Tensor) else sigma
+        out = dihedral_inverse(denoiser(dihedral(v, index), level), index)
         total = out if total is None else total + out
     return total / len(indices)

@@ -12,7 +12,7 @@ below). The data step is :func:`blindfast.restore.data_step.proximal_data_step` 
 otherwise); the denoiser is :class:`blindfast.restore.prior_denoiser.PriorDenoiser`, the prior's
 :math:`E[x_1 | x_t]` at the time whose noise is :math:`\sigma_k`.
 
-Four departures from DPIR, for the shipped tiny prior, each measured on the *train* photos (numbers below):
+Five departures from DPIR, for the shipped tiny prior, each measured on the *train* photos (numbers below):
 
 - the schedule ends at :math:`\sigma_K = \max(\sigma, \sigma_\text{floor})`, not at :math:`\sigma`: below about
   0.03 the tiny prior denoises fine texture worse than a classical denoiser (rocket's trees, white noise 0.01 /
@@ -23,11 +23,19 @@ Four departures from DPIR, for the shipped tiny prior, each measured on the *tra
 - instead :math:`x_K` is denoised once more at the measurement's own noise level :math:`\sigma`, untransformed
   (``final_denoise``). :math:`x_K = (A^T A + \rho_K)^{-1} (A^T y + \rho_K z_{K-1})` carries the measurement's
   noise wherever :math:`|\hat k|^2 \gg \rho_K` (:math:`\rho_K = \lambda \sigma^2 / \sigma_K^2 = 0.11` at the
-  floor): about :math:`1 / (1 + \rho_K)` = 90% of it where the blur is mild (a lens's centre), amplified by
-  :math:`1 / |\hat k|` elsewhere. CG's gradient regulariser smooths that noise on large smooth areas; x_K does not;
+  floor): about :math:`1 / (1 + \rho_K)` = 90% of it where the blur is mild (a lens's centre), less where a wide
+  PSF filters the high frequencies out (a lens's rim; see ``local_sigma``). CG's gradient regulariser smooths
+  that noise on large smooth areas; x_K does not;
 - iteration k denoises the k-th of the 8 flips and quarter turns (:mod:`blindfast.restore.dihedral`), transformed
   back, so that the iterates average the network's transform-dependent errors at no extra cost (DPIR averages all
-  8 at every step, 8x the cost: ``ensemble="x8"``).
+  8 at every step, 8x the cost: ``ensemble="x8"``; averaging only the better transforms at every step was no
+  better on the train photos: "vflip" lost everywhere, "flips" gained on motion only, +0.06 dB on the mean, at 4x);
+- for a space-varying blur each denoiser tile runs at its own level (``local_sigma``): sigma_k (sigma at the end)
+  times :func:`~blindfast.restore.data_step.relative_noise_gain`, the share of the measurement's noise the data
+  step leaves there relative to the most anywhere. A lens's wide PSF at the rim filters the noise out with the
+  detail (the demo lens's corners keep 0.41-0.44 of its centre's noise at rho_K), so one level for the whole
+  image over-smooths the rim. A uniform blur's map is 1: nothing changes. With :func:`restore_tiled` each
+  tile's map is relative to the most in that tile, not in the photo.
 """
 
 from __future__ import annotations
@@ -41,13 +49,13 @@ from tqdm import tqdm
 
 from blindfast.models import Prior
 from blindfast.physics import LinearOperator
-from blindfast.restore.data_step import DEFAULT_DATA_CG_ITERS, proximal_data_step
+from blindfast.restore.data_step import DEFAULT_DATA_CG_ITERS, proximal_data_step, relative_noise_gain
 from blindfast.restore.dihedral import DIHEDRAL_SIZE, self_ensemble
 from blindfast.restore.prior_denoiser import PriorDenoiser
 from blindfast.restore.validation import check_blur_params, check_measurement, check_positive
 
 __all__ = ["pnp_hqs", "noise_schedule", "DPIR_SIGMA_START", "DPIR_LAMBDA", "DPIR_ITERS", "PNP_LAMBDA",
-           "PNP_ITERS", "PNP_SIGMA_FLOOR", "ENSEMBLES"]
+           "PNP_ITERS", "PNP_SIGMA_FLOOR", "ENSEMBLES", "ENSEMBLE_TRANSFORMS"]
 
 DPIR_SIGMA_START = 49 / 255   # Zhang et al. 2021: the first denoiser's noise level
 DPIR_LAMBDA = 0.23            # their lambda for deblurring, with their DRUNet
@@ -68,10 +76,20 @@ DPIR_ITERS = 8                # their K for deblurring
 # of 1 helped the lens case on two crops and lost on the others (+2.52 with x_K; motion +3.49). On the whole train
 # photos (astronaut, rocket, motorcycle_left) D(x_K, sigma) adds less: +0.05 to +0.07 dB to each, lens and motion;
 # on the textured crops above +0.00 to +0.06 dB.
+# Whole train photos (scripts/pnp_train_diagnosis.py --ensembles), PnP - CG, astronaut / rocket / motorcycle_left:
+#   lens    cycle +2.64 / +1.32 / +2.21, local_sigma +2.77 / +1.49 / +2.38 (the default), vflip +2.52 / +1.03 /
+#           +2.05, flips +2.60 / +1.27 / +2.22, local_rho +2.48 / +1.15 (two photos);
+#   motion  cycle +3.42 / +2.26 / +3.18 (local_sigma: the same run), vflip +3.27 / +2.22 / +3.17, flips +3.41 /
+#           +2.38 / +3.26 (4x the denoiser's time).
+#   Ending on the T0 / T5 average instead of T0 changed each by -0.03 to +0.00 dB.
 PNP_LAMBDA = 1.0
 PNP_ITERS = 16
 PNP_SIGMA_FLOOR = 0.03
-ENSEMBLES = ("cycle", "x8", "off")   # a transform per iteration, the average of all 8, none
+# The denoiser averaged over these dihedral transforms (indices of blindfast.restore.dihedral): none, the image and
+# its up-down mirror (T5, the second-best transform of the tiny prior), its two mirrors and half turn (no quarter
+# turns, the prior's worst), all 8 (DPIR's x8)
+ENSEMBLE_TRANSFORMS = {"off": (0,), "vflip": (0, 5), "flips": (0, 1, 4, 5), "x8": tuple(range(DIHEDRAL_SIZE))}
+ENSEMBLES = ("cycle", *ENSEMBLE_TRANSFORMS)   # "cycle": iteration k denoises the k-th transform alone
 
 
 def noise_schedule(sigma: float, iters: int, sigma_start: float = DPIR_SIGMA_START) -> list[float]:
@@ -85,8 +103,8 @@ def noise_schedule(sigma: float, iters: int, sigma_start: float = DPIR_SIGMA_STA
 def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDenoiser, *, sigma: float,
             iters: int = PNP_ITERS, lam: float = PNP_LAMBDA, sigma_start: float = DPIR_SIGMA_START,
             sigma_floor: float = PNP_SIGMA_FLOOR, ensemble: str = "cycle", denoise_last: bool = False,
-            final_denoise: bool = True, cg_iters: int = DEFAULT_DATA_CG_ITERS, timings: dict | None = None,
-            progress: bool = False) -> Tensor:
+            final_denoise: bool = True, final_ensemble: str = "off", local_sigma: bool = True, local_rho: bool = False,
+            cg_iters: int = DEFAULT_DATA_CG_ITERS, timings: dict | None = None, progress: bool = False) -> Tensor:
     r"""DPIR's iterations with the departures of the module docstring.
 
     Args:
@@ -99,20 +117,29 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
         lam: lambda, the weight of the prior.
         sigma_start: the first denoiser's noise level.
         sigma_floor: the schedule ends at max(sigma, sigma_floor) (0: DPIR's sigma_K = sigma).
-        ensemble: "cycle" (iteration k denoises the k-th dihedral transform), "x8" (the average of all 8 at every
-            iteration, 8x the denoiser's cost) or "off".
+        ensemble: "cycle" (iteration k denoises the k-th dihedral transform), or at every iteration the average
+            over the transforms of ``ENSEMBLE_TRANSFORMS[ensemble]``: "off" (none), "vflip" (2x the denoiser's
+            cost), "flips" (4x), "x8" (8x).
         denoise_last: True returns DPIR's z_K (the last data step denoised at sigma_K, in the ensemble's
             transform), whatever ``final_denoise`` says.
         final_denoise: True returns the last data step denoised once more at the measurement's own noise level,
-            untransformed, :math:`D(x_K, \sigma)`; False the last data step x_K.
+            :math:`D(x_K, \sigma)`; False the last data step x_K.
+        final_ensemble: the transforms averaged in that final denoise (a key of ``ENSEMBLE_TRANSFORMS``).
+        local_sigma: denoise each tile at its own level, the schedule's sigma_k (the final one's sigma) times the
+            data step's :func:`~blindfast.restore.data_step.relative_noise_gain` (a space-varying blur only:
+            where it leaves less of the measurement's noise, it is denoised less; any other operator is
+            unchanged).
+        local_rho: with ``local_sigma``, the data step's pull towards z follows each pixel's level too,
+            :math:`\rho_k(p) = \lambda \sigma^2 / (\sigma_k g(p))^2` (the HQS weight of Eq. 6a for a denoiser
+            whose error is :math:`\sigma_k g(p)` there; by CG). It lost on the train photos (README): off.
         cg_iters: CG iterations per data step (non-uniform operators).
         timings: if a dict, receives "data_s" and "denoise_s", the seconds spent in each step.
         progress: a tqdm bar.
     Returns:
         (B, C, H, W) :math:`D(x_K, \sigma)`, x_K without ``final_denoise``, or z_K with ``denoise_last``.
     Raises:
-        ValueError: sigma, lam or sigma_start <= 0, sigma_floor < 0, iters < 1, an unknown ensemble, bad measurement
-            or blur parameters.
+        ValueError: sigma, lam or sigma_start <= 0, sigma_floor < 0, iters < 1, an unknown ensemble or
+            final_ensemble, bad measurement or blur parameters.
     """
     check_measurement(y)
     sigma = check_positive("sigma", sigma)
@@ -122,6 +149,8 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
         raise ValueError(f"sigma_floor must be a number >= 0, got {sigma_floor!r}")
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
+    if final_ensemble not in ENSEMBLE_TRANSFORMS:
+        raise ValueError(f"final_ensemble must be one of {tuple(ENSEMBLE_TRANSFORMS)}, got {final_ensemble!r}")
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise ValueError(f"iters must be an int >= 1, got {iters!r}")
     check_blur_params(op, params, y)
@@ -133,19 +162,25 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
             z = y.clone()    # the blurred photo is a better start than A^T y, which is blurred twice
         x = z
         levels = noise_schedule(max(sigma, sigma_floor), iters, sigma_start)
+        gain = None
         for k, sigma_k in enumerate(tqdm(levels, desc="PnP-HQS", unit="it", disable=not progress, leave=False)):
             start = time.perf_counter()
-            x = proximal_data_step(y, op, params, z, lam * sigma**2 / sigma_k**2, x0=x, cg_iters=cg_iters)
+            rho = lam * sigma**2 / sigma_k**2
+            if local_sigma:
+                gain = relative_noise_gain(op, params, rho, x.shape[-2:])
+            pull = rho if gain is None or not local_rho else rho / gain.square()
+            x = proximal_data_step(y, op, params, z, pull, x0=x, cg_iters=cg_iters)
             spent["data_s"] += time.perf_counter() - start
             if k == iters - 1 and not denoise_last:
                 break
             start = time.perf_counter()
-            transforms = {"cycle": [k], "x8": range(DIHEDRAL_SIZE), "off": [0]}[ensemble]
-            z = self_ensemble(denoiser, x, sigma_k, transforms)
+            transforms = [k] if ensemble == "cycle" else ENSEMBLE_TRANSFORMS[ensemble]
+            z = self_ensemble(denoiser, x, sigma_k if gain is None else sigma_k * gain, transforms)
             spent["denoise_s"] += time.perf_counter() - start
         if final_denoise and not denoise_last:
             start = time.perf_counter()
-            z = denoiser(x, sigma)
+            level = sigma if gain is None else sigma * gain
+            z = self_ensemble(denoiser, x, level, ENSEMBLE_TRANSFORMS[final_ensemble])
             spent["denoise_s"] += time.perf_counter() - start
     if timings is not None:
         timings.update(spent)

@@ -28,8 +28,9 @@ DEFAULT_DENOISER_TILE = 128
 DEFAULT_DENOISER_OVERLAP = 32
 
 
-def time_of_noise(sigma: float) -> float:
-    """The flow time t = 1 / (1 + 2 sigma) whose noise equals std ``sigma`` on a [0, 1] image."""
+def time_of_noise(sigma: float | Tensor) -> float | Tensor:
+    """The flow time t = 1 / (1 + 2 sigma) whose noise equals std ``sigma`` on a [0, 1] image (a float or a
+    tensor of stds, elementwise)."""
     return 1.0 / (1.0 + 2.0 * sigma)
 
 
@@ -53,30 +54,44 @@ class PriorDenoiser:
         mults = getattr(net, "channel_mults", None)
         self.multiple = 2 ** (len(mults) - 1) if mults else 1   # the U-Net's H, W must be multiples of this
 
-    def __call__(self, v: Tensor, sigma: float) -> Tensor:
+    def __call__(self, v: Tensor, sigma: float | Tensor) -> Tensor:
         """Denoise.
 
         Args:
             v: (B, C, H, W) noisy image in [0, 1] (approximately).
-            sigma: its noise std (> 0; 0 returns ``v``).
+            sigma: its noise std (> 0; 0 returns ``v``), or a (B|1, 1, H, W) map of stds > 0: each tile is then
+                denoised at the mean of the map over the tile (the whole image at its mean when not tiled).
         Returns:
             (B, C, H, W) the estimate.
         """
-        if sigma <= 0:
+        local = isinstance(sigma, Tensor)
+        if local and (sigma.dim() != 4 or sigma.shape[1] != 1 or sigma.shape[-2:] != v.shape[-2:]
+                      or sigma.shape[0] not in (1, v.shape[0]) or not bool((sigma > 0).all())):
+            raise ValueError(f"a sigma map must be (B|1, 1, H, W) = (.., 1, {v.shape[-2]}, {v.shape[-1]}) with "
+                             f"values > 0, got shape {tuple(sigma.shape)}, min {sigma.min().item():.4g}")
+        if not local and sigma <= 0:
             return v
-        t = time_of_noise(sigma)
         grey = self.channels not in (None, v.shape[1]) and v.shape[1] == 1
         if self.channels not in (None, v.shape[1]) and not grey:
             raise ValueError(f"the prior denoises {self.channels}-channel images, got {v.shape[1]} channels")
         x = v.expand(-1, self.channels, -1, -1) if grey else v
+        channels = x.shape[1]
+        if local:   # the map travels with the image as one more channel, so every tile gets its own part
+            x = torch.cat([x, sigma.to(x.dtype).expand(x.shape[0], -1, -1, -1)], dim=1)
 
         def denoise(tile: Tensor) -> Tensor:
+            if local:
+                t = time_of_noise(tile[:, channels:].mean(dim=(1, 2, 3)))   # (B,)
+                tile = tile[:, :channels]
+            else:
+                t = time_of_noise(sigma)
             H, W = tile.shape[-2:]
             pad_h, pad_w = -H % self.multiple, -W % self.multiple
             padded = torch.nn.functional.pad(tile, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w \
                 else tile
+            scale = t[:, None, None, None] if local else t
             with torch.no_grad():
-                x1 = self.prior.denoise(t * (2 * padded - 1), t)
+                x1 = self.prior.denoise(scale * (2 * padded - 1), t)
             return ((x1 + 1) / 2)[..., :H, :W]
 
         if self.tile is None or max(x.shape[-2:]) <= self.tile:

@@ -48,3 +48,24 @@ def test_self_ensemble_of_a_shift_averages_the_four_directions():
     np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-15)
     one = self_ensemble(lambda u, sigma: torch.roll(u, 1, -1), v, 0.1, indices=[1])   # the mirror: shifts left
     np.testing.assert_array_equal(one.numpy(), np.roll(a, -1, -1))
+
+
+def test_self_ensemble_transforms_a_sigma_map_with_the_image():
+    """With a (B, 1, H, W) map of noise levels, each transform's call gets the map transformed as the image is:
+    the average of the transformed-back outputs, against numpy's rot90 / flip in float64."""
+    g = torch.Generator().manual_seed(4)
+    v = torch.rand(2, 3, 6, 6, generator=g, dtype=torch.float64)
+    level = torch.rand(2, 1, 6, 6, generator=g, dtype=torch.float64) + 0.1
+
+    def denoiser(u, sigma):   # neither equivariant nor pointwise in the map: a shift, scaled by the shifted map
+        return torch.roll(u, 1, -1) * torch.roll(sigma, 2, -2)
+
+    indices = (0, 5, 2)
+    expected = np.zeros(v.shape)
+    for index in indices:
+        u, s = _numpy_dihedral(v.numpy(), index), _numpy_dihedral(level.numpy(), index)
+        out = np.roll(u, 1, -1) * np.roll(s, 2, -2)
+        unflipped = np.flip(out, axis=-1) if index % 2 else out
+        expected += np.rot90(unflipped, -(index // 2), axes=(-2, -1)) / len(indices)
+    got = self_ensemble(denoiser, v, level, indices)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-15)

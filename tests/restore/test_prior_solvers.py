@@ -9,6 +9,7 @@ from blindfast.metrics import psnr
 from blindfast.models import GaussianPrior, load_shipped_prior
 from blindfast.physics import Blur, SpaceVaryingBlur, gaussian_kernel, lens_psf_grid
 from blindfast.restore import PriorDenoiser, diffpir, dps, pnp_hqs
+from blindfast.restore.data_step import relative_noise_gain
 from blindfast.restore.pnp_hqs import PNP_SIGMA_FLOOR, noise_schedule
 from blindfast.restore.prior_denoiser import time_of_noise
 
@@ -107,19 +108,91 @@ def test_pnp_hqs_one_iteration_is_the_data_step_at_the_floor():
 
 
 def test_pnp_hqs_final_denoise_is_the_prior_on_x_K(prior):
-    """The default's end equals the prior's denoiser (untransformed, at sigma) applied to the x_K that
-    final_denoise=False returns, on the space-varying (CG) case."""
+    """The default's end equals the prior's denoiser (untransformed, at sigma times the last data step's
+    relative_noise_gain) applied to the x_K that final_denoise=False returns, on the space-varying (CG) case;
+    with local_sigma=False, at sigma itself."""
     op, params = _cases()[1]
     x, y = _blurred(op, params)
     denoiser = PriorDenoiser(prior)
     x_K = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=3, final_denoise=False)
     got = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=3)
+    gain = relative_noise_gain(op, params, SIGMA**2 / PNP_SIGMA_FLOOR**2, x.shape[-2:])
+    torch.testing.assert_close(got, denoiser(x_K, SIGMA * gain), rtol=0, atol=0)
+    x_K = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=3, final_denoise=False, local_sigma=False)
+    got = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=3, local_sigma=False)
     torch.testing.assert_close(got, denoiser(x_K, SIGMA), rtol=0, atol=0)
     assert psnr(got.clamp(0, 1), x) > psnr(y.clamp(0, 1), x) + 1.0
 
 
+class _ShiftingDenoiser(_RecordingDenoiser):
+    """v -> (1 - sigma) v shifted one pixel right (circularly): not equivariant, so each transform's call differs."""
+
+    def __call__(self, v, sigma):
+        super().__call__(v, sigma)
+        return (1 - sigma) * torch.roll(v, 1, -1)
+
+
+def _numpy_data_step(y: np.ndarray, kernel: np.ndarray, z: np.ndarray, rho: float) -> np.ndarray:
+    """argmin ||k * x - y||^2 + rho ||x - z||^2, circular, by numpy's FFT; y, z (C, H, W), kernel 5x5 symmetric."""
+    padded = np.zeros(y.shape[-2:])
+    padded[:5, :5] = kernel
+    K = np.fft.fft2(np.roll(padded, (-2, -2), axis=(0, 1)))
+    return np.real(np.fft.ifft2((np.conj(K) * np.fft.fft2(y) + rho * np.fft.fft2(z)) / (np.abs(K) ** 2 + rho)))
+
+
+@pytest.mark.parametrize("ensemble, transforms", [("vflip", (0, 5)), ("flips", (0, 1, 4, 5))])
+def test_pnp_hqs_per_step_ensemble_is_the_mean_of_the_transformed_back_outputs(ensemble, transforms):
+    """K = 2 with the ensemble at every step and at the end: z_1 and the final denoise are the means over the
+    transforms of the shifting denoiser's outputs, transformed back (up-down mirror: the shift stays a right
+    shift; left-right mirror and half turn: a left shift), against numpy's FFT data steps in float64."""
+    op, params, y = _circular_case()
+    kernel, data = params["kernel"][0, 0].numpy(), y[0].numpy()
+    levels = noise_schedule(PNP_SIGMA_FLOOR, 2)
+    rhos = [SIGMA**2 / s**2 for s in levels]
+
+    def ensemble_mean(v, s):   # T0, T5: x shifted right; T1, T4: shifted left (numpy.roll)
+        shifts = [1 if index in (0, 5) else -1 for index in transforms]
+        return (1 - s) * np.mean([np.roll(v, shift, -1) for shift in shifts], axis=0)
+
+    x_1 = _numpy_data_step(data, kernel, data, rhos[0])      # z_0 = y (A^T y has y's shape)
+    x_2 = _numpy_data_step(data, kernel, ensemble_mean(x_1, levels[0]), rhos[1])
+    denoiser = _ShiftingDenoiser()
+    got = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=2, ensemble=ensemble, final_ensemble=ensemble)
+    np.testing.assert_allclose(got[0].numpy(), ensemble_mean(x_2, SIGMA), rtol=0, atol=1e-10)
+    assert [s for _, s in denoiser.calls] == [levels[0]] * len(transforms) + [SIGMA] * len(transforms)
+
+
+def test_pnp_hqs_local_sigma_is_the_schedule_times_the_noise_gain():
+    """local_sigma: every call (untransformed: ensemble off) gets sigma_k times relative_noise_gain at that step's
+    rho, the final one sigma times the last step's; for a uniform blur the run is the default's, bit for bit."""
+    op = SpaceVaryingBlur(padding="reflect")
+    params = {"psf_grid": lens_psf_grid((3, 3), 31, channels=3, generator=torch.Generator().manual_seed(0))}
+    _, y = _blurred(op, params, size=48)
+    levels = noise_schedule(PNP_SIGMA_FLOOR, 3)
+
+    class Maps(_RecordingDenoiser):
+        def __call__(self, v, sigma):
+            self.calls.append(sigma)
+            return v
+
+    denoiser = Maps()
+    pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=3, ensemble="off", local_sigma=True)
+    expected = [s * relative_noise_gain(op, params, SIGMA**2 / s**2, (48, 48)) for s in levels[:2]]
+    expected.append(SIGMA * relative_noise_gain(op, params, SIGMA**2 / levels[2]**2, (48, 48)))
+    assert len(denoiser.calls) == 3
+    for got, want in zip(denoiser.calls, expected):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert float(expected[-1].min()) < 0.9 * SIGMA   # the lens's corners keep less noise: denoised less
+    op, params, y = _circular_case()
+    default = pnp_hqs(y, op, params, _ShiftingDenoiser(), sigma=SIGMA, iters=3)
+    local = pnp_hqs(y, op, params, _ShiftingDenoiser(), sigma=SIGMA, iters=3, local_sigma=True)
+    assert torch.equal(default, local)
+
+
 @pytest.mark.parametrize("option, value, message", [("sigma_floor", -0.01, "sigma_floor must be a number >= 0, got"),
-                                                    ("ensemble", "x4", "ensemble must be one of .* got 'x4'")])
+                                                    ("ensemble", "x4", "ensemble must be one of .* got 'x4'"),
+                                                    ("final_ensemble", "cycle",
+                                                     "final_ensemble must be one of .* got 'cycle'")])
 def test_pnp_hqs_rejects_bad_options(option, value, message):
     op, params, y = _circular_case()
     with pytest.raises(ValueError, match=message):
