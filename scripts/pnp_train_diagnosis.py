@@ -70,7 +70,6 @@ ENSEMBLE_RUNS = {   # pnp_hqs options of the --ensembles runs (each also ended a
     "vflip": {"ensemble": "vflip", "local_sigma": False},
     "flips": {"ensemble": "flips", "local_sigma": False},
     "local sigma (default)": {},
-    "local sigma and rho": {"local_rho": True},
 }
 WHOLE_PHOTOS = ("astronaut", "rocket", "motorcycle_left")   # the train photos of --whole and --ensembles
 SMOOTH_STD, TEXTURE_STD = 0.02, 0.06   # local std of the sharp photo over 9x9 pixels: smooth below, texture above

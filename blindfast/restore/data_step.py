@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from blindfast.physics import Blur, LinearOperator, SpaceVaryingBlur
-from blindfast.restore.cg import cg_tikhonov, conjugate_gradient
+from blindfast.restore.cg import cg_tikhonov
 from blindfast.restore.wiener import wiener
 
 __all__ = ["proximal_data_step", "relative_noise_gain", "DEFAULT_DATA_CG_ITERS", "NOISE_GAIN_FFT_SIZE"]
@@ -30,24 +30,17 @@ DEFAULT_DATA_CG_ITERS = 10
 NOISE_GAIN_FFT_SIZE = 128
 
 
-def proximal_data_step(y: Tensor, op: LinearOperator, params: dict, z: Tensor, rho: float | Tensor, *,
+def proximal_data_step(y: Tensor, op: LinearOperator, params: dict, z: Tensor, rho: float, *,
                        x0: Tensor | None = None, cg_iters: int = DEFAULT_DATA_CG_ITERS) -> Tensor:
-    r"""The minimiser above (FFT) or its CG approximation.
+    """The minimiser above (FFT) or its CG approximation.
 
     Args:
         y: (B, C, Ho, Wo) measurement; op, params: the operator and its parameters.
-        z: (B, C, H, W) the point the step is pulled towards; rho: the pull's weight > 0, or a (B|1, 1, H, W) map
-            of weights > 0 (:math:`\|\sqrt\rho (x - z)\|^2`, by CG for any operator).
+        z: (B, C, H, W) the point the step is pulled towards; rho: the pull's weight > 0.
         x0: CG's start (default ``z``); cg_iters: CG iterations (not used by the FFT path).
     Returns:
         (B, C, H, W)
     """
-    if isinstance(rho, Tensor):   # (A^T A + diag(rho)) x = A^T y + rho z
-        def normal_op(v: Tensor) -> Tensor:
-            return op.A_adjoint(op.A(v, **params), **params).addcmul_(rho, v)
-
-        b = op.A_adjoint(y, **params).addcmul_(rho, z)
-        return conjugate_gradient(normal_op, b, z if x0 is None else x0, iters=cg_iters, rtol=1e-6)
     if isinstance(op, Blur) and op.padding != "valid":
         return wiener(y, op, params, lam=rho, regulariser="identity", z=z)
     return cg_tikhonov(y, op, params, lam=rho, regulariser="identity", z=z, x0=x0, iters=cg_iters, rtol=1e-6)

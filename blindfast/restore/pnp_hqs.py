@@ -78,7 +78,8 @@ DPIR_ITERS = 8                # their K for deblurring
 # on the textured crops above +0.00 to +0.06 dB.
 # Whole train photos (scripts/pnp_train_diagnosis.py --ensembles), PnP - CG, astronaut / rocket / motorcycle_left:
 #   lens    cycle +2.64 / +1.32 / +2.21, local_sigma +2.77 / +1.49 / +2.38 (the default), vflip +2.52 / +1.03 /
-#           +2.05, flips +2.60 / +1.27 / +2.22, local_rho +2.48 / +1.15 (two photos);
+#           +2.05, flips +2.60 / +1.27 / +2.22; the data step's pull following the same level too
+#           (rho_k / g(p)^2 by CG with a weight map; measured, removed) +2.48 / +1.15 (two photos);
 #   motion  cycle +3.42 / +2.26 / +3.18 (local_sigma: the same run), vflip +3.27 / +2.22 / +3.17, flips +3.41 /
 #           +2.38 / +3.26 (4x the denoiser's time).
 #   Ending on the T0 / T5 average instead of T0 changed each by -0.03 to +0.00 dB.
@@ -103,7 +104,7 @@ def noise_schedule(sigma: float, iters: int, sigma_start: float = DPIR_SIGMA_STA
 def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDenoiser, *, sigma: float,
             iters: int = PNP_ITERS, lam: float = PNP_LAMBDA, sigma_start: float = DPIR_SIGMA_START,
             sigma_floor: float = PNP_SIGMA_FLOOR, ensemble: str = "cycle", denoise_last: bool = False,
-            final_denoise: bool = True, final_ensemble: str = "off", local_sigma: bool = True, local_rho: bool = False,
+            final_denoise: bool = True, final_ensemble: str = "off", local_sigma: bool = True,
             cg_iters: int = DEFAULT_DATA_CG_ITERS, timings: dict | None = None, progress: bool = False) -> Tensor:
     r"""DPIR's iterations with the departures of the module docstring.
 
@@ -129,9 +130,6 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
             data step's :func:`~blindfast.restore.data_step.relative_noise_gain` (a space-varying blur only:
             where it leaves less of the measurement's noise, it is denoised less; any other operator is
             unchanged).
-        local_rho: with ``local_sigma``, the data step's pull towards z follows each pixel's level too,
-            :math:`\rho_k(p) = \lambda \sigma^2 / (\sigma_k g(p))^2` (the HQS weight of Eq. 6a for a denoiser
-            whose error is :math:`\sigma_k g(p)` there; by CG). It lost on the train photos (README): off.
         cg_iters: CG iterations per data step (non-uniform operators).
         timings: if a dict, receives "data_s" and "denoise_s", the seconds spent in each step.
         progress: a tqdm bar.
@@ -168,8 +166,7 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
             rho = lam * sigma**2 / sigma_k**2
             if local_sigma:
                 gain = relative_noise_gain(op, params, rho, x.shape[-2:])
-            pull = rho if gain is None or not local_rho else rho / gain.square()
-            x = proximal_data_step(y, op, params, z, pull, x0=x, cg_iters=cg_iters)
+            x = proximal_data_step(y, op, params, z, rho, x0=x, cg_iters=cg_iters)
             spent["data_s"] += time.perf_counter() - start
             if k == iters - 1 and not denoise_last:
                 break
