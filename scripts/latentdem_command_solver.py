@@ -9,7 +9,8 @@ seed 0; ``--pixel``: the pixel variant on ``pixel_tiny``, as ``--method latentde
 restored by the command's solvers at their present defaults (``deblur --solver cg``: ``cg_restore``; ``--solver
 pnp``: ``pnp_restore``, the pixel prior ``pixel_tiny``):
 
-- the pruned kernel (``prune_kernel``, what the command restores with) by cg: the command's output today;
+- the pruned kernel (``prune_kernel``, what the command restores with) by cg told sigma: the command's output
+  before it told its solver sigma_eff (the column the others are counted against);
 - the pruned kernel by pnp, and the unpruned kernel by cg and by pnp;
 - the same solvers told a larger noise std, sigma_eff (columns "@ sigma_eff"). Why: with an estimated kernel k^ the
   photo is y = k^ * x + e, e = (k - k^) * x + n, so the kernel's error acts as extra noise. sigma_eff estimates the std
@@ -21,7 +22,7 @@ pnp``: ``pnp_restore``, the pixel prior ``pixel_tiny``):
 - the bound: the true kernel by cg and by pnp.
 
 PSNR in dB against the sharp crop (outputs clipped to [0, 1]), kernel MNC (pruned) against the true kernel. Prints a
-Markdown table, one line per case, then per size the means, the cases above today's output and the cases reaching the
+Markdown table, one line per case, then per size the means, the cases above that previous output and the cases reaching the
 measurement + 2 dB (the goal of issue 16).
 
     OMP_NUM_THREADS=1 python scripts/latentdem_command_solver.py [--sizes 64 128] [--kernels 2] [--scales 0.5 2]
@@ -43,8 +44,8 @@ from blindfast.models import load_shipped_prior
 from blindfast.restore import PriorDenoiser
 from latentdem_train_cases import PHOTOS, TRUE_KERNEL, camera_case, cg_restore, motion_kernels, pnp_restore  # scripts/
 
-TODAY = "pruned + cg"
-COLUMNS = ("y", TODAY, "pruned + pnp", "unpruned + cg", "unpruned + pnp", "pruned + cg @ sigma_eff",
+PREVIOUS = "pruned + cg"
+COLUMNS = ("y", PREVIOUS, "pruned + pnp", "unpruned + cg", "unpruned + pnp", "pruned + cg @ sigma_eff",
            "pruned + pnp @ sigma_eff", "unpruned + pnp @ sigma_eff", "true + cg", "true + pnp")
 
 
@@ -83,7 +84,7 @@ def main() -> None:
                 def score(out):
                     return psnr(out.clamp(0, 1), x).item()
 
-                row = {"y": score(y), TODAY: score(cg_restore(y, pruned, sigma)),
+                row = {"y": score(y), PREVIOUS: score(cg_restore(y, pruned, sigma)),
                        "pruned + pnp": score(pnp_restore(y, pruned, sigma, denoiser)),
                        "unpruned + cg": score(cg_restore(y, em.kernel, sigma)),
                        "unpruned + pnp": score(pnp_restore(y, em.kernel, sigma, denoiser)),
@@ -99,13 +100,13 @@ def main() -> None:
                 results.append((size, row, mnc(pruned, kernel).item(), ratio))
                 print(f"| {size} | {photo} | {index} | {results[-1][2]:.3f} | {sigma:.4f} | {ratio:.2f} | "
                       + " | ".join(f"{row[c]:.2f}" for c in columns) + f" | {em_s:.1f} |", flush=True)
-    print("\nper size: mean PSNR (dB); cases above today's output (pruned + cg); cases >= y + 2 dB\n")
+    print("\nper size: mean PSNR (dB); cases above the previous output (pruned + cg); cases >= y + 2 dB\n")
     print("| size | MNC pruned | sigma_eff / sigma | " + " | ".join(columns) + " |")
     print("|---" * (3 + len(columns)) + "|")
     for size in args.sizes:
         mine = [r for r in results if r[0] == size]
         means = [f"{statistics.mean(r[1][c] for r in mine):.2f}" for c in columns]
-        above = ["" if c in ("y", TODAY) else f"{sum(r[1][c] > r[1][TODAY] for r in mine)} of {len(mine)} above"
+        above = ["" if c in ("y", PREVIOUS) else f"{sum(r[1][c] > r[1][PREVIOUS] for r in mine)} of {len(mine)} above"
                  for c in columns]
         goal = [f"{sum(r[1][c] >= r[1]['y'] + 2 for r in mine)} >= y + 2" for c in columns]
         print(f"| {size} | {statistics.mean(r[2] for r in mine):.3f} | {statistics.mean(r[3] for r in mine):.2f} | "
