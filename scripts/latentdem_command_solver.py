@@ -22,8 +22,8 @@ pnp``: ``pnp_restore``, the pixel prior ``pixel_tiny``):
 - the bound: the true kernel by cg and by pnp.
 
 PSNR in dB against the sharp crop (outputs clipped to [0, 1]), kernel MNC (pruned) against the true kernel. Prints a
-Markdown table, one line per case, then per size the means, the cases above that previous output and the cases reaching the
-measurement + 2 dB (the goal of issue 16).
+Markdown table, one line per case, then per size the means, the cases above that previous output and the cases
+reaching the measurement + 2 dB (the goal of issue 16).
 
     OMP_NUM_THREADS=1 python scripts/latentdem_command_solver.py [--sizes 64 128] [--kernels 2] [--scales 0.5 2]
                                                                   [--pixel]
