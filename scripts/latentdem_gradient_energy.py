@@ -15,9 +15,9 @@ Combined with commas, e.g. ``smooth=1,tmin=20``; ``default``: an M-step at every
 pixel default; its latent default is ``tmax=30``, em.LATENT_M_STEP_START_FRACTION). At every M-step: t, the gradient
 energy of the image fed to it against the sharp crop's (sum of squared horizontal and vertical differences, not
 wrapped), the updated kernel's peak against the true peak, its MNC, and ``||k * d x||^2 / (||d y||^2 - noise)`` (the
-energy consistency that rescaling the estimate's detail would aim at: the data fit keeps it near 1 whatever the kernel's spread). At the end:
-MNC, peak / true peak, the final EM image's gradient-energy ratio and PSNR, and the command's output (the pruned kernel
-+ cg on the photo).
+energy consistency that rescaling the estimate's detail would aim at: the data fit keeps it near 1 whatever the
+kernel's spread). At the end: MNC, peak / true peak, the final EM image's gradient-energy ratio and PSNR, and the
+command's output (the pruned kernel + cg on the photo).
 
     OMP_NUM_THREADS=1 python scripts/latentdem_gradient_energy.py [--variants pixel latent] [--size 64] [--kernels 2]
                          [--configs default smooth=1 smooth=2] [--json runs.json]

@@ -3,8 +3,8 @@
 One mutant at a time, a single token of a kernel source is changed in place (and always restored): an arithmetic
 operator flipped (+ <-> -, * -> +), a comparison moved (< <-> <=, > <-> >=), an integer constant nudged by one, an
 index offset flipped. C++ mutants are built as one -march=native module into build-mutant/ and loaded through
-$BLINDFAST_C_PATH; Triton mutants run through the interpreter (beside the unmutated C++ build). A mutant is killed when its op's tests fail (or
-crash, or run past the time limit). Sites are drawn with a seeded RNG from every candidate in the file, so a run is
+$BLINDFAST_C_PATH; Triton mutants run through the interpreter (beside the unmutated C++ build). A mutant is killed
+when its op's tests fail (or crash, or run past the time limit). Sites are drawn with a seeded RNG from every candidate in the file, so a run is
 reproducible and a larger --per-file samples more.
 
 Run (from the repository root, clean tree):
