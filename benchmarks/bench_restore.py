@@ -90,10 +90,14 @@ def denoiser():
     return PriorDenoiser(load_shipped_prior("pixel_tiny"))
 
 
-@pytest.mark.parametrize("blur", ["motion-fft", "lens-cg"])
+@pytest.mark.parametrize("blur", ["motion-fft", "lens-cg", "lens-cg-one-level"])
 @pytest.mark.parametrize("solver", ["pnp", "diffpir"])
 def test_prior_solver_iteration_1mp(benchmark, denoiser, solver, blur):
-    """Seconds per iteration of PnP-HQS / DiffPIR at 1 MP RGB, split into the data step and the denoiser."""
+    """Seconds per iteration of PnP-HQS / DiffPIR at 1 MP RGB, split into the data step and the denoiser;
+    "lens-cg-one-level": PnP without ``local_sigma`` (one noise level per denoiser call), the reference for the
+    per-tile level's cost."""
+    if blur == "lens-cg-one-level" and solver != "pnp":
+        pytest.skip("local_sigma is PnP-HQS's option")
     benchmark.group = "restore-prior-1MP"
     if blur == "motion-fft":
         op, params = Blur(padding="reflect"), {
@@ -108,7 +112,8 @@ def test_prior_solver_iteration_1mp(benchmark, denoiser, solver, blur):
         calls.append({})
         if solver == "pnp":
             # denoise_last: the one iteration's denoiser runs (by default the last one is skipped)
-            pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=iters, denoise_last=True, timings=calls[-1])
+            pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=iters, denoise_last=True, timings=calls[-1],
+                    local_sigma=blur != "lens-cg-one-level")
         else:
             diffpir(y, op, params, denoiser, sigma=SIGMA, steps=iters, timings=calls[-1],
                     generator=torch.Generator().manual_seed(0))
