@@ -42,7 +42,7 @@ from blindfast.methods.latent_dem.deblur_method import LATENT_PRIOR, central_cro
 from blindfast.metrics import mnc, psnr
 from blindfast.models import load_shipped_prior
 from blindfast.restore import PriorDenoiser
-from latentdem_train_cases import PHOTOS, TRUE_KERNEL, camera_case, cg_restore, motion_kernels, pnp_restore  # scripts/
+from latentdem_train_cases import TRUE_KERNEL, camera_cases, cg_restore, motion_kernels, pnp_restore  # scripts/
 
 PREVIOUS = "pruned + cg"
 COLUMNS = ("y", PREVIOUS, "pruned + pnp", "unpruned + cg", "unpruned + pnp", "pruned + cg @ sigma_eff",
@@ -67,39 +67,37 @@ def main() -> None:
     print("|---" * (7 + len(columns)) + "|")
     results = []
     for size in args.sizes:
-        for photo in PHOTOS:
-            for index, kernel in enumerate(kernels):
-                x, y, sigma = camera_case(photo, size, kernel, index)
-                top, left, crop_h, crop_w = central_crop_box(size, size, prior.image_multiple)
-                crop = y[..., top:top + crop_h, left:left + crop_w].contiguous()
-                start = time.perf_counter()
-                em = em_deblur(crop, prior, kernel_size=TRUE_KERNEL, sigma=sigma, kernel_denoiser=kernel_denoiser,
-                               generator=torch.Generator().manual_seed(0))
-                em_s = time.perf_counter() - start
-                pruned = prune_kernel(em.kernel)
-                image = em.image.clamp(0, 1)
-                rms = solver_sigma(crop, image, pruned, 0.0)       # the residual's RMS alone
-                sigma_pruned, sigma_unpruned = max(sigma, rms), solver_sigma(crop, image, em.kernel, sigma)
+        for photo, index, kernel, x, y, sigma in camera_cases(size, kernels):
+            top, left, crop_h, crop_w = central_crop_box(size, size, prior.image_multiple)
+            crop = y[..., top:top + crop_h, left:left + crop_w].contiguous()
+            start = time.perf_counter()
+            em = em_deblur(crop, prior, kernel_size=TRUE_KERNEL, sigma=sigma, kernel_denoiser=kernel_denoiser,
+                           generator=torch.Generator().manual_seed(0))
+            em_s = time.perf_counter() - start
+            pruned = prune_kernel(em.kernel)
+            image = em.image.clamp(0, 1)
+            rms = solver_sigma(crop, image, pruned, 0.0)       # the residual's RMS alone
+            sigma_pruned, sigma_unpruned = max(sigma, rms), solver_sigma(crop, image, em.kernel, sigma)
 
-                def score(out):
-                    return psnr(out.clamp(0, 1), x).item()
+            def score(out):
+                return psnr(out.clamp(0, 1), x).item()
 
-                row = {"y": score(y), PREVIOUS: score(cg_restore(y, pruned, sigma)),
-                       "pruned + pnp": score(pnp_restore(y, pruned, sigma, denoiser)),
-                       "unpruned + cg": score(cg_restore(y, em.kernel, sigma)),
-                       "unpruned + pnp": score(pnp_restore(y, em.kernel, sigma, denoiser)),
-                       "pruned + cg @ sigma_eff": score(cg_restore(y, pruned, sigma_pruned)),
-                       "pruned + pnp @ sigma_eff": score(pnp_restore(y, pruned, sigma_pruned, denoiser)),
-                       "unpruned + pnp @ sigma_eff": score(pnp_restore(y, em.kernel, sigma_unpruned, denoiser)),
-                       "true + cg": score(cg_restore(y, kernel, sigma)),
-                       "true + pnp": score(pnp_restore(y, kernel, sigma, denoiser))}
-                for s in args.scales:
-                    row[f"pruned + cg @ {s:g} x RMS"] = score(cg_restore(y, pruned, max(sigma, s * rms)))
-                    row[f"pruned + pnp @ {s:g} x RMS"] = score(pnp_restore(y, pruned, max(sigma, s * rms), denoiser))
-                ratio = sigma_pruned / sigma
-                results.append((size, row, mnc(pruned, kernel).item(), ratio))
-                print(f"| {size} | {photo} | {index} | {results[-1][2]:.3f} | {sigma:.4f} | {ratio:.2f} | "
-                      + " | ".join(f"{row[c]:.2f}" for c in columns) + f" | {em_s:.1f} |", flush=True)
+            row = {"y": score(y), PREVIOUS: score(cg_restore(y, pruned, sigma)),
+                   "pruned + pnp": score(pnp_restore(y, pruned, sigma, denoiser)),
+                   "unpruned + cg": score(cg_restore(y, em.kernel, sigma)),
+                   "unpruned + pnp": score(pnp_restore(y, em.kernel, sigma, denoiser)),
+                   "pruned + cg @ sigma_eff": score(cg_restore(y, pruned, sigma_pruned)),
+                   "pruned + pnp @ sigma_eff": score(pnp_restore(y, pruned, sigma_pruned, denoiser)),
+                   "unpruned + pnp @ sigma_eff": score(pnp_restore(y, em.kernel, sigma_unpruned, denoiser)),
+                   "true + cg": score(cg_restore(y, kernel, sigma)),
+                   "true + pnp": score(pnp_restore(y, kernel, sigma, denoiser))}
+            for s in args.scales:
+                row[f"pruned + cg @ {s:g} x RMS"] = score(cg_restore(y, pruned, max(sigma, s * rms)))
+                row[f"pruned + pnp @ {s:g} x RMS"] = score(pnp_restore(y, pruned, max(sigma, s * rms), denoiser))
+            ratio = sigma_pruned / sigma
+            results.append((size, row, mnc(pruned, kernel).item(), ratio))
+            print(f"| {size} | {photo} | {index} | {results[-1][2]:.3f} | {sigma:.4f} | {ratio:.2f} | "
+                  + " | ".join(f"{row[c]:.2f}" for c in columns) + f" | {em_s:.1f} |", flush=True)
     print("\nper size: mean PSNR (dB); cases above the previous output (pruned + cg); cases >= y + 2 dB\n")
     print("| size | MNC pruned | sigma_eff / sigma | " + " | ".join(columns) + " |")
     print("|---" * (3 + len(columns)) + "|")

@@ -46,7 +46,7 @@ from blindfast.methods.latent_dem.schedules import is_full_em_step
 from blindfast.metrics import mnc, psnr
 from blindfast.models import load_shipped_prior
 from blindfast.physics import Blur
-from latentdem_train_cases import PHOTOS, TRUE_KERNEL, camera_case, cg_restore, motion_kernels  # scripts/
+from latentdem_train_cases import TRUE_KERNEL, camera_cases, cg_restore, motion_kernels  # scripts/
 
 TRAJECTORY_TS = (96, 80, 64, 50, 40, 30, 20, 10, 5, 1)
 CIRCULAR_BLUR = Blur(padding="circular")   # the M-step's model, as em_deblur's
@@ -115,28 +115,26 @@ def main() -> None:
         latent = variant == "latent"
         domain = LATENT_M_STEP_DOMAIN if latent else M_STEP_DOMAIN
         guidance = LATENT_GUIDANCE_SCALE if latent else GUIDANCE_SCALE
-        for photo in PHOTOS:
-            for index, kernel in enumerate(kernels):
-                x_photo, y_photo, sigma = camera_case(photo, args.size, kernel, index)
-                top, left, h, w = central_crop_box(args.size, args.size, prior.image_multiple)
-                y = y_photo[..., top:top + h, left:left + w].contiguous()
-                x = x_photo[..., top:top + h, left:left + w].contiguous()
-                psnr_y = psnr(y_photo.clamp(0, 1), x_photo).item()
-                for spec, config in configs.items():
-                    start = time.perf_counter()
-                    found, image, trajectory = run_case(y, x, kernel, sigma, prior, denoiser, config, domain,
-                                                        guidance)
-                    seconds = time.perf_counter() - start
-                    output = cg_restore(y_photo, prune_kernel(found), sigma).clamp(0, 1)
-                    row = {"MNC": mnc(found, kernel).item(), "peak ratio": found.max().item() / kernel.max().item(),
-                           "energy ratio": gradient_energy(image.clamp(0, 1)) / gradient_energy(x),
-                           "PSNR y": psnr_y, "PSNR EM image": psnr(image.clamp(0, 1), x).item(),
-                           "PSNR output": psnr(output, x_photo).item(), "EM s": seconds}
-                    results.append({"variant": variant, "photo": photo, "kernel": index, "config": spec,
-                                    "row": row, "trajectory": trajectory})
-                    print(f"| {variant} | {photo} | {index} | {spec} | "
-                          + " | ".join(f"{row[c]:.3f}" if c in ("MNC", "peak ratio", "energy ratio") else
-                                       f"{row[c]:.2f}" for c in columns) + " |", flush=True)
+        for photo, index, kernel, x_photo, y_photo, sigma in camera_cases(args.size, kernels):
+            top, left, h, w = central_crop_box(args.size, args.size, prior.image_multiple)
+            y = y_photo[..., top:top + h, left:left + w].contiguous()
+            x = x_photo[..., top:top + h, left:left + w].contiguous()
+            psnr_y = psnr(y_photo.clamp(0, 1), x_photo).item()
+            for spec, config in configs.items():
+                start = time.perf_counter()
+                found, image, trajectory = run_case(y, x, kernel, sigma, prior, denoiser, config, domain,
+                                                    guidance)
+                seconds = time.perf_counter() - start
+                output = cg_restore(y_photo, prune_kernel(found), sigma).clamp(0, 1)
+                row = {"MNC": mnc(found, kernel).item(), "peak ratio": found.max().item() / kernel.max().item(),
+                       "energy ratio": gradient_energy(image.clamp(0, 1)) / gradient_energy(x),
+                       "PSNR y": psnr_y, "PSNR EM image": psnr(image.clamp(0, 1), x).item(),
+                       "PSNR output": psnr(output, x_photo).item(), "EM s": seconds}
+                results.append({"variant": variant, "photo": photo, "kernel": index, "config": spec,
+                                "row": row, "trajectory": trajectory})
+                print(f"| {variant} | {photo} | {index} | {spec} | "
+                      + " | ".join(f"{row[c]:.3f}" if c in ("MNC", "peak ratio", "energy ratio") else
+                                   f"{row[c]:.2f}" for c in columns) + " |", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f)

@@ -30,7 +30,7 @@ from blindfast.methods.latent_dem.deblur_method import LATENT_PRIOR, central_cro
 from blindfast.methods.latent_dem.m_step_hqs import M_STEP_DOMAINS
 from blindfast.metrics import mnc, psnr
 from blindfast.models import load_shipped_prior
-from latentdem_train_cases import PHOTOS, TRUE_KERNEL, camera_case, cg_restore, motion_kernels  # scripts/
+from latentdem_train_cases import TRUE_KERNEL, camera_cases, cg_restore, motion_kernels  # scripts/
 
 COLUMNS = ("MNC", "MNC pruned", "peak", "true peak", "PSNR y", "PSNR EM image", "PSNR pruned + cg",
            "PSNR true + cg", "EM s")
@@ -52,32 +52,30 @@ def main() -> None:
     print("|---" * (4 + len(COLUMNS)) + "|")
     results = []
     for size in args.sizes:
-        for photo in PHOTOS:
-            for index, kernel in enumerate(kernels):
-                x, y, sigma = camera_case(photo, size, kernel, index)
+        for photo, index, kernel, x, y, sigma in camera_cases(size, kernels):
 
-                def restore(k):
-                    return psnr(cg_restore(y, k, sigma).clamp(0, 1), x).item()
+            def restore(k):
+                return psnr(cg_restore(y, k, sigma).clamp(0, 1), x).item()
 
-                shared = {"true peak": kernel.max().item(), "PSNR y": psnr(y.clamp(0, 1), x).item(),
-                          "PSNR true + cg": restore(kernel)}
-                crop_top, crop_left, crop_h, crop_w = central_crop_box(size, size, prior.image_multiple)
-                crop = y[..., crop_top:crop_top + crop_h, crop_left:crop_left + crop_w].contiguous()
-                for domain in args.domains:
-                    start = time.perf_counter()
-                    em = em_deblur(crop, prior, kernel_size=TRUE_KERNEL, sigma=sigma, kernel_denoiser=kernel_denoiser,
-                                   m_step_domain=domain, generator=torch.Generator().manual_seed(0))
-                    row = dict(shared, **{"EM s": time.perf_counter() - start})
-                    pruned = prune_kernel(em.kernel)
-                    row |= {"MNC": mnc(em.kernel, kernel).item(), "MNC pruned": mnc(pruned, kernel).item(),
-                            "peak": em.kernel.max().item(), "PSNR pruned + cg": restore(pruned)}
-                    if crop_h == size:
-                        row["PSNR EM image"] = psnr(em.image.clamp(0, 1), x).item()
-                    results.append((size, domain, row))
-                    cells = [(f"{row[c]:.3f}" if c in ("MNC", "MNC pruned", "peak", "true peak") else
-                              f"{row[c]:.2f}" if c != "EM s" else f"{row[c]:.1f}") if c in row else ""
-                             for c in COLUMNS]
-                    print(f"| {size} | {photo} | {index} | {domain} | " + " | ".join(cells) + " |", flush=True)
+            shared = {"true peak": kernel.max().item(), "PSNR y": psnr(y.clamp(0, 1), x).item(),
+                      "PSNR true + cg": restore(kernel)}
+            crop_top, crop_left, crop_h, crop_w = central_crop_box(size, size, prior.image_multiple)
+            crop = y[..., crop_top:crop_top + crop_h, crop_left:crop_left + crop_w].contiguous()
+            for domain in args.domains:
+                start = time.perf_counter()
+                em = em_deblur(crop, prior, kernel_size=TRUE_KERNEL, sigma=sigma, kernel_denoiser=kernel_denoiser,
+                               m_step_domain=domain, generator=torch.Generator().manual_seed(0))
+                row = dict(shared, **{"EM s": time.perf_counter() - start})
+                pruned = prune_kernel(em.kernel)
+                row |= {"MNC": mnc(em.kernel, kernel).item(), "MNC pruned": mnc(pruned, kernel).item(),
+                        "peak": em.kernel.max().item(), "PSNR pruned + cg": restore(pruned)}
+                if crop_h == size:
+                    row["PSNR EM image"] = psnr(em.image.clamp(0, 1), x).item()
+                results.append((size, domain, row))
+                cells = [(f"{row[c]:.3f}" if c in ("MNC", "MNC pruned", "peak", "true peak") else
+                          f"{row[c]:.2f}" if c != "EM s" else f"{row[c]:.1f}") if c in row else ""
+                         for c in COLUMNS]
+                print(f"| {size} | {photo} | {index} | {domain} | " + " | ".join(cells) + " |", flush=True)
     print("\nmeans:\n")
     print("| size | M-step | " + " | ".join(COLUMNS) + " | output above y + 2 dB |")
     print("|---" * (3 + len(COLUMNS)) + "|")

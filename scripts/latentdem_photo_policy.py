@@ -36,7 +36,7 @@ from blindfast.methods.latent_dem.deblur_method import LATENT_PRIOR, central_cro
 from blindfast.metrics import mnc, psnr
 from blindfast.models import load_shipped_prior
 from blindfast.restore import PriorDenoiser
-from latentdem_train_cases import PHOTOS, camera_case, cg_restore, motion_kernels, pnp_restore  # scripts/
+from latentdem_train_cases import camera_cases, cg_restore, motion_kernels, pnp_restore  # scripts/
 
 # pnp_hqs as it was when the README's table was measured (DPIR's end; its defaults changed afterwards)
 DPIR_END = {"sigma_floor": 0.0, "ensemble": "off", "denoise_last": True}
@@ -65,43 +65,41 @@ def main() -> None:
     results = []
     for size in args.sizes:
         for kernel_size in args.kernel_sizes:
-            for photo in PHOTOS:
-                for index, kernel in enumerate(kernels):
-                    x, y, sigma = camera_case(photo, size, kernel, index)
-                    row = {"y": psnr(y.clamp(0, 1), x).item()}
+            for photo, index, kernel, x, y, sigma in camera_cases(size, kernels):
+                row = {"y": psnr(y.clamp(0, 1), x).item()}
 
-                    def restore(k, solver):
-                        out = cg_restore(y, k, sigma) if solver == "cg" else pnp_restore(y, k, sigma, denoiser,
-                                                                                          **DPIR_END)
-                        return psnr(out.clamp(0, 1), x).item()
+                def restore(k, solver):
+                    out = cg_restore(y, k, sigma) if solver == "cg" else pnp_restore(y, k, sigma, denoiser,
+                                                                                      **DPIR_END)
+                    return psnr(out.clamp(0, 1), x).item()
 
-                    crop_top, crop_left, crop_h, crop_w = central_crop_box(size, size, prior.image_multiple)
-                    start = time.perf_counter()
-                    em = em_deblur(y[..., crop_top:crop_top + crop_h, crop_left:crop_left + crop_w].contiguous(),
-                                   prior, kernel_size=kernel_size, sigma=sigma, kernel_denoiser=kernel_denoiser,
-                                   taper=taper, generator=torch.Generator().manual_seed(0))
-                    seconds = time.perf_counter() - start
-                    mnc_crop = mnc(em.kernel, kernel).item()
-                    if crop_h == size:
-                        row["EM image (crop = photo)"] = psnr(em.image.clamp(0, 1), x).item()
-                    row["crop EM kernel + pnp"] = restore(em.kernel, "pnp")
-                    row["crop EM kernel + cg"] = restore(em.kernel, "cg")
-                    row["crop EM kernel pruned + cg"] = restore(prune_kernel(em.kernel), "cg")
-                    mnc_pruned = mnc(prune_kernel(em.kernel), kernel).item()
-                    mnc_whole = None
-                    if crop_h < size <= args.whole_max:
-                        whole = em_deblur(y, prior, kernel_size=kernel_size, sigma=sigma,
-                                          kernel_denoiser=kernel_denoiser, taper=taper,
-                                          generator=torch.Generator().manual_seed(0))
-                        mnc_whole = mnc(whole.kernel, kernel).item()
-                        row["whole EM image"] = psnr(whole.image.clamp(0, 1), x).item()
-                        row["whole EM kernel + pnp"] = restore(whole.kernel, "pnp")
-                    row["true kernel + pnp"] = restore(kernel, "pnp")
-                    results.append((size, kernel_size, row, mnc_crop, mnc_whole, mnc_pruned))
-                    cells = [f"{row[c]:.2f}" if c in row else "" for c in columns]
-                    print(f"| {size} | {kernel_size} | {photo} | {index} | {mnc_crop:.3f} | "
-                          f"{'' if mnc_whole is None else f'{mnc_whole:.3f}'} | " + " | ".join(cells)
-                          + f" | {seconds:.1f} |", flush=True)
+                crop_top, crop_left, crop_h, crop_w = central_crop_box(size, size, prior.image_multiple)
+                start = time.perf_counter()
+                em = em_deblur(y[..., crop_top:crop_top + crop_h, crop_left:crop_left + crop_w].contiguous(),
+                               prior, kernel_size=kernel_size, sigma=sigma, kernel_denoiser=kernel_denoiser,
+                               taper=taper, generator=torch.Generator().manual_seed(0))
+                seconds = time.perf_counter() - start
+                mnc_crop = mnc(em.kernel, kernel).item()
+                if crop_h == size:
+                    row["EM image (crop = photo)"] = psnr(em.image.clamp(0, 1), x).item()
+                row["crop EM kernel + pnp"] = restore(em.kernel, "pnp")
+                row["crop EM kernel + cg"] = restore(em.kernel, "cg")
+                row["crop EM kernel pruned + cg"] = restore(prune_kernel(em.kernel), "cg")
+                mnc_pruned = mnc(prune_kernel(em.kernel), kernel).item()
+                mnc_whole = None
+                if crop_h < size <= args.whole_max:
+                    whole = em_deblur(y, prior, kernel_size=kernel_size, sigma=sigma,
+                                      kernel_denoiser=kernel_denoiser, taper=taper,
+                                      generator=torch.Generator().manual_seed(0))
+                    mnc_whole = mnc(whole.kernel, kernel).item()
+                    row["whole EM image"] = psnr(whole.image.clamp(0, 1), x).item()
+                    row["whole EM kernel + pnp"] = restore(whole.kernel, "pnp")
+                row["true kernel + pnp"] = restore(kernel, "pnp")
+                results.append((size, kernel_size, row, mnc_crop, mnc_whole, mnc_pruned))
+                cells = [f"{row[c]:.2f}" if c in row else "" for c in columns]
+                print(f"| {size} | {kernel_size} | {photo} | {index} | {mnc_crop:.3f} | "
+                      f"{'' if mnc_whole is None else f'{mnc_whole:.3f}'} | " + " | ".join(cells)
+                      + f" | {seconds:.1f} |", flush=True)
     print("\nmeans per (size, k):\n")
     print("| size | k | MNC crop EM | MNC pruned | " + " | ".join(f"PSNR {c}" for c in columns) + " |")
     print("|---" * (4 + len(columns)) + "|")

@@ -54,6 +54,15 @@ def camera_case(photo: str, size: int, kernel: Tensor, index: int) -> tuple[Tens
     return x, y, max(estimate_noise_std(y), 1e-4)
 
 
+def camera_cases(size: int, kernels: Tensor):
+    """Every case at ``size``, photo by photo (``PHOTOS``) and kernel by kernel (``kernels``, those of
+    :func:`motion_kernels`): yields (photo, kernel index, (k, k) kernel, x, y, y's estimated noise std) as
+    :func:`camera_case` makes them."""
+    for photo in PHOTOS:
+        for index, kernel in enumerate(kernels):
+            yield (photo, index, kernel, *camera_case(photo, size, kernel, index))
+
+
 def cg_restore(y: Tensor, kernel: Tensor, sigma: float) -> Tensor:
     """(1, C, H, W) y restored by cg with the (k, k) ``kernel`` as ``deblur --solver cg`` does for noise std
     ``sigma`` (no gradient)."""
