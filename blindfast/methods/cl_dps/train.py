@@ -34,7 +34,7 @@ import torch
 
 from blindfast import _validate
 from blindfast.data import ImageFolder, embedded_images
-from blindfast.methods.cl_dps.encoder import SMALL, WIDE, ContrastiveEncoder, EncoderPair
+from blindfast.methods.cl_dps.encoder import SMALL, WIDE, ContrastiveEncoder, EncoderPair, encoder_from_config
 from blindfast.methods.cl_dps.moco import MoCo, concat_all_gather
 from blindfast.methods.cl_dps.pairs import FAMILIES, PairConfig, draw_pairs, parse_families
 from blindfast.train.distributed import World
@@ -205,7 +205,7 @@ def build_encoder(preset: str, channels: int, seed: int,
     (torch's global generator left as it was)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stream_seed(seed, INIT_STREAM))
-        return (EncoderPair if two_encoders else ContrastiveEncoder)(channels, **PRESETS[preset])
+        return encoder_from_config({"channels": channels, **PRESETS[preset], "two_encoders": two_encoders})
 
 
 def train_cl(out_dir, config: CLConfig = CLConfig(), *, resume: bool = False, progress: bool = True,
