@@ -4,7 +4,9 @@ of a checkerboard of its tiles), blurred by sv_conv."""
 import pytest
 import torch
 
-from blindfast.methods.ddm.synthetic import capture, frames_of, halves
+from blindfast.data import EMBEDDED_SPLITS, embedded_images
+from blindfast.methods.ddm.synthetic import (BLOCK, MOSAIC_FRAMES, TRAIN_PHOTOS, camera_of, capture,
+                                             checkerboard_blocks, frames_of, halves, synthetic_camera)
 from blindfast.ops import sv_conv
 from blindfast.physics import lens_psf_grid
 
@@ -31,9 +33,6 @@ def test_capture_is_sv_conv_plus_the_stated_noise():
 
 
 def _train_photos():
-    from blindfast.data import EMBEDDED_SPLITS, embedded_images
-    from blindfast.methods.ddm.synthetic import TRAIN_PHOTOS
-
     photos = dict(zip(EMBEDDED_SPLITS["train"] + EMBEDDED_SPLITS["test"], embedded_images("all")))
     return [photos[name] for name in TRAIN_PHOTOS], [photos[name] for name in EMBEDDED_SPLITS["test"]]
 
@@ -47,8 +46,6 @@ def _as_uint8(frames):
 
 
 def test_checkerboard_blocks_give_every_whole_tile_to_one_colour():
-    from blindfast.methods.ddm.synthetic import checkerboard_blocks
-
     # every pixel a distinct value: pixel p of photo i holds 1000 i + p
     photos = [torch.arange(10 * 13.0).reshape(1, 10, 13) + 1000 * i for i in range(3)]
     first, second = checkerboard_blocks(photos, 4)
@@ -65,8 +62,6 @@ def test_checkerboard_blocks_give_every_whole_tile_to_one_colour():
 def test_mosaic_frames_are_the_camera_on_scenes_of_one_colour_each():
     """Frames from an independent layout of the tiles drawn by one generator (sharp frames, then scenes, then the
     capture noise, as documented); the blurry frames are sv_conv of those scenes plus that noise, 8-bit."""
-    from blindfast.methods.ddm.synthetic import BLOCK, MOSAIC_FRAMES, synthetic_camera
-
     grid = lens_psf_grid((2, 2), 9, 3, generator=torch.Generator().manual_seed(0), sigma0=0.5, field_blur=0.3,
                          astigmatism=0.2, coma=1.0, lateral_ca=0.3)
     frame, seed = 2 * BLOCK, 3
@@ -105,8 +100,6 @@ def test_mosaic_frames_are_the_camera_on_scenes_of_one_colour_each():
 def test_the_halves_camera_is_unchanged():
     """The default content: the frames every 64 px of each photo's halves (sharp half first for even photos), the
     blurry ones through the camera with the noise of one generator, then the test photos' centre frames."""
-    from blindfast.methods.ddm.synthetic import camera_of
-
     camera = camera_of(_noisy, frame=256, stride=64, seed=7)
     photos, tests = _train_photos()
     sharp, scenes = [], []
