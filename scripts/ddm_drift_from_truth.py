@@ -10,7 +10,8 @@ floor that step 1's prior (and step 2's settings) put under DDM's accuracy, what
 sharp set the very scenes of the blurry frames (an oracle no user has); "mosaic" cuts every photo into a
 checkerboard of 64 px blocks, the blocks of one colour sharp, of the other blurry, each frame a mosaic of random
 blocks of its set (both sets then see every region of every photo, and a frame's content does not depend on where
-in the frame it lies). ``--from-start`` starts from the demo's Gaussian instead of the truth.
+in the frame it lies; ``synthetic_camera(..., content="mosaic")``). ``--from-start`` starts from the demo's
+Gaussian instead of the truth.
 
     python scripts/ddm_drift_from_truth.py --out runs/drift --steps 150 [--step1 outputs/demo/ddm/step1] \
         [--content halves|same|mosaic] [--from-start]
@@ -30,13 +31,12 @@ from blindfast.methods.ddm.demo import DEMO_LENS, FRAME, GRID, KERNEL_SIZE, NOIS
 from blindfast.data import EMBEDDED_SPLITS, embedded_images
 from blindfast.methods.ddm.photos import BlurryPatches, PhotoSet, SharpPatches
 from blindfast.methods.ddm.presets import preset
-from blindfast.methods.ddm.synthetic import TRAIN_PHOTOS, SyntheticCamera, capture, frames_of, halves, synthetic_camera
+from blindfast.methods.ddm.synthetic import TRAIN_PHOTOS, SyntheticCamera, frames_of, halves, synthetic_camera
 from blindfast.metrics import psf_grid_metrics
 from blindfast.physics import LensField, lens_psf_grid
 
 VARIATION, DECENTER = 0.1, 0.05   # lens_psf_grid's defaults, as the demo lens uses them
 CONTENTS = ("halves", "same", "mosaic")
-BLOCK, MOSAIC_FRAMES = 64, 24      # mosaic blocks (px) and frames per set (the demo's camera has 19 per set)
 
 
 def train_photos() -> list[torch.Tensor]:
@@ -52,30 +52,6 @@ def same_scene_camera(lens: torch.Tensor, seed: int) -> SyntheticCamera:
         first, second = halves(photo)
         scenes += frames_of(second if i % 2 == 0 else first, FRAME, 64)   # the demo's blurry halves
     return camera._replace(sharp=PhotoSet(scenes, "sharp"))
-
-
-def mosaic_camera(lens: torch.Tensor, seed: int) -> SyntheticCamera:
-    """Sharp and blurry frames assembled from the two colours of a checkerboard of BLOCK px blocks of every photo."""
-    pools = ([], [])
-    for i, photo in enumerate(train_photos()):
-        rows, cols = photo.shape[-2] // BLOCK, photo.shape[-1] // BLOCK
-        for r in range(rows):
-            for c in range(cols):
-                pools[(r + c + i) % 2].append(photo[:, r * BLOCK:(r + 1) * BLOCK, c * BLOCK:(c + 1) * BLOCK])
-    generator = torch.Generator().manual_seed(seed)
-    side = FRAME // BLOCK
-
-    def mosaics(pool: list[torch.Tensor]) -> torch.Tensor:
-        frames = []
-        for _ in range(MOSAIC_FRAMES):
-            chosen = [pool[j] for j in torch.randperm(len(pool), generator=generator)[:side * side].tolist()]
-            frames.append(torch.cat([torch.cat(chosen[r * side:(r + 1) * side], dim=-1) for r in range(side)], dim=-2))
-        return torch.stack(frames)
-
-    sharp, scenes = mosaics(pools[0]), mosaics(pools[1])
-    blurry = capture(scenes, lens, NOISE, generator).clamp(0, 1)
-    camera = synthetic_camera(lens, frame=FRAME, noise=NOISE, seed=seed)
-    return camera._replace(sharp=PhotoSet(list(sharp), "sharp"), blurry=PhotoSet(list(blurry), "blurry"))
 
 
 def demo_lens_parameters(seed: int) -> dict:
@@ -112,7 +88,8 @@ def main() -> None:
         matching.LensField = TrueLens
     camera = {"halves": lambda: synthetic_camera(lens, frame=FRAME, noise=NOISE, seed=args.seed),
               "same": lambda: same_scene_camera(lens, args.seed),
-              "mosaic": lambda: mosaic_camera(lens, args.seed)}[args.content]()
+              "mosaic": lambda: synthetic_camera(lens, frame=FRAME, noise=NOISE, seed=args.seed,
+                                                 content="mosaic")}[args.content]()
     settings = preset("demo", args.seed)
     blurry = BlurryPatches(camera.blurry, settings.patch)
     sharp = SharpPatches(camera.sharp, settings.patch, KERNEL_SIZE, blurry.frame)

@@ -24,6 +24,7 @@ from blindfast.methods.ddm.estimate import estimate_psf
 from blindfast.methods.ddm.gauge import centre_nodes
 from blindfast.methods.ddm.matching import CHECKPOINT_NAME, Stage
 from blindfast.methods.ddm.presets import PRESETS, Preset, preset as plain_preset
+from blindfast.methods.ddm.synthetic import CONTENTS
 from blindfast.metrics import ncc
 from blindfast.physics import gaussian_kernel
 from blindfast.train.checkpoint import read_checkpoint
@@ -101,11 +102,13 @@ def run_timings(report: dict) -> dict:
 
 
 def main(description: str, *, name: str, default_seeds: list[int],
-         variant_preset: Callable[[str, int], Preset], run_one: Callable[[int, Preset, Path, bool, bool], dict],
+         variant_preset: Callable[[str, int], Preset],
+         run_one: Callable[[int, Preset, Path, bool, bool, str], dict],
          print_table: Callable[[list[dict]], None], settings: dict) -> None:
     """The scripts' command line: runs ``run_one`` for each kernel seed under the chosen preset (``variant_preset(name,
     seed)``; ``--step1-preset`` takes step 1 from another preset; ``--stages`` and the regulariser options replace
-    step 2's; ``--step1-from`` copies a finished step 1 of an earlier run, which step 2's settings do not change),
+    step 2's; ``--step1-from`` copies a finished step 1 of an earlier run, which step 2's settings do not change;
+    ``--content`` picks the synthetic camera's sets, :data:`blindfast.methods.ddm.synthetic.CONTENTS`),
     writes ``OUT/<preset>_<name>.json`` (the run settings, ``settings`` and the runs) and prints ``print_table``;
     ``--table A.json ...`` only prints earlier runs' table."""
     parser = argparse.ArgumentParser(description=description)
@@ -118,6 +121,8 @@ def main(description: str, *, name: str, default_seeds: list[int],
     parser.add_argument("--gaussian-weight", type=float, default=None, help="default: the preset's")
     parser.add_argument("--step1-from", type=Path, default=None,
                         help="an earlier run's OUT: its finished <preset>_k<seed>/step1 is copied before each run")
+    parser.add_argument("--content", choices=CONTENTS, default="halves",
+                        help="the unpaired sets: halves of each photo, or mosaics of checkerboard blocks")
     parser.add_argument("--kernel-seeds", type=int, nargs="+", default=default_seeds)
     parser.add_argument("--seed", type=int, default=0, help="DDM's generators")
     parser.add_argument("--out", type=Path)
@@ -143,9 +148,10 @@ def main(description: str, *, name: str, default_seeds: list[int],
         out_dir = args.out / f"{args.preset}_k{seed}"
         if args.step1_from and not (out_dir / "step1").exists():
             shutil.copytree(args.step1_from / f"{args.preset}_k{seed}" / "step1", out_dir / "step1")
-        runs.append(run_one(seed, chosen, out_dir, args.resume, not args.quiet))
+        runs.append(run_one(seed, chosen, out_dir, args.resume, not args.quiet, args.content))
     result = {"preset": args.preset, "step1_preset": args.step1_preset or args.preset, "seed": args.seed,
-              "step2": chosen.step2.to_json(), **settings, "threads": torch.get_num_threads(), "runs": runs}
+              "content": args.content, "step2": chosen.step2.to_json(), **settings, "threads": torch.get_num_threads(),
+              "runs": runs}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.json or args.out / f"{args.preset}_{name}.json").write_text(json.dumps(result, indent=2))
     print_table(runs)

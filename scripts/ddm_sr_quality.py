@@ -23,7 +23,8 @@ stage then the paper's LinearConvNetKernel) learns the kernel from the unpaired 
 writes ``OUT/<preset>_k<seed>/`` (DDM's outputs) and ``OUT/<preset>_sr.json`` (or ``--json``), and prints a table;
 ``--table A.json B.json`` prints the table of earlier runs. An existing finished step 1 in
 ``OUT/<preset>_k<seed>/step1`` is reused (``--resume``; ``--step1-preset`` takes step 1's settings from another
-preset, e.g. ``quality``'s step 2 on the ``demo`` preset's step 1: the report names both).
+preset, e.g. ``quality``'s step 2 on the ``demo`` preset's step 1: the report names both). ``--content mosaic``
+builds both sets from mosaics of checkerboard blocks of every photo instead of halves (the JSON records it).
 """
 
 from __future__ import annotations
@@ -82,9 +83,9 @@ def restoration(camera, kernels: dict[str, Tensor]) -> dict[str, dict[str, list[
                    "ssim": ssim(x.clamp(0, 1), camera.test_sharp).tolist()} for name, x in restored.items()}
 
 
-def run_one(kernel_seed: int, chosen: Preset, out_dir: Path, resume: bool, progress: bool) -> dict:
+def run_one(kernel_seed: int, chosen: Preset, out_dir: Path, resume: bool, progress: bool, content: str) -> dict:
     kernel, params = true_kernel(kernel_seed)
-    camera = sr_camera(kernel, FACTOR, frame=FRAME, noise=NOISE, seed=kernel_seed)
+    camera = sr_camera(kernel, FACTOR, frame=FRAME, noise=NOISE, seed=kernel_seed, content=content)
     baselines = best_gaussians(kernel)
     report, learned, curve = learn_kernel(camera, kernel, chosen, out_dir, resume, progress, factor=FACTOR)
     kernels = {"learned": learned, "true": kernel.double(), "isotropic Gaussian": baselines["isotropic Gaussian"][0]}

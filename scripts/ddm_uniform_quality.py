@@ -27,6 +27,9 @@ stages on the same step 1 (a refining stage after the Gaussian one; ``--step1-fr
     python scripts/ddm_uniform_quality.py --preset demo --kernel-seeds 0 2 --out runs/kernel \
         --step1-from runs/uniform --stages gaussian:600:0.02 kernel:300:2e-4 --gaussian-weight 0 \
         --sparsity-fraction 0.1
+
+``--content mosaic`` builds both sets from mosaics of checkerboard blocks of every photo instead of halves
+(:func:`blindfast.methods.ddm.synthetic.camera_of`; the JSON records it).
 """
 
 from __future__ import annotations
@@ -71,10 +74,10 @@ def deblur_psnr(camera, kernels: dict[str, Tensor]) -> dict[str, list[float]]:
     return out
 
 
-def run_one(kernel_seed: int, chosen: Preset, out_dir: Path, resume: bool, progress: bool) -> dict:
+def run_one(kernel_seed: int, chosen: Preset, out_dir: Path, resume: bool, progress: bool, content: str) -> dict:
     kernel = true_kernel(kernel_seed)
     camera = synthetic_camera(kernel.expand(1, 3, 1, 1, KERNEL_SIZE, KERNEL_SIZE).contiguous(), frame=FRAME,
-                              noise=NOISE, seed=kernel_seed)
+                              noise=NOISE, seed=kernel_seed, content=content)
     baselines = best_gaussians(kernel)
     report, learned, curve = learn_kernel(camera, kernel, chosen, out_dir, resume, progress)
     kernels = {"learned": learned, "true": kernel.double(), **{name: k for name, (k, _) in baselines.items()}}
