@@ -84,6 +84,8 @@ DPIR_ITERS = 8                # their K for deblurring
 #   motion  cycle +3.42 / +2.26 / +3.18 (local_sigma: the same run), vflip +3.27 / +2.22 / +3.17, flips +3.41 /
 #           +2.38 / +3.26 (4x the denoiser's time).
 #   Ending on the T0 / T5 average instead of T0 changed each by -0.03 to +0.00 dB.
+# Whole train photos (--tiling), PnP - CG against the default: shift_tiles lens +0.01 / +0.01 / +0.00, motion
+#   -0.01 / +0.03 / +0.00; cycle-flips lens -0.08 / -0.07 / -0.04, motion -0.03 / +0.10 / +0.06; neither a default.
 PNP_LAMBDA = 1.0
 PNP_ITERS = 16
 PNP_SIGMA_FLOOR = 0.03
