@@ -110,7 +110,8 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
             iters: int = PNP_ITERS, lam: float = PNP_LAMBDA, sigma_start: float = DPIR_SIGMA_START,
             sigma_floor: float = PNP_SIGMA_FLOOR, ensemble: str = "cycle", denoise_last: bool = False,
             final_denoise: bool = True, final_ensemble: str = "off", local_sigma: bool = True,
-            shift_tiles: bool = False, cg_iters: int = DEFAULT_DATA_CG_ITERS, timings: dict | None = None, progress: bool = False) -> Tensor:
+            shift_tiles: bool = False, cg_iters: int = DEFAULT_DATA_CG_ITERS, timings: dict | None = None,
+            progress: bool = False) -> Tensor:
     r"""DPIR's iterations with the departures of the module docstring.
 
     Args:
