@@ -1,7 +1,7 @@
 """Why ``pnp_hqs`` departs from DPIR with the shipped ``pixel_tiny``: measured on *train* photos only.
 
 Crops (``--size``, default 192) with fine texture, where PnP loses to CG on chelsea's fur: astronaut's hair (top
-left), rocket's trees (bottom left), motorcycle_left's engine. Five tables:
+left), rocket's trees (bottom left), motorcycle_left's engine. Two tables:
 
 1. ``--denoiser``: the prior's Tweedie denoiser alone on white noise of std s: PSNR gain over the noisy crop at
    strength f * s (f = 0.5, 0.75, 1: does it over-smooth?), blended with the input (``a v + (1 - a) D(v)``), the
@@ -30,7 +30,15 @@ rocket's sky, motorcycle_left's floor and its tank (``--size``, default 192), an
    (``--case`` runs one blur, ``--runs`` some of the runs, ``--photos`` some of the photos).
 
     OMP_NUM_THREADS=1 python scripts/pnp_train_diagnosis.py --denoiser --pnp --transforms --ending --whole
+7. ``--tiling``: on the same whole photos, the default against one change each: the denoiser's tile grid moved
+   by half its stride on every other iteration (``shift_tiles``), the cycle over the flips and half turn only
+   (``ensemble="cycle-flips"``), the lens's per-tile levels raised to the schedule's floor in the iterations
+   ("levels floored": below it the prior denoises texture worse than non-local means, and ``local_sigma`` takes
+   the rim's tiles down to 0.4 of sigma_k), other denoiser tiles (``--tiles``, the overlap kept). PnP minus CG
+   and the seconds of each run (``--case``, ``--tiling-runs``, ``--photos`` as for ``--ensembles``).
+
     OMP_NUM_THREADS=1 python scripts/pnp_train_diagnosis.py --ensembles --case lens
+    OMP_NUM_THREADS=1 python scripts/pnp_train_diagnosis.py --tiling --case motion --tiles 192 256
 """
 
 from __future__ import annotations
@@ -70,6 +78,22 @@ ENSEMBLE_RUNS = {   # pnp_hqs options of the --ensembles runs (each also ended a
     "vflip": {"ensemble": "vflip", "local_sigma": False},
     "flips": {"ensemble": "flips", "local_sigma": False},
     "local sigma (default)": {},
+}
+class FlooredLevels(PriorDenoiser):
+    """The prior's denoiser with a map of levels raised to at least ``PNP_SIGMA_FLOOR`` in the loop's iterations
+    (a map whose largest level is below the floor, the final denoise's, is left as it is)."""
+
+    def __call__(self, v, sigma, *, shift=0):
+        if isinstance(sigma, torch.Tensor) and float(sigma.max()) >= PNP_SIGMA_FLOOR:
+            sigma = sigma.clamp_min(PNP_SIGMA_FLOOR)
+        return super().__call__(v, sigma, shift=shift)
+
+
+TILING_RUNS = {   # pnp_hqs options and the denoiser's class of the --tiling runs (tile sizes are added by --tiles)
+    "default": ({}, PriorDenoiser),
+    "shifted tiles": ({"shift_tiles": True}, PriorDenoiser),
+    "cycle flips": ({"ensemble": "cycle-flips"}, PriorDenoiser),
+    "levels floored": ({}, FlooredLevels),   # the lens only: a uniform blur's levels are one per call
 }
 WHOLE_PHOTOS = ("astronaut", "rocket", "motorcycle_left")   # the train photos of --whole and --ensembles
 SMOOTH_STD, TEXTURE_STD = 0.02, 0.06   # local std of the sharp photo over 9x9 pixels: smooth below, texture above
@@ -253,6 +277,29 @@ def ensembles_table(denoiser: PriorDenoiser, case_names, runs, photo_names) -> N
                 print(f"| {case} | {name} | {base:.2f} | {run} | {cells} | {seconds:.0f} |", flush=True)
 
 
+def tiling_table(prior, case_names, runs, tiles, photo_names) -> None:
+    photos = dict(zip(EMBEDDED_SPLITS["train"], embedded_images("train")))
+    print("| case | photo | CG (dB) | run | PnP - CG | seconds |")
+    print("|---" * 6 + "|")
+    named = {run: (TILING_RUNS[run][0], TILING_RUNS[run][1](prior)) for run in runs}
+    named.update({f"tile {tile}": ({}, PriorDenoiser(prior, tile=tile)) for tile in tiles})
+    for case, (op, params) in blur_cases().items():
+        if case not in case_names:
+            continue
+        for name in photo_names:
+            x = photos[name][None].contiguous()
+            y, cg = measure(x, op, params, torch.Generator().manual_seed(1))
+            base = float(psnr(cg.clamp(0, 1), x))
+            for run, (options, denoiser) in named.items():
+                if run == "levels floored" and relative_noise_gain(op, params, 1.0, x.shape[-2:]) is None:
+                    continue   # a uniform blur: the same run as "default"
+                start = time.perf_counter()
+                restored = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, **options)
+                seconds = time.perf_counter() - start
+                print(f"| {case} | {name} | {base:.2f} | {run} | {gain(restored, x, base):+.2f} | {seconds:.0f} |",
+                      flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=192)
@@ -262,14 +309,19 @@ def main() -> None:
     parser.add_argument("--ending", action="store_true", help="table 4: PnP's ends per region against CG")
     parser.add_argument("--whole", action="store_true", help="table 5: the whole train photos")
     parser.add_argument("--ensembles", action="store_true", help="table 6: per-step ensembles, local sigma")
+    parser.add_argument("--tiling", action="store_true", help="table 7: shifted tiles, flips cycle, tile size")
+    parser.add_argument("--tiling-runs", nargs="*", choices=list(TILING_RUNS), default=list(TILING_RUNS),
+                        help="--tiling: these runs")
+    parser.add_argument("--tiles", nargs="*", type=int, default=[192, 256], help="--tiling: these tile sizes too")
     parser.add_argument("--case", nargs="+", choices=("lens", "motion"), default=("lens", "motion"),
-                        help="--ensembles: these blurs")
+                        help="--ensembles, --tiling: these blurs")
     parser.add_argument("--runs", nargs="+", choices=list(ENSEMBLE_RUNS), default=list(ENSEMBLE_RUNS),
                         help="--ensembles: these runs")
     parser.add_argument("--photos", nargs="+", choices=WHOLE_PHOTOS, default=WHOLE_PHOTOS,
-                        help="--ensembles: these photos")
+                        help="--ensembles, --tiling: these photos")
     args = parser.parse_args()
-    denoiser = PriorDenoiser(load_shipped_prior("pixel_tiny"))
+    prior = load_shipped_prior("pixel_tiny")
+    denoiser = PriorDenoiser(prior)
     with torch.no_grad():
         if args.denoiser:
             denoiser_table(args.size, denoiser)
@@ -283,6 +335,8 @@ def main() -> None:
             whole_table(denoiser)
         if args.ensembles:
             ensembles_table(denoiser, args.case, args.runs, args.photos)
+        if args.tiling:
+            tiling_table(prior, args.case, args.tiling_runs, args.tiles, args.photos)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ Five departures from DPIR, for the shipped tiny prior, each measured on the *tra
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -55,7 +56,7 @@ from blindfast.restore.prior_denoiser import PriorDenoiser
 from blindfast.restore.validation import check_blur_params, check_measurement, check_positive
 
 __all__ = ["pnp_hqs", "noise_schedule", "DPIR_SIGMA_START", "DPIR_LAMBDA", "DPIR_ITERS", "PNP_LAMBDA",
-           "PNP_ITERS", "PNP_SIGMA_FLOOR", "ENSEMBLES", "ENSEMBLE_TRANSFORMS"]
+           "PNP_ITERS", "PNP_SIGMA_FLOOR", "ENSEMBLES", "ENSEMBLE_TRANSFORMS", "ENSEMBLE_CYCLES"]
 
 DPIR_SIGMA_START = 49 / 255   # Zhang et al. 2021: the first denoiser's noise level
 DPIR_LAMBDA = 0.23            # their lambda for deblurring, with their DRUNet
@@ -83,6 +84,8 @@ DPIR_ITERS = 8                # their K for deblurring
 #   motion  cycle +3.42 / +2.26 / +3.18 (local_sigma: the same run), vflip +3.27 / +2.22 / +3.17, flips +3.41 /
 #           +2.38 / +3.26 (4x the denoiser's time).
 #   Ending on the T0 / T5 average instead of T0 changed each by -0.03 to +0.00 dB.
+# Whole train photos (--tiling), PnP - CG against the default: shift_tiles lens +0.01 / +0.01 / +0.00, motion
+#   -0.01 / +0.03 / +0.00; cycle-flips lens -0.08 / -0.07 / -0.04, motion -0.03 / +0.10 / +0.06; neither a default.
 PNP_LAMBDA = 1.0
 PNP_ITERS = 16
 PNP_SIGMA_FLOOR = 0.03
@@ -90,7 +93,9 @@ PNP_SIGMA_FLOOR = 0.03
 # its up-down mirror (T5, the second-best transform of the tiny prior), its two mirrors and half turn (no quarter
 # turns, the prior's worst), all 8 (DPIR's x8)
 ENSEMBLE_TRANSFORMS = {"off": (0,), "vflip": (0, 5), "flips": (0, 1, 4, 5), "x8": tuple(range(DIHEDRAL_SIZE))}
-ENSEMBLES = ("cycle", *ENSEMBLE_TRANSFORMS)   # "cycle": iteration k denoises the k-th transform alone
+# Iteration k denoises the (k mod n)-th of these n transforms alone: all 8, or the flips and half turn only
+ENSEMBLE_CYCLES = {"cycle": tuple(range(DIHEDRAL_SIZE)), "cycle-flips": ENSEMBLE_TRANSFORMS["flips"]}
+ENSEMBLES = (*ENSEMBLE_CYCLES, *ENSEMBLE_TRANSFORMS)
 
 
 def noise_schedule(sigma: float, iters: int, sigma_start: float = DPIR_SIGMA_START) -> list[float]:
@@ -105,7 +110,8 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
             iters: int = PNP_ITERS, lam: float = PNP_LAMBDA, sigma_start: float = DPIR_SIGMA_START,
             sigma_floor: float = PNP_SIGMA_FLOOR, ensemble: str = "cycle", denoise_last: bool = False,
             final_denoise: bool = True, final_ensemble: str = "off", local_sigma: bool = True,
-            cg_iters: int = DEFAULT_DATA_CG_ITERS, timings: dict | None = None, progress: bool = False) -> Tensor:
+            shift_tiles: bool = False, cg_iters: int = DEFAULT_DATA_CG_ITERS, timings: dict | None = None,
+            progress: bool = False) -> Tensor:
     r"""DPIR's iterations with the departures of the module docstring.
 
     Args:
@@ -118,9 +124,10 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
         lam: lambda, the weight of the prior.
         sigma_start: the first denoiser's noise level.
         sigma_floor: the schedule ends at max(sigma, sigma_floor) (0: DPIR's sigma_K = sigma).
-        ensemble: "cycle" (iteration k denoises the k-th dihedral transform), or at every iteration the average
-            over the transforms of ``ENSEMBLE_TRANSFORMS[ensemble]``: "off" (none), "vflip" (2x the denoiser's
-            cost), "flips" (4x), "x8" (8x).
+        ensemble: "cycle" (iteration k denoises the k-th dihedral transform), "cycle-flips" (the (k mod 4)-th of
+            T0, T1, T4, T5: no quarter turns), or at every iteration the average over the transforms of
+            ``ENSEMBLE_TRANSFORMS[ensemble]``: "off" (none), "vflip" (2x the denoiser's cost), "flips" (4x), "x8"
+            (8x).
         denoise_last: True returns DPIR's z_K (the last data step denoised at sigma_K, in the ensemble's
             transform), whatever ``final_denoise`` says.
         final_denoise: True returns the last data step denoised once more at the measurement's own noise level,
@@ -130,6 +137,9 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
             data step's :func:`~blindfast.restore.data_step.relative_noise_gain` (a space-varying blur only:
             where it leaves less of the measurement's noise, it is denoised less; any other operator is
             unchanged).
+        shift_tiles: every odd iteration's denoiser runs on a tile grid moved by half its stride
+            (:meth:`PriorDenoiser.half_stride`), so that the seams, and the steps of ``local_sigma``'s per-tile
+            levels, fall elsewhere on alternate iterations (the final denoise is unshifted).
         cg_iters: CG iterations per data step (non-uniform operators).
         timings: if a dict, receives "data_s" and "denoise_s", the seconds spent in each step.
         progress: a tqdm bar.
@@ -171,8 +181,14 @@ def pnp_hqs(y: Tensor, op: LinearOperator, params: dict, prior: Prior | PriorDen
             if k == iters - 1 and not denoise_last:
                 break
             start = time.perf_counter()
-            transforms = [k] if ensemble == "cycle" else ENSEMBLE_TRANSFORMS[ensemble]
-            z = self_ensemble(denoiser, x, sigma_k if gain is None else sigma_k * gain, transforms)
+            if ensemble in ENSEMBLE_CYCLES:
+                transforms = [ENSEMBLE_CYCLES[ensemble][k % len(ENSEMBLE_CYCLES[ensemble])]]
+            else:
+                transforms = ENSEMBLE_TRANSFORMS[ensemble]
+            step_denoiser = denoiser
+            if shift_tiles and k % 2:
+                step_denoiser = functools.partial(denoiser, shift=min(denoiser.half_stride, min(x.shape[-2:]) - 1))
+            z = self_ensemble(step_denoiser, x, sigma_k if gain is None else sigma_k * gain, transforms)
             spent["denoise_s"] += time.perf_counter() - start
         if final_denoise and not denoise_last:
             start = time.perf_counter()

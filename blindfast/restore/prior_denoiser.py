@@ -54,16 +54,28 @@ class PriorDenoiser:
         mults = getattr(net, "channel_mults", None)
         self.multiple = 2 ** (len(mults) - 1) if mults else 1   # the U-Net's H, W must be multiples of this
 
-    def __call__(self, v: Tensor, sigma: float | Tensor) -> Tensor:
+    @property
+    def half_stride(self) -> int:
+        """Half the distance between neighbouring tiles' starts: a ``shift`` by it puts the seams between the
+        unshifted ones (0 when not tiled)."""
+        return 0 if self.tile is None else (self.tile - min(self.overlap, self.tile // 2)) // 2
+
+    def __call__(self, v: Tensor, sigma: float | Tensor, *, shift: int = 0) -> Tensor:
         """Denoise.
 
         Args:
             v: (B, C, H, W) noisy image in [0, 1] (approximately).
             sigma: its noise std (> 0; 0 returns ``v``), or a (B|1, 1, H, W) map of stds > 0: each tile is then
                 denoised at the mean of the map over the tile (the whole image at its mean when not tiled).
+            shift: move the tile grid this many pixels down and right (0 <= shift < min(H, W)): the image (and
+                the map) is extended by that many reflected pixels at its top and left before tiling, and they
+                are cropped after. Nothing changes when the image fits in one tile.
         Returns:
             (B, C, H, W) the estimate.
         """
+        if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift < min(v.shape[-2:]):
+            raise ValueError(f"shift must be an int in [0, {min(v.shape[-2:])}) (0 up to the image's smaller "
+                             f"side), got {shift!r}")
         local = isinstance(sigma, Tensor)
         if local and (sigma.dim() != 4 or sigma.shape[1] != 1 or sigma.shape[-2:] != v.shape[-2:]
                       or sigma.shape[0] not in (1, v.shape[0]) or not bool((sigma > 0).all())):
@@ -96,6 +108,9 @@ class PriorDenoiser:
 
         if self.tile is None or max(x.shape[-2:]) <= self.tile:
             out = denoise(x)
+        elif shift:
+            shifted = torch.nn.functional.pad(x, (shift, 0, shift, 0), mode="reflect")
+            out = apply_tiled(denoise, shifted, self.tile, min(self.overlap, self.tile // 2))[..., shift:, shift:]
         else:
             out = apply_tiled(denoise, x, self.tile, min(self.overlap, self.tile // 2))
         return out.mean(1, keepdim=True) if grey else out

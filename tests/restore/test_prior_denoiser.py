@@ -1,5 +1,6 @@
-"""PriorDenoiser with a map of noise levels: each tile at the mean of its part of the map."""
+"""PriorDenoiser with a map of noise levels (each tile at the mean of its part of the map) and a shifted tile grid."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,3 +50,43 @@ def test_constant_map_equals_the_scalar_level():
 def test_bad_map_is_refused(shape, value):
     with pytest.raises(ValueError, match=r"a sigma map must be \(B\|1, 1, H, W\)"):
         PriorDenoiser(_TimePrior(), tile=None, channels=3)(torch.rand(1, 3, 8, 8), torch.full(shape, value))
+
+
+class _PointwisePrior:
+    """A stand-in prior that acts on each pixel alone: E[x_1 | x_t] := tanh(x_t)."""
+
+    def denoise(self, x_t, t):
+        return torch.tanh(x_t)
+
+
+@pytest.mark.parametrize("shift", [0, 3, 5])
+def test_shifted_tiles_of_a_pointwise_prior_equal_it_untiled(shift):
+    """Tiles of 8 with an overlap of 2 on 20x28, the grid moved by ``shift``: the blend of a pointwise prior is
+    the prior on the whole image, (tanh(t (2 v - 1)) + 1) / 2."""
+    v = torch.rand(2, 3, 20, 28, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = time_of_noise(0.05)
+    got = PriorDenoiser(_PointwisePrior(), tile=8, overlap=2, channels=3)(v, 0.05, shift=shift)
+    torch.testing.assert_close(got, (torch.tanh(t * (2 * v - 1)) + 1) / 2, rtol=0, atol=1e-15)
+
+
+def test_shifted_tiles_give_each_shifted_tile_its_own_level():
+    """Tiles of 8 without overlap on 20x20 moved by 4: the image and its map extended by 4 reflected pixels at
+    the top and left (numpy's reflect) are 24x24, three tiles per axis, so the output is constant on the blocks
+    [-4, 4), [4, 12), [12, 20) of each axis, at the mean of the reflected map over the block."""
+    v = torch.rand(1, 3, 20, 20, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    level = torch.rand(1, 1, 20, 20, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 0.1 + 0.01
+    got = PriorDenoiser(_TimePrior(), tile=8, overlap=0, channels=3)(v, level, shift=4)
+    extended = np.pad(level[0, 0].numpy(), ((4, 0), (4, 0)), mode="reflect")
+    for top in (0, 8, 16):
+        for left in (0, 8, 16):
+            expected = (time_of_noise(extended[top:top + 8, left:left + 8].mean()) + 1) / 2
+            block = got[..., max(top - 4, 0):top + 4, max(left - 4, 0):left + 4]
+            torch.testing.assert_close(block, torch.full_like(block, expected), rtol=0, atol=1e-15)
+
+
+def test_half_stride_and_bad_shift():
+    denoiser = PriorDenoiser(_TimePrior(), tile=128, overlap=32, channels=3)
+    assert denoiser.half_stride == 48 and PriorDenoiser(_TimePrior(), tile=None, channels=3).half_stride == 0
+    for shift in (-1, 8, 1.5):
+        with pytest.raises(ValueError, match=r"shift must be an int in \[0, 8\) .* got"):
+            denoiser(torch.rand(1, 3, 8, 12), 0.1, shift=shift)

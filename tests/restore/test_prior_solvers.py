@@ -162,6 +162,54 @@ def test_pnp_hqs_per_step_ensemble_is_the_mean_of_the_transformed_back_outputs(e
     assert [s for _, s in denoiser.calls] == [levels[0]] * len(transforms) + [SIGMA] * len(transforms)
 
 
+class _DiagonalShiftDenoiser(_RecordingDenoiser):
+    """v -> (1 - sigma) v shifted one pixel down and one right (circularly): transformed back, each of the 8
+    dihedral transforms gives a different shift."""
+
+    def __call__(self, v, sigma):
+        super().__call__(v, sigma)
+        return (1 - sigma) * torch.roll(v, (1, 1), (-2, -1))
+
+
+def test_pnp_hqs_flips_cycle_visits_t0_t1_t4_t5_and_inverts_each():
+    """K = 6, ensemble "cycle-flips": iterations 1-5 denoise under T0, T1, T4, T5, T0, transformed back, so the
+    diagonal shift becomes (down, right), (down, left), (up, left), (up, right), (down, right) (numpy.roll), against
+    numpy's FFT data steps in float64; the final denoise is untransformed. No call is transposed (no quarter turn)."""
+    op, params, y = _circular_case()
+    kernel, data = params["kernel"][0, 0].numpy(), y[0].numpy()
+    levels = noise_schedule(PNP_SIGMA_FLOOR, 6)
+    shifts = [(1, 1), (1, -1), (-1, -1), (-1, 1), (1, 1)]
+    z = data
+    for sigma_k, shift in zip(levels, shifts):
+        x = _numpy_data_step(data, kernel, z, SIGMA**2 / sigma_k**2)
+        z = (1 - sigma_k) * np.roll(x, shift, (-2, -1))
+    x = _numpy_data_step(data, kernel, z, SIGMA**2 / levels[-1] ** 2)
+    denoiser = _DiagonalShiftDenoiser()
+    got = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=6, ensemble="cycle-flips")
+    np.testing.assert_allclose(got[0].numpy(), (1 - SIGMA) * np.roll(x, (1, 1), (-2, -1)), rtol=0, atol=1e-10)
+    assert [hw for hw, _ in denoiser.calls] == [(16, 24)] * 6
+
+
+def test_pnp_hqs_shift_tiles_moves_every_other_iterations_grid_by_half_a_stride():
+    """shift_tiles: the denoiser is called with shift = half_stride (tiles of 8, overlap 2: 3) on iterations 2, 4,
+    .. and unshifted on the others and at the end; without it no shift is passed."""
+
+    class Shifts(_RecordingDenoiser):
+        tile, overlap = 8, 2
+
+        def __call__(self, v, sigma, shift=0):
+            self.calls.append(shift)
+            return v
+
+    op, params, y = _circular_case()
+    denoiser = Shifts()
+    pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=5, shift_tiles=True)
+    assert denoiser.calls == [0, 3, 0, 3, 0]
+    denoiser = Shifts()
+    pnp_hqs(y, op, params, denoiser, sigma=SIGMA, iters=5)
+    assert denoiser.calls == [0] * 5
+
+
 def test_pnp_hqs_local_sigma_is_the_schedule_times_the_noise_gain():
     """local_sigma: every call (untransformed: ensemble off) gets sigma_k times relative_noise_gain at that step's
     rho, the final one sigma times the last step's; for a uniform blur the run is the default's, bit for bit."""
