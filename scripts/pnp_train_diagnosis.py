@@ -29,7 +29,6 @@ rocket's sky, motorcycle_left's floor and its tank (``--size``, default 192), an
    "cycle, one level", so it is not repeated). PnP minus CG and the seconds of each run, both ends included
    (``--case`` runs one blur, ``--runs`` some of the runs, ``--photos`` some of the photos).
 
-    OMP_NUM_THREADS=1 python scripts/pnp_train_diagnosis.py --denoiser --pnp --transforms --ending --whole
 7. ``--tiling``: on the same whole photos, the default against one change each: the denoiser's tile grid moved
    by half its stride on every other iteration (``shift_tiles``), the cycle over the flips and half turn only
    (``ensemble="cycle-flips"``), the lens's per-tile levels raised to the schedule's floor in the iterations
@@ -37,6 +36,7 @@ rocket's sky, motorcycle_left's floor and its tank (``--size``, default 192), an
    the rim's tiles down to 0.4 of sigma_k), other denoiser tiles (``--tiles``, the overlap kept). PnP minus CG
    and the seconds of each run (``--case``, ``--tiling-runs``, ``--photos`` as for ``--ensembles``).
 
+    OMP_NUM_THREADS=1 python scripts/pnp_train_diagnosis.py --denoiser --pnp --transforms --ending --whole
     OMP_NUM_THREADS=1 python scripts/pnp_train_diagnosis.py --ensembles --case lens
     OMP_NUM_THREADS=1 python scripts/pnp_train_diagnosis.py --tiling --case motion --tiles 192 256
 """
@@ -79,6 +79,8 @@ ENSEMBLE_RUNS = {   # pnp_hqs options of the --ensembles runs (each also ended a
     "flips": {"ensemble": "flips", "local_sigma": False},
     "local sigma (default)": {},
 }
+
+
 class FlooredLevels(PriorDenoiser):
     """The prior's denoiser with a map of levels raised to at least ``PNP_SIGMA_FLOOR`` in the loop's iterations
     (a map whose largest level is below the floor, the final denoise's, is left as it is)."""
