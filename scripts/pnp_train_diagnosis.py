@@ -250,56 +250,55 @@ def whole_table(denoiser: PriorDenoiser) -> None:
             print(f"| {case} | {name} | {base:.2f} | " + " | ".join(f"{c:+.2f}" for c in cells) + " |", flush=True)
 
 
-def ensembles_table(denoiser: PriorDenoiser, case_names, runs, photo_names) -> None:
+def whole_photo_cases(case_names, photo_names):
+    """For each chosen blur and whole train photo: (case, op, params, photo name, x (1, C, H, W), its noisy
+    measurement y, CG-Tikhonov's PSNR on it in dB)."""
     photos = dict(zip(EMBEDDED_SPLITS["train"], embedded_images("train")))
-    print("| case | photo | CG (dB) | run | end untransformed | end T0/T5 | seconds |")
-    print("|---" * 7 + "|")
     for case, (op, params) in blur_cases().items():
         if case not in case_names:
             continue
         for name in photo_names:
             x = photos[name][None].contiguous()
             y, cg = measure(x, op, params, torch.Generator().manual_seed(1))
-            base = float(psnr(cg.clamp(0, 1), x))
-            for run in runs:
-                options = ENSEMBLE_RUNS[run]
-                local = options.get("local_sigma", True)
-                if local and relative_noise_gain(op, params, 1.0, x.shape[-2:]) is None:
-                    continue   # a uniform blur: the same run as "cycle, one level"
-                start = time.perf_counter()
-                x_K = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, final_denoise=False, **options)
-                # the final denoise as pnp_hqs ends it (tests/restore/test_prior_solvers.py), on the same x_K
-                level = SIGMA
-                if local:
-                    level = SIGMA * relative_noise_gain(op, params, SIGMA**2 / max(SIGMA, PNP_SIGMA_FLOOR)**2,
-                                                        x.shape[-2:])
-                ends = [self_ensemble(denoiser, x_K, level, ENSEMBLE_TRANSFORMS[end]) for end in ("off", "vflip")]
-                seconds = time.perf_counter() - start
-                cells = " | ".join(f"{gain(e, x, base):+.2f}" for e in ends)
-                print(f"| {case} | {name} | {base:.2f} | {run} | {cells} | {seconds:.0f} |", flush=True)
+            yield case, op, params, name, x, y, float(psnr(cg.clamp(0, 1), x))
+
+
+def ensembles_table(denoiser: PriorDenoiser, case_names, runs, photo_names) -> None:
+    print("| case | photo | CG (dB) | run | end untransformed | end T0/T5 | seconds |")
+    print("|---" * 7 + "|")
+    for case, op, params, name, x, y, base in whole_photo_cases(case_names, photo_names):
+        for run in runs:
+            options = ENSEMBLE_RUNS[run]
+            local = options.get("local_sigma", True)
+            if local and relative_noise_gain(op, params, 1.0, x.shape[-2:]) is None:
+                continue   # a uniform blur: the same run as "cycle, one level"
+            start = time.perf_counter()
+            x_K = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, final_denoise=False, **options)
+            # the final denoise as pnp_hqs ends it (tests/restore/test_prior_solvers.py), on the same x_K
+            level = SIGMA
+            if local:
+                level = SIGMA * relative_noise_gain(op, params, SIGMA**2 / max(SIGMA, PNP_SIGMA_FLOOR)**2,
+                                                    x.shape[-2:])
+            ends = [self_ensemble(denoiser, x_K, level, ENSEMBLE_TRANSFORMS[end]) for end in ("off", "vflip")]
+            seconds = time.perf_counter() - start
+            cells = " | ".join(f"{gain(e, x, base):+.2f}" for e in ends)
+            print(f"| {case} | {name} | {base:.2f} | {run} | {cells} | {seconds:.0f} |", flush=True)
 
 
 def tiling_table(prior, case_names, runs, tiles, photo_names) -> None:
-    photos = dict(zip(EMBEDDED_SPLITS["train"], embedded_images("train")))
     print("| case | photo | CG (dB) | run | PnP - CG | seconds |")
     print("|---" * 6 + "|")
     named = {run: (TILING_RUNS[run][0], TILING_RUNS[run][1](prior)) for run in runs}
     named.update({f"tile {tile}": ({}, PriorDenoiser(prior, tile=tile)) for tile in tiles})
-    for case, (op, params) in blur_cases().items():
-        if case not in case_names:
-            continue
-        for name in photo_names:
-            x = photos[name][None].contiguous()
-            y, cg = measure(x, op, params, torch.Generator().manual_seed(1))
-            base = float(psnr(cg.clamp(0, 1), x))
-            for run, (options, denoiser) in named.items():
-                if run == "levels floored" and relative_noise_gain(op, params, 1.0, x.shape[-2:]) is None:
-                    continue   # a uniform blur: the same run as "default"
-                start = time.perf_counter()
-                restored = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, **options)
-                seconds = time.perf_counter() - start
-                print(f"| {case} | {name} | {base:.2f} | {run} | {gain(restored, x, base):+.2f} | {seconds:.0f} |",
-                      flush=True)
+    for case, op, params, name, x, y, base in whole_photo_cases(case_names, photo_names):
+        for run, (options, denoiser) in named.items():
+            if run == "levels floored" and relative_noise_gain(op, params, 1.0, x.shape[-2:]) is None:
+                continue   # a uniform blur: the same run as "default"
+            start = time.perf_counter()
+            restored = pnp_hqs(y, op, params, denoiser, sigma=SIGMA, **options)
+            seconds = time.perf_counter() - start
+            print(f"| {case} | {name} | {base:.2f} | {run} | {gain(restored, x, base):+.2f} | {seconds:.0f} |",
+                  flush=True)
 
 
 def main() -> None:
