@@ -40,7 +40,7 @@ class PriorDenoiser:
     Args:
         prior: a pixel-space :class:`~blindfast.models.Prior` on images in [-1, 1].
         tile: denoise tiles of this side (None: the whole image at once).
-        overlap: the tiles' overlap.
+        overlap: the tiles' overlap (at most half a tile).
         channels: the prior's image channels (3 for the shipped priors). A one-channel image is denoised as
             three equal channels and averaged back.
     """
@@ -48,7 +48,8 @@ class PriorDenoiser:
     def __init__(self, prior: Prior, *, tile: int | None = DEFAULT_DENOISER_TILE,
                  overlap: int = DEFAULT_DENOISER_OVERLAP, channels: int | None = None):
         self.prior = prior
-        self.tile, self.overlap = tile, overlap
+        self.tile = tile
+        self.overlap = overlap if tile is None else min(overlap, tile // 2)
         net = getattr(prior, "net", None)
         self.channels = channels or getattr(net, "image_channels", None)
         mults = getattr(net, "channel_mults", None)
@@ -58,7 +59,7 @@ class PriorDenoiser:
     def half_stride(self) -> int:
         """Half the distance between neighbouring tiles' starts: a ``shift`` by it puts the seams between the
         unshifted ones (0 when not tiled)."""
-        return 0 if self.tile is None else (self.tile - min(self.overlap, self.tile // 2)) // 2
+        return 0 if self.tile is None else (self.tile - self.overlap) // 2
 
     def __call__(self, v: Tensor, sigma: float | Tensor, *, shift: int = 0) -> Tensor:
         """Denoise.
@@ -108,9 +109,7 @@ class PriorDenoiser:
 
         if self.tile is None or max(x.shape[-2:]) <= self.tile:
             out = denoise(x)
-        elif shift:
-            shifted = torch.nn.functional.pad(x, (shift, 0, shift, 0), mode="reflect")
-            out = apply_tiled(denoise, shifted, self.tile, min(self.overlap, self.tile // 2))[..., shift:, shift:]
         else:
-            out = apply_tiled(denoise, x, self.tile, min(self.overlap, self.tile // 2))
+            shifted = torch.nn.functional.pad(x, (shift, 0, shift, 0), mode="reflect") if shift else x
+            out = apply_tiled(denoise, shifted, self.tile, self.overlap)[..., shift:, shift:]
         return out.mean(1, keepdim=True) if grey else out
